@@ -1,0 +1,300 @@
+"""Configuration: read once from `COHORT_*` environment variables into a frozen, validated object.
+
+`Settings.from_env()` is called at start-up; a bad value raises `ConfigError` naming the variable, and
+the CLI prints it and exits. Nothing else in Cohort reads the environment.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from enum import Enum
+from pathlib import Path
+
+SERVICE_NAMES: tuple[str, ...] = ("collector", "reward", "trainer", "checkpoint", "budget", "jobs", "gateway")
+"""Every Cohort service, in start-up order (the gateway is HTTP, the rest gRPC)."""
+
+GRPC_SERVICE_NAMES: tuple[str, ...] = SERVICE_NAMES[:-1]
+
+DEFAULT_PORTS: Mapping[str, int] = {
+    "collector": 50051,
+    "reward": 50052,
+    "trainer": 50053,
+    "checkpoint": 50054,
+    "budget": 50055,
+    "jobs": 50056,
+    "gateway": 8080,
+}
+
+MiB = 1024 * 1024
+
+
+class ConfigError(ValueError):
+    """A configuration value is malformed; `variable` names the environment variable."""
+
+    def __init__(self, variable: str, message: str) -> None:
+        super().__init__(f"{variable}: {message}")
+        self.variable = variable
+
+
+class TlsMode(str, Enum):
+    PLAINTEXT = "plaintext"
+    TLS = "tls"
+    MTLS = "mtls"
+
+
+class TracingExporter(str, Enum):
+    NONE = "none"
+    CONSOLE = "console"
+    OTLP = "otlp"
+
+
+@dataclass(frozen=True)
+class TlsSettings:
+    """Certificates for servers and clients. Paths, not contents, so secrets stay on disk."""
+
+    mode: TlsMode = TlsMode.PLAINTEXT
+    cert_file: Path | None = None
+    """This process's certificate chain (PEM): served by servers, presented by clients under mTLS."""
+    key_file: Path | None = None
+    ca_file: Path | None = None
+    """CA bundle (PEM): clients verify servers with it; under mTLS servers verify clients with it."""
+    server_name_override: str | None = None
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = Path("var")
+    database_url: str = ""
+    """SQLAlchemy async URL. Empty means the embedded default, SQLite at `<data_dir>/cohort.db`."""
+    redis_url: str | None = None
+    host: str = "127.0.0.1"
+    """Interface every server listens on. Only loopback unless set explicitly."""
+    ports: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
+    addresses: Mapping[str, str] = field(default_factory=dict)
+    """Where clients reach each service (`host:port`); defaults to `host:port` of this config."""
+    max_message_bytes: int = 16 * MiB
+    rpc_timeout_seconds: float = 30.0
+    shutdown_grace_seconds: float = 5.0
+    auth_enabled: bool = True
+    api_key: str | None = None
+    """The key this process presents when it calls other services (and the CLI uses)."""
+    auth_cache_seconds: float = 5.0
+    tls: TlsSettings = field(default_factory=TlsSettings)
+    tracing: TracingExporter = TracingExporter.NONE
+    otlp_endpoint: str = "http://127.0.0.1:4317"
+    log_level: str = "INFO"
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite+aiosqlite:///{self.data_dir / 'cohort.db'}"
+
+    @property
+    def is_embedded(self) -> bool:
+        return self.effective_database_url.startswith("sqlite")
+
+    @property
+    def admin_key_file(self) -> Path:
+        return self.data_dir / "admin.key"
+
+    def listen_address(self, service: str) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.ports[service]}"
+
+    def address_of(self, service: str) -> str:
+        if service in self.addresses:
+            return self.addresses[service]
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
+        host = f"[{host}]" if ":" in host else host
+        return f"{host}:{self.ports[service]}"
+
+    def with_overrides(self, **changes) -> Settings:
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values.update(changes)
+        return Settings(**values)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = _Env(os.environ if environ is None else environ)
+        data_dir = Path(env.text("COHORT_DATA_DIR", "var"))
+        host = env.text("COHORT_HOST", "127.0.0.1")
+        _check_host("COHORT_HOST", host)
+        ports = {name: env.port(f"COHORT_{name.upper()}_PORT", DEFAULT_PORTS[name]) for name in SERVICE_NAMES}
+        addresses = {
+            name: env.address(f"COHORT_{name.upper()}_ADDRESS")
+            for name in SERVICE_NAMES
+            if env.has(f"COHORT_{name.upper()}_ADDRESS")
+        }
+        tls = _tls_from_env(env, host)
+        return cls(
+            data_dir=data_dir,
+            database_url=env.database_url("COHORT_DATABASE_URL"),
+            redis_url=env.redis_url("COHORT_REDIS_URL"),
+            host=host,
+            ports=ports,
+            addresses=addresses,
+            max_message_bytes=env.integer("COHORT_MAX_MESSAGE_BYTES", 16 * MiB, minimum=1024, maximum=2**31 - 1),
+            rpc_timeout_seconds=env.number("COHORT_RPC_TIMEOUT_SECONDS", 30.0, minimum=0.001),
+            shutdown_grace_seconds=env.number("COHORT_SHUTDOWN_GRACE_SECONDS", 5.0, minimum=0.0),
+            auth_enabled=env.boolean("COHORT_AUTH_ENABLED", True),
+            api_key=env.text("COHORT_API_KEY", "") or None,
+            auth_cache_seconds=env.number("COHORT_AUTH_CACHE_SECONDS", 5.0, minimum=0.0),
+            tls=tls,
+            tracing=env.choice("COHORT_TRACING", TracingExporter, TracingExporter.NONE),
+            otlp_endpoint=env.text("COHORT_OTLP_ENDPOINT", "http://127.0.0.1:4317"),
+            log_level=env.choice_text(
+                "COHORT_LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"), "INFO"
+            ),
+        )
+
+
+def _check_host(variable: str, host: str) -> None:
+    if host in ("localhost", "0.0.0.0", "::"):
+        return
+    try:
+        ipaddress.ip_address(host)
+    except ValueError as exc:
+        if not host or any(c in host for c in " /:@"):
+            raise ConfigError(variable, f"{host!r} is not a host name or IP address") from exc
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _tls_from_env(env: _Env, host: str) -> TlsSettings:
+    explicit_mode = env.has("COHORT_TLS_MODE")
+    mode = env.choice("COHORT_TLS_MODE", TlsMode, TlsMode.PLAINTEXT)
+    if not explicit_mode and not _is_loopback(host):
+        raise ConfigError(
+            "COHORT_TLS_MODE",
+            f"COHORT_HOST={host} listens beyond loopback, so choose tls or mtls "
+            "(or plaintext, explicitly, behind a trusted proxy)",
+        )
+    cert = env.path("COHORT_TLS_CERT_FILE")
+    key = env.path("COHORT_TLS_KEY_FILE")
+    ca = env.path("COHORT_TLS_CA_FILE")
+    if mode is not TlsMode.PLAINTEXT:
+        if cert is None:
+            raise ConfigError("COHORT_TLS_CERT_FILE", f"required when COHORT_TLS_MODE={mode.value}")
+        if key is None:
+            raise ConfigError("COHORT_TLS_KEY_FILE", f"required when COHORT_TLS_MODE={mode.value}")
+        if ca is None:
+            raise ConfigError("COHORT_TLS_CA_FILE", f"required when COHORT_TLS_MODE={mode.value}")
+    return TlsSettings(
+        mode=mode,
+        cert_file=cert,
+        key_file=key,
+        ca_file=ca,
+        server_name_override=env.text("COHORT_TLS_SERVER_NAME", "") or None,
+    )
+
+
+class _Env:
+    """Typed reads of environment variables; every failure names the variable."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._environ = environ
+
+    def has(self, name: str) -> bool:
+        return self._environ.get(name, "").strip() != ""
+
+    def text(self, name: str, default: str) -> str:
+        value = self._environ.get(name, "").strip()
+        return value if value else default
+
+    def integer(self, name: str, default: int, *, minimum: int, maximum: int) -> int:
+        if not self.has(name):
+            return default
+        raw = self._environ[name].strip()
+        try:
+            value = int(raw.replace("_", ""))
+        except ValueError as exc:
+            raise ConfigError(name, f"{raw!r} is not an integer") from exc
+        if not minimum <= value <= maximum:
+            raise ConfigError(name, f"{value} is outside {minimum}..{maximum}")
+        return value
+
+    def number(self, name: str, default: float, *, minimum: float) -> float:
+        if not self.has(name):
+            return default
+        raw = self._environ[name].strip()
+        try:
+            value = float(raw)
+        except ValueError as exc:
+            raise ConfigError(name, f"{raw!r} is not a number") from exc
+        if not value >= minimum or value == float("inf"):
+            raise ConfigError(name, f"{raw} must be a finite number >= {minimum}")
+        return value
+
+    def port(self, name: str, default: int) -> int:
+        return self.integer(name, default, minimum=0, maximum=65535)
+
+    def boolean(self, name: str, default: bool) -> bool:
+        if not self.has(name):
+            return default
+        raw = self._environ[name].strip().lower()
+        if raw in ("1", "true", "yes", "on"):
+            return True
+        if raw in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(name, f"{raw!r} is not a boolean (use true or false)")
+
+    def choice(self, name: str, enum: type[Enum], default: Enum):
+        if not self.has(name):
+            return default
+        raw = self._environ[name].strip().lower()
+        try:
+            return enum(raw)
+        except ValueError as exc:
+            allowed = ", ".join(m.value for m in enum)
+            raise ConfigError(name, f"{raw!r} is not one of: {allowed}") from exc
+
+    def choice_text(self, name: str, allowed: tuple[str, ...], default: str) -> str:
+        if not self.has(name):
+            return default
+        raw = self._environ[name].strip().upper()
+        if raw not in allowed:
+            raise ConfigError(name, f"{raw!r} is not one of: {', '.join(allowed)}")
+        return raw
+
+    def path(self, name: str) -> Path | None:
+        if not self.has(name):
+            return None
+        path = Path(self._environ[name].strip())
+        if not path.is_file():
+            raise ConfigError(name, f"{path} is not a readable file")
+        return path
+
+    def address(self, name: str) -> str:
+        raw = self._environ[name].strip()
+        host, sep, port = raw.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535:
+            raise ConfigError(name, f"{raw!r} is not host:port")
+        return raw
+
+    def database_url(self, name: str) -> str:
+        if not self.has(name):
+            return ""
+        raw = self._environ[name].strip()
+        scheme = raw.split("://", 1)[0] if "://" in raw else ""
+        if scheme in ("postgresql", "postgres", "postgresql+asyncpg"):
+            return "postgresql+asyncpg://" + raw.split("://", 1)[1]
+        if scheme in ("sqlite", "sqlite+aiosqlite"):
+            return "sqlite+aiosqlite://" + raw.split("://", 1)[1]
+        raise ConfigError(name, f"unsupported database URL scheme {scheme or raw!r} (use postgresql:// or sqlite://)")
+
+    def redis_url(self, name: str) -> str | None:
+        if not self.has(name):
+            return None
+        raw = self._environ[name].strip()
+        if not raw.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError(name, f"{raw!r} is not a redis://, rediss:// or unix:// URL")
+        return raw

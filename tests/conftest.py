@@ -1,0 +1,39 @@
+"""Shared fixtures: the real PostgreSQL and Redis test servers, when the environment names them.
+
+`COHORT_TEST_DATABASE_URL` and `COHORT_TEST_REDIS_URL` point at them (`.ci/run` exports both). When
+a URL is unset the tests that need it are skipped with the reason; when `COHORT_REQUIRE_SERVICES=1`
+(as in CI) a missing or unreachable server fails them instead, so CI never passes by skipping.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+REQUIRE_SERVICES = os.environ.get("COHORT_REQUIRE_SERVICES", "") in ("1", "true", "yes")
+
+
+def _unavailable(reason: str) -> None:
+    if REQUIRE_SERVICES:
+        pytest.fail(f"{reason} (COHORT_REQUIRE_SERVICES=1 makes this a failure)", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """An asyncpg URL of an empty-able PostgreSQL database reserved for tests."""
+    url = os.environ.get("COHORT_TEST_DATABASE_URL", "").strip()
+    if not url:
+        _unavailable("COHORT_TEST_DATABASE_URL is not set: no PostgreSQL test database")
+    if url.startswith(("postgresql://", "postgres://")):
+        url = "postgresql+asyncpg://" + url.split("://", 1)[1]
+    return url
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    url = os.environ.get("COHORT_TEST_REDIS_URL", "").strip()
+    if not url:
+        _unavailable("COHORT_TEST_REDIS_URL is not set: no Redis test server")
+    return url
