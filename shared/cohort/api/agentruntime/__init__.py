@@ -1,0 +1,1 @@
+"""Generated from protos/cohort/api/agentruntime by `make proto`. Do not edit."""

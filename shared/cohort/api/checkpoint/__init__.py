@@ -1,0 +1,1 @@
+"""Generated from protos/cohort/api/checkpoint by `make proto`. Do not edit."""

@@ -1,0 +1,1 @@
+"""Generated from protos/cohort/api/collector/v1 by `make proto`. Do not edit."""

@@ -1,0 +1,1 @@
+"""Generated from protos/cohort/api/jobs by `make proto`. Do not edit."""

@@ -1,0 +1,363 @@
+import datetime
+
+from cohort.api.checkpoint.v1 import checkpoint_pb2 as _checkpoint_pb2
+from cohort.api.collector.v1 import collector_pb2 as _collector_pb2
+from cohort.api.reward.v1 import reward_pb2 as _reward_pb2
+from cohort.api.trainer.v1 import trainer_pb2 as _trainer_pb2
+from cohort.api.trajectory.v1 import trajectory_pb2 as _trajectory_pb2
+from google.api import annotations_pb2 as _annotations_pb2
+from google.api import field_behavior_pb2 as _field_behavior_pb2
+from google.protobuf import duration_pb2 as _duration_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.rpc import status_pb2 as _status_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class PauseReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PAUSE_REASON_UNSPECIFIED: _ClassVar[PauseReason]
+    PAUSE_REASON_REQUESTED: _ClassVar[PauseReason]
+    PAUSE_REASON_BUDGET_EXHAUSTED: _ClassVar[PauseReason]
+PAUSE_REASON_UNSPECIFIED: PauseReason
+PAUSE_REASON_REQUESTED: PauseReason
+PAUSE_REASON_BUDGET_EXHAUSTED: PauseReason
+
+class Job(_message.Message):
+    __slots__ = ("job_id", "tenant_id", "display_name", "spec", "state", "pause_reason", "progress", "revision", "create_time", "update_time", "start_time", "end_time", "error")
+    class State(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        STATE_UNSPECIFIED: _ClassVar[Job.State]
+        STATE_QUEUED: _ClassVar[Job.State]
+        STATE_RUNNING: _ClassVar[Job.State]
+        STATE_PAUSED: _ClassVar[Job.State]
+        STATE_SUCCEEDED: _ClassVar[Job.State]
+        STATE_FAILED: _ClassVar[Job.State]
+        STATE_CANCELLING: _ClassVar[Job.State]
+        STATE_CANCELLED: _ClassVar[Job.State]
+    STATE_UNSPECIFIED: Job.State
+    STATE_QUEUED: Job.State
+    STATE_RUNNING: Job.State
+    STATE_PAUSED: Job.State
+    STATE_SUCCEEDED: Job.State
+    STATE_FAILED: Job.State
+    STATE_CANCELLING: Job.State
+    STATE_CANCELLED: Job.State
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    PAUSE_REASON_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    tenant_id: str
+    display_name: str
+    spec: JobSpec
+    state: Job.State
+    pause_reason: PauseReason
+    progress: JobProgress
+    revision: int
+    create_time: _timestamp_pb2.Timestamp
+    update_time: _timestamp_pb2.Timestamp
+    start_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
+    error: _status_pb2.Status
+    def __init__(self, job_id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., display_name: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., state: _Optional[_Union[Job.State, str]] = ..., pause_reason: _Optional[_Union[PauseReason, str]] = ..., progress: _Optional[_Union[JobProgress, _Mapping]] = ..., revision: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ...) -> None: ...
+
+class JobSpec(_message.Message):
+    __slots__ = ("runtime", "dataset", "policy", "group_size", "iterations", "batch_size", "grpo", "reward", "advantage", "checkpoint_interval", "retention", "evaluation_interval", "budget", "failure_policy", "seed", "rollout_timeout", "max_concurrency", "max_steps")
+    RUNTIME_FIELD_NUMBER: _ClassVar[int]
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    GROUP_SIZE_FIELD_NUMBER: _ClassVar[int]
+    ITERATIONS_FIELD_NUMBER: _ClassVar[int]
+    BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    GRPO_FIELD_NUMBER: _ClassVar[int]
+    REWARD_FIELD_NUMBER: _ClassVar[int]
+    ADVANTAGE_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINT_INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    RETENTION_FIELD_NUMBER: _ClassVar[int]
+    EVALUATION_INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_POLICY_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    ROLLOUT_TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    MAX_CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
+    MAX_STEPS_FIELD_NUMBER: _ClassVar[int]
+    runtime: _collector_pb2.RuntimeSpec
+    dataset: DatasetSpec
+    policy: PolicySource
+    group_size: int
+    iterations: int
+    batch_size: int
+    grpo: _trainer_pb2.GrpoConfig
+    reward: _reward_pb2.RewardSpec
+    advantage: _reward_pb2.AdvantageConfig
+    checkpoint_interval: int
+    retention: _checkpoint_pb2.RetentionPolicy
+    evaluation_interval: int
+    budget: BudgetSpec
+    failure_policy: _reward_pb2.FailurePolicy
+    seed: int
+    rollout_timeout: _duration_pb2.Duration
+    max_concurrency: int
+    max_steps: int
+    def __init__(self, runtime: _Optional[_Union[_collector_pb2.RuntimeSpec, _Mapping]] = ..., dataset: _Optional[_Union[DatasetSpec, _Mapping]] = ..., policy: _Optional[_Union[PolicySource, _Mapping]] = ..., group_size: _Optional[int] = ..., iterations: _Optional[int] = ..., batch_size: _Optional[int] = ..., grpo: _Optional[_Union[_trainer_pb2.GrpoConfig, _Mapping]] = ..., reward: _Optional[_Union[_reward_pb2.RewardSpec, _Mapping]] = ..., advantage: _Optional[_Union[_reward_pb2.AdvantageConfig, _Mapping]] = ..., checkpoint_interval: _Optional[int] = ..., retention: _Optional[_Union[_checkpoint_pb2.RetentionPolicy, _Mapping]] = ..., evaluation_interval: _Optional[int] = ..., budget: _Optional[_Union[BudgetSpec, _Mapping]] = ..., failure_policy: _Optional[_Union[_reward_pb2.FailurePolicy, str]] = ..., seed: _Optional[int] = ..., rollout_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_concurrency: _Optional[int] = ..., max_steps: _Optional[int] = ...) -> None: ...
+
+class DatasetSpec(_message.Message):
+    __slots__ = ("inline", "toolbench", "heldout_fraction")
+    INLINE_FIELD_NUMBER: _ClassVar[int]
+    TOOLBENCH_FIELD_NUMBER: _ClassVar[int]
+    HELDOUT_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    inline: InlineQueries
+    toolbench: ToolbenchQueries
+    heldout_fraction: float
+    def __init__(self, inline: _Optional[_Union[InlineQueries, _Mapping]] = ..., toolbench: _Optional[_Union[ToolbenchQueries, _Mapping]] = ..., heldout_fraction: _Optional[float] = ...) -> None: ...
+
+class InlineQueries(_message.Message):
+    __slots__ = ("train", "heldout")
+    TRAIN_FIELD_NUMBER: _ClassVar[int]
+    HELDOUT_FIELD_NUMBER: _ClassVar[int]
+    train: _containers.RepeatedCompositeFieldContainer[_collector_pb2.Query]
+    heldout: _containers.RepeatedCompositeFieldContainer[_collector_pb2.Query]
+    def __init__(self, train: _Optional[_Iterable[_Union[_collector_pb2.Query, _Mapping]]] = ..., heldout: _Optional[_Iterable[_Union[_collector_pb2.Query, _Mapping]]] = ...) -> None: ...
+
+class ToolbenchQueries(_message.Message):
+    __slots__ = ("train_count", "heldout_count", "seed", "task_families")
+    TRAIN_COUNT_FIELD_NUMBER: _ClassVar[int]
+    HELDOUT_COUNT_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    TASK_FAMILIES_FIELD_NUMBER: _ClassVar[int]
+    train_count: int
+    heldout_count: int
+    seed: int
+    task_families: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, train_count: _Optional[int] = ..., heldout_count: _Optional[int] = ..., seed: _Optional[int] = ..., task_families: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class PolicySource(_message.Message):
+    __slots__ = ("existing", "new_policy")
+    EXISTING_FIELD_NUMBER: _ClassVar[int]
+    NEW_POLICY_FIELD_NUMBER: _ClassVar[int]
+    existing: _trajectory_pb2.PolicyRef
+    new_policy: NewPolicy
+    def __init__(self, existing: _Optional[_Union[_trajectory_pb2.PolicyRef, _Mapping]] = ..., new_policy: _Optional[_Union[NewPolicy, _Mapping]] = ...) -> None: ...
+
+class NewPolicy(_message.Message):
+    __slots__ = ("heads", "display_name")
+    HEADS_FIELD_NUMBER: _ClassVar[int]
+    DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
+    heads: _containers.RepeatedCompositeFieldContainer[_trainer_pb2.DecisionHead]
+    display_name: str
+    def __init__(self, heads: _Optional[_Iterable[_Union[_trainer_pb2.DecisionHead, _Mapping]]] = ..., display_name: _Optional[str] = ...) -> None: ...
+
+class BudgetSpec(_message.Message):
+    __slots__ = ("limit_micro_usd", "pricing_model")
+    LIMIT_MICRO_USD_FIELD_NUMBER: _ClassVar[int]
+    PRICING_MODEL_FIELD_NUMBER: _ClassVar[int]
+    limit_micro_usd: int
+    pricing_model: str
+    def __init__(self, limit_micro_usd: _Optional[int] = ..., pricing_model: _Optional[str] = ...) -> None: ...
+
+class JobProgress(_message.Message):
+    __slots__ = ("iteration", "iterations_total", "rollouts_completed", "latest_update", "success_rate", "reward_mean", "policy", "latest_checkpoint_id", "cost_micro_usd", "evaluations", "eta", "attempt")
+    ITERATION_FIELD_NUMBER: _ClassVar[int]
+    ITERATIONS_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    ROLLOUTS_COMPLETED_FIELD_NUMBER: _ClassVar[int]
+    LATEST_UPDATE_FIELD_NUMBER: _ClassVar[int]
+    SUCCESS_RATE_FIELD_NUMBER: _ClassVar[int]
+    REWARD_MEAN_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    LATEST_CHECKPOINT_ID_FIELD_NUMBER: _ClassVar[int]
+    COST_MICRO_USD_FIELD_NUMBER: _ClassVar[int]
+    EVALUATIONS_FIELD_NUMBER: _ClassVar[int]
+    ETA_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    iteration: int
+    iterations_total: int
+    rollouts_completed: int
+    latest_update: _trainer_pb2.UpdateMetrics
+    success_rate: float
+    reward_mean: float
+    policy: _trajectory_pb2.PolicyRef
+    latest_checkpoint_id: str
+    cost_micro_usd: int
+    evaluations: _containers.RepeatedCompositeFieldContainer[Evaluation]
+    eta: _duration_pb2.Duration
+    attempt: int
+    def __init__(self, iteration: _Optional[int] = ..., iterations_total: _Optional[int] = ..., rollouts_completed: _Optional[int] = ..., latest_update: _Optional[_Union[_trainer_pb2.UpdateMetrics, _Mapping]] = ..., success_rate: _Optional[float] = ..., reward_mean: _Optional[float] = ..., policy: _Optional[_Union[_trajectory_pb2.PolicyRef, _Mapping]] = ..., latest_checkpoint_id: _Optional[str] = ..., cost_micro_usd: _Optional[int] = ..., evaluations: _Optional[_Iterable[_Union[Evaluation, _Mapping]]] = ..., eta: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., attempt: _Optional[int] = ...) -> None: ...
+
+class EvaluationSummary(_message.Message):
+    __slots__ = ("policy", "success_rate", "reward_mean", "tool_accuracy", "steps_mean", "cost_micro_usd", "query_count")
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    SUCCESS_RATE_FIELD_NUMBER: _ClassVar[int]
+    REWARD_MEAN_FIELD_NUMBER: _ClassVar[int]
+    TOOL_ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    STEPS_MEAN_FIELD_NUMBER: _ClassVar[int]
+    COST_MICRO_USD_FIELD_NUMBER: _ClassVar[int]
+    QUERY_COUNT_FIELD_NUMBER: _ClassVar[int]
+    policy: _trajectory_pb2.PolicyRef
+    success_rate: float
+    reward_mean: float
+    tool_accuracy: float
+    steps_mean: float
+    cost_micro_usd: int
+    query_count: int
+    def __init__(self, policy: _Optional[_Union[_trajectory_pb2.PolicyRef, _Mapping]] = ..., success_rate: _Optional[float] = ..., reward_mean: _Optional[float] = ..., tool_accuracy: _Optional[float] = ..., steps_mean: _Optional[float] = ..., cost_micro_usd: _Optional[int] = ..., query_count: _Optional[int] = ...) -> None: ...
+
+class Evaluation(_message.Message):
+    __slots__ = ("checkpoint_id", "iteration", "baseline", "candidate", "success_rate_difference", "success_rate_difference_ci_low", "success_rate_difference_ci_high", "mcnemar_p_value", "reward_difference", "create_time")
+    CHECKPOINT_ID_FIELD_NUMBER: _ClassVar[int]
+    ITERATION_FIELD_NUMBER: _ClassVar[int]
+    BASELINE_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_FIELD_NUMBER: _ClassVar[int]
+    SUCCESS_RATE_DIFFERENCE_FIELD_NUMBER: _ClassVar[int]
+    SUCCESS_RATE_DIFFERENCE_CI_LOW_FIELD_NUMBER: _ClassVar[int]
+    SUCCESS_RATE_DIFFERENCE_CI_HIGH_FIELD_NUMBER: _ClassVar[int]
+    MCNEMAR_P_VALUE_FIELD_NUMBER: _ClassVar[int]
+    REWARD_DIFFERENCE_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    checkpoint_id: str
+    iteration: int
+    baseline: EvaluationSummary
+    candidate: EvaluationSummary
+    success_rate_difference: float
+    success_rate_difference_ci_low: float
+    success_rate_difference_ci_high: float
+    mcnemar_p_value: float
+    reward_difference: float
+    create_time: _timestamp_pb2.Timestamp
+    def __init__(self, checkpoint_id: _Optional[str] = ..., iteration: _Optional[int] = ..., baseline: _Optional[_Union[EvaluationSummary, _Mapping]] = ..., candidate: _Optional[_Union[EvaluationSummary, _Mapping]] = ..., success_rate_difference: _Optional[float] = ..., success_rate_difference_ci_low: _Optional[float] = ..., success_rate_difference_ci_high: _Optional[float] = ..., mcnemar_p_value: _Optional[float] = ..., reward_difference: _Optional[float] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class CreateJobRequest(_message.Message):
+    __slots__ = ("request_id", "job")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    job: Job
+    def __init__(self, request_id: _Optional[str] = ..., job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
+
+class CreateJobResponse(_message.Message):
+    __slots__ = ("job",)
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: Job
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
+
+class GetJobRequest(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
+class GetJobResponse(_message.Message):
+    __slots__ = ("job",)
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: Job
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
+
+class ListJobsRequest(_message.Message):
+    __slots__ = ("states", "page_size", "page_token")
+    STATES_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    states: _containers.RepeatedScalarFieldContainer[Job.State]
+    page_size: int
+    page_token: str
+    def __init__(self, states: _Optional[_Iterable[_Union[Job.State, str]]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListJobsResponse(_message.Message):
+    __slots__ = ("jobs", "next_page_token")
+    JOBS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    jobs: _containers.RepeatedCompositeFieldContainer[Job]
+    next_page_token: str
+    def __init__(self, jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class WatchJobRequest(_message.Message):
+    __slots__ = ("job_id", "after_revision")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    AFTER_REVISION_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    after_revision: int
+    def __init__(self, job_id: _Optional[str] = ..., after_revision: _Optional[int] = ...) -> None: ...
+
+class WatchJobResponse(_message.Message):
+    __slots__ = ("job", "heartbeat")
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
+    job: Job
+    heartbeat: bool
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ..., heartbeat: _Optional[bool] = ...) -> None: ...
+
+class PauseJobRequest(_message.Message):
+    __slots__ = ("request_id", "job_id")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    job_id: str
+    def __init__(self, request_id: _Optional[str] = ..., job_id: _Optional[str] = ...) -> None: ...
+
+class PauseJobResponse(_message.Message):
+    __slots__ = ("job",)
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: Job
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
+
+class ResumeJobRequest(_message.Message):
+    __slots__ = ("request_id", "job_id")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    job_id: str
+    def __init__(self, request_id: _Optional[str] = ..., job_id: _Optional[str] = ...) -> None: ...
+
+class ResumeJobResponse(_message.Message):
+    __slots__ = ("job",)
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: Job
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
+
+class CancelJobRequest(_message.Message):
+    __slots__ = ("request_id", "job_id")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    job_id: str
+    def __init__(self, request_id: _Optional[str] = ..., job_id: _Optional[str] = ...) -> None: ...
+
+class CancelJobResponse(_message.Message):
+    __slots__ = ("job",)
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: Job
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
+
+class EvaluateJobRequest(_message.Message):
+    __slots__ = ("request_id", "job_id", "checkpoint_id", "queries", "seed")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINT_ID_FIELD_NUMBER: _ClassVar[int]
+    QUERIES_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    job_id: str
+    checkpoint_id: str
+    queries: _containers.RepeatedCompositeFieldContainer[_collector_pb2.Query]
+    seed: int
+    def __init__(self, request_id: _Optional[str] = ..., job_id: _Optional[str] = ..., checkpoint_id: _Optional[str] = ..., queries: _Optional[_Iterable[_Union[_collector_pb2.Query, _Mapping]]] = ..., seed: _Optional[int] = ...) -> None: ...
+
+class EvaluateJobResponse(_message.Message):
+    __slots__ = ("evaluation",)
+    EVALUATION_FIELD_NUMBER: _ClassVar[int]
+    evaluation: Evaluation
+    def __init__(self, evaluation: _Optional[_Union[Evaluation, _Mapping]] = ...) -> None: ...

@@ -1,0 +1,1 @@
+"""Generated from protos/cohort/api/reward by `make proto`. Do not edit."""
