@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from enum import Enum
+from enum import Enum, StrEnum
 from pathlib import Path
 
 SERVICE_NAMES: tuple[str, ...] = ("collector", "reward", "trainer", "checkpoint", "budget", "jobs", "gateway")
@@ -39,13 +40,13 @@ class ConfigError(ValueError):
         self.variable = variable
 
 
-class TlsMode(str, Enum):
+class TlsMode(StrEnum):
     PLAINTEXT = "plaintext"
     TLS = "tls"
     MTLS = "mtls"
 
 
-class TracingExporter(str, Enum):
+class TracingExporter(StrEnum):
     NONE = "none"
     CONSOLE = "console"
     OTLP = "otlp"
@@ -69,6 +70,8 @@ class Settings:
     data_dir: Path = Path("var")
     database_url: str = ""
     """SQLAlchemy async URL. Empty means the embedded default, SQLite at `<data_dir>/cohort.db`."""
+    database_schema: str | None = None
+    """PostgreSQL schema for Cohort's tables (several deployments or test runs in one database)."""
     redis_url: str | None = None
     host: str = "127.0.0.1"
     """Interface every server listens on. Only loopback unless set explicitly."""
@@ -131,11 +134,14 @@ class Settings:
         return cls(
             data_dir=data_dir,
             database_url=env.database_url("COHORT_DATABASE_URL"),
+            database_schema=env.identifier("COHORT_DATABASE_SCHEMA"),
             redis_url=env.redis_url("COHORT_REDIS_URL"),
             host=host,
             ports=ports,
             addresses=addresses,
-            max_message_bytes=env.integer("COHORT_MAX_MESSAGE_BYTES", 16 * MiB, minimum=1024, maximum=2**31 - 1),
+            max_message_bytes=env.integer(
+                "COHORT_MAX_MESSAGE_BYTES", 16 * MiB, minimum=1024, maximum=2**31 - 1
+            ),
             rpc_timeout_seconds=env.number("COHORT_RPC_TIMEOUT_SECONDS", 30.0, minimum=0.001),
             shutdown_grace_seconds=env.number("COHORT_SHUTDOWN_GRACE_SECONDS", 5.0, minimum=0.0),
             auth_enabled=env.boolean("COHORT_AUTH_ENABLED", True),
@@ -289,7 +295,17 @@ class _Env:
             return "postgresql+asyncpg://" + raw.split("://", 1)[1]
         if scheme in ("sqlite", "sqlite+aiosqlite"):
             return "sqlite+aiosqlite://" + raw.split("://", 1)[1]
-        raise ConfigError(name, f"unsupported database URL scheme {scheme or raw!r} (use postgresql:// or sqlite://)")
+        raise ConfigError(
+            name, f"unsupported database URL scheme {scheme or raw!r} (use postgresql:// or sqlite://)"
+        )
+
+    def identifier(self, name: str) -> str | None:
+        if not self.has(name):
+            return None
+        raw = self._environ[name].strip()
+        if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", raw):
+            raise ConfigError(name, f"{raw!r} is not a lower-case SQL identifier (a-z, 0-9, _; at most 63)")
+        return raw
 
     def redis_url(self, name: str) -> str | None:
         if not self.has(name):

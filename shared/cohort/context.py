@@ -12,6 +12,9 @@ from typing import Protocol
 
 from cohort.errors import Unauthenticated
 
+DEFAULT_TENANT_ID = "default"
+"""The tenant of the embedded default's admin key, and of every call when authentication is off."""
+
 
 @dataclass(frozen=True)
 class Identity:

@@ -1,0 +1,1 @@
+"""The checkpoint service. Durable, verified snapshots of training state, retention and restore."""

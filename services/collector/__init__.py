@@ -1,0 +1,5 @@
+"""The collector service.
+
+Runs agents in parallel groups (`CollectGroup`) and owns the trajectory store (ingest, get, search,
+export).
+"""

@@ -1,0 +1,20 @@
+"""What every service of a process shares: settings, the database, identity, channels to the others."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from cohort.config import Settings
+from cohort.identity import ApiKeyAuthenticator, ApiKeyStore
+from cohort.rpc.client import ChannelPool
+from cohort.storage.engine import Database
+
+
+@dataclass
+class ServiceContext:
+    settings: Settings
+    database: Database
+    api_keys: ApiKeyStore
+    authenticator: ApiKeyAuthenticator | None
+    channels: ChannelPool = field(init=False)
+    """Set once every server of the process is bound, so in-process peers are reached on their real ports."""

@@ -1,0 +1,128 @@
+"""Start some or all Cohort services in one process.
+
+`cohort serve all` runs every service here, each on its own port, still talking to each other over
+gRPC; `cohort serve <name>` runs one. Tests start suites on port 0. Start-up order: configuration,
+tracing, database (migrated to head), identity (the embedded default's admin key), servers, then
+the channels between them, once every port is known.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from cohort.config import GRPC_SERVICE_NAMES, SERVICE_NAMES, Settings
+from cohort.errors import InvalidArgument
+from cohort.identity import ApiKeyAuthenticator, ApiKeyStore, ensure_admin_key
+from cohort.rpc.client import ChannelPool
+from cohort.rpc.server import serve_until_signal, start_server
+from cohort.services.context import ServiceContext
+from cohort.storage.engine import open_database
+from cohort.tracing import configure_tracing
+
+log = logging.getLogger(__name__)
+
+
+class Stoppable(Protocol):
+    component: str
+    port: int
+
+    async def stop(self, grace: float | None = None) -> None: ...
+
+
+@dataclass
+class Suite:
+    context: ServiceContext
+    servers: dict[str, Stoppable] = field(default_factory=dict)
+    startup_seconds: float = 0.0
+
+    @property
+    def settings(self) -> Settings:
+        return self.context.settings
+
+    def port(self, component: str) -> int:
+        return self.servers[component].port
+
+    def address(self, component: str) -> str:
+        return self.settings.address_of(component)
+
+    async def stop(self, grace: float | None = None) -> None:
+        await self.context.channels.close()
+        for server in reversed(list(self.servers.values())):
+            await server.stop(grace)
+        await self.context.database.close()
+
+    async def run_until_signal(self) -> None:
+        try:
+            await serve_until_signal(list(self.servers.values()), self.settings.shutdown_grace_seconds)
+        finally:
+            await self.context.channels.close()
+            await self.context.database.close()
+
+
+def resolve_components(names: Sequence[str]) -> list[str]:
+    """`all` or service names, in start-up order; an unknown name is an error that lists the known ones."""
+    if not names or "all" in names:
+        return list(SERVICE_NAMES)
+    unknown = [n for n in names if n not in SERVICE_NAMES]
+    if unknown:
+        raise InvalidArgument(
+            "service", f"unknown service {unknown[0]!r}; choose from all, {', '.join(SERVICE_NAMES)}"
+        )
+    return [n for n in SERVICE_NAMES if n in names]
+
+
+async def start_suite(
+    settings: Settings, components: Sequence[str], *, ephemeral_ports: bool = False
+) -> Suite:
+    """Start `components` (service names) in this process; with `ephemeral_ports`, each on port 0."""
+    started = time.perf_counter()
+    components = resolve_components(components)
+    configure_tracing(settings, "cohort-" + ("all" if len(components) > 1 else components[0]))
+    database = await open_database(settings, migrate=True)
+    api_keys = ApiKeyStore(database.sessions)
+    if settings.auth_enabled and settings.api_key is None and settings.is_embedded:
+        settings = settings.with_overrides(api_key=await ensure_admin_key(settings, api_keys))
+    authenticator = (
+        ApiKeyAuthenticator(api_keys, settings.auth_cache_seconds) if settings.auth_enabled else None
+    )
+    context = ServiceContext(
+        settings=settings, database=database, api_keys=api_keys, authenticator=authenticator
+    )
+    suite = Suite(context=context)
+    try:
+        for name in components:
+            if name not in GRPC_SERVICE_NAMES:
+                continue
+            module = importlib.import_module(f"cohort.services.{name}.main")
+            suite.servers[name] = await start_server(
+                settings,
+                name,
+                module.registrations(context),
+                authenticator=authenticator,
+                port=0 if ephemeral_ports else None,
+            )
+        local = {name: f"127.0.0.1:{server.port}" for name, server in suite.servers.items()}
+        context.settings = settings.with_overrides(addresses={**settings.addresses, **local})
+        context.channels = ChannelPool(context.settings)
+        if "gateway" in components:
+            from cohort.services.gateway.main import start_gateway
+
+            suite.servers["gateway"] = gateway = await start_gateway(
+                context, port=0 if ephemeral_ports else None
+            )
+            addresses = {**context.settings.addresses, "gateway": f"127.0.0.1:{gateway.port}"}
+            context.settings = context.settings.with_overrides(addresses=addresses)
+    except BaseException:
+        for server in suite.servers.values():
+            await server.stop(0)
+        if hasattr(context, "channels"):
+            await context.channels.close()
+        await database.close()
+        raise
+    suite.startup_seconds = time.perf_counter() - started
+    return suite

@@ -1,0 +1,256 @@
+"""The `cohort` command. Built on click: nested commands, `--help` everywhere, typed options.
+
+cohort serve all | <service>...   run services in this process (Ctrl-C or SIGTERM stops them)
+cohort demo                       the main job on the embedded default
+cohort health                     gRPC health of a running suite
+cohort keys create|list|revoke    API keys, straight in the configured database
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import click
+
+from cohort.config import GRPC_SERVICE_NAMES, SERVICE_NAMES, ConfigError, Settings
+from cohort.errors import CohortError
+
+
+def _settings() -> Settings:
+    try:
+        return Settings.from_env()
+    except ConfigError as exc:
+        raise click.ClickException(f"configuration error: {exc}") from exc
+
+
+def _run(coroutine: Awaitable[Any]) -> Any:
+    try:
+        return asyncio.run(coroutine)
+    except CohortError as exc:
+        raise click.ClickException(exc.message) from exc
+
+
+def _table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
+    cells = [list(map(str, headers))] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="cohort")
+def main() -> None:
+    """Cohort: improve tool-using agents from their own trajectories with GRPO.
+
+    Configuration comes from COHORT_* environment variables (see README.md); with none set, Cohort
+    runs on the embedded default: SQLite under ./var, every service on 127.0.0.1.
+    """
+    # gRPC core logs every GOAWAY of a graceful shutdown at INFO; a command line wants errors only.
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
+
+@main.command()
+@click.argument("services", nargs=-1, type=click.Choice(["all", *SERVICE_NAMES]))
+def serve(services: tuple[str, ...]) -> None:
+    """Run SERVICES (default: all) in this process until Ctrl-C or SIGTERM.
+
+    Each service listens on its own port (COHORT_<NAME>_PORT) and reaches the others over gRPC
+    (COHORT_<NAME>_ADDRESS for services that run elsewhere).
+    """
+    settings = _settings()
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _run(_serve(settings, services or ("all",)))
+
+
+async def _serve(settings: Settings, services: Sequence[str]) -> None:
+    from cohort.services.suite import start_suite
+
+    suite = await start_suite(settings, services)
+    rows = [
+        (name, f"{settings.host}:{server.port}", "gRPC" if name != "gateway" else "HTTP")
+        for name, server in suite.servers.items()
+    ]
+    click.echo(_table(rows, ("service", "listening on", "protocol")))
+    click.echo(
+        f"started {len(suite.servers)} service(s) in {suite.startup_seconds:.2f} s; "
+        f"database {suite.context.database.engine.url.render_as_string(hide_password=True)}"
+    )
+    if settings.is_embedded and settings.auth_enabled:
+        click.echo(f"admin API key: {settings.admin_key_file} (send it as 'authorization: Bearer <key>')")
+    click.echo("Ctrl-C or SIGTERM stops the suite gracefully.")
+    await suite.run_until_signal()
+
+
+@main.command()
+def demo() -> None:
+    """The main job: start the whole suite on the embedded default and show it working."""
+    settings = _settings()
+    logging.basicConfig(level="WARNING")
+    ok = _run(_demo(settings))
+    sys.exit(0 if ok else 1)
+
+
+async def _demo(settings: Settings) -> bool:
+    from cohort.services.suite import start_suite
+
+    click.echo("Starting the Cohort suite (embedded default: SQLite, in-process, gRPC between services)...")
+    suite = await start_suite(settings, ["all"], ephemeral_ports=True)
+    try:
+        click.echo(f"{len(suite.servers)} services started in {suite.startup_seconds:.2f} s\n")
+        report = await health_report(suite.context.settings, list(suite.servers))
+        click.echo(_table(report, ("service", "address", "health", "gRPC services (reflection)")))
+        healthy = all(row[2] == "SERVING" for row in report)
+        click.echo(f"\ndatabase: {suite.context.database.engine.url.render_as_string(hide_password=True)}")
+        if settings.auth_enabled:
+            click.echo(f"admin API key: {settings.admin_key_file}")
+        click.echo("Training arrives with the jobs issue; this demo then trains on toolbench.")
+        return healthy
+    finally:
+        await suite.stop(0)
+
+
+async def health_report(settings: Settings, services: Sequence[str]) -> list[tuple[str, str, str, str]]:
+    """One row per service: address, health, and the services it lists by reflection."""
+    from cohort.rpc.client import ChannelPool
+    from cohort.rpc.probe import grpc_health, http_health, reflected_services
+
+    pool = ChannelPool(settings)
+    rows = []
+    try:
+        for name in services:
+            address = settings.address_of(name)
+            if name in GRPC_SERVICE_NAMES:
+                channel = pool.channel(name)
+                health = await grpc_health(channel)
+                listed = await reflected_services(channel) if health == "SERVING" else []
+                cohort_services = [s.rsplit(".", 1)[-1] for s in listed if s.startswith("cohort.")]
+                rows.append((name, address, health, ", ".join(cohort_services)))
+            else:
+                rows.append((name, address, await http_health(address), "HTTP: /healthz"))
+    finally:
+        await pool.close()
+    return rows
+
+
+@main.command()
+@click.argument("services", nargs=-1, type=click.Choice(["all", *SERVICE_NAMES]))
+def health(services: tuple[str, ...]) -> None:
+    """Report the health of running SERVICES (default: all) at their configured addresses."""
+    settings = _settings()
+    names = list(SERVICE_NAMES) if not services or "all" in services else list(services)
+    rows = _run(health_report(settings, names))
+    click.echo(_table(rows, ("service", "address", "health", "gRPC services (reflection)")))
+    sys.exit(0 if all(row[2] == "SERVING" for row in rows) else 1)
+
+
+@main.group()
+def keys() -> None:
+    """API keys: each maps to a tenant; calls authenticate with 'authorization: Bearer <key>'.
+
+    These commands work on the configured database directly, as its operator.
+    """
+
+
+def _with_store(action: Callable[..., Awaitable[Any]]) -> Any:
+    async def run() -> Any:
+        from cohort.identity import ApiKeyStore
+        from cohort.storage.engine import open_database
+
+        database = await open_database(_settings(), migrate=True)
+        try:
+            return await action(ApiKeyStore(database.sessions))
+        finally:
+            await database.close()
+
+    return _run(run())
+
+
+def _key_row(record) -> dict[str, Any]:
+    return {
+        "key_id": record.id,
+        "tenant_id": record.tenant_id,
+        "name": record.name,
+        "admin": record.is_admin,
+        "created_at": record.created_at.isoformat(),
+        "revoked_at": record.revoked_at.isoformat() if record.revoked_at else None,
+    }
+
+
+@keys.command("create")
+@click.option("--tenant", required=True, help="Tenant the key acts for (created when new).")
+@click.option("--name", required=True, help="A name for people, e.g. 'ci pipeline'.")
+@click.option("--admin", is_flag=True, help="May manage every tenant's keys and act for any tenant.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def keys_create(tenant: str, name: str, admin: bool, as_json: bool) -> None:
+    """Create a key; its secret is printed once and stored only hashed."""
+    from cohort.identity import SYSTEM_IDENTITY
+
+    record, secret = _with_store(
+        lambda store: store.create_key(SYSTEM_IDENTITY, name, tenant_id=tenant, is_admin=admin)
+    )
+    if as_json:
+        click.echo(json.dumps({**_key_row(record), "secret": secret}))
+    else:
+        click.echo(f"created {record.id} for tenant {record.tenant_id}{' (admin)' if admin else ''}")
+        click.echo(f"secret (shown only now): {secret}")
+
+
+@keys.command("list")
+@click.option("--tenant", default="default", show_default=True, help="Whose keys.")
+@click.option("--include-revoked", is_flag=True, help="Also list revoked keys.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON lines.")
+def keys_list(tenant: str, include_revoked: bool, as_json: bool) -> None:
+    """List a tenant's keys (never their secrets)."""
+    from cohort.identity import SYSTEM_IDENTITY
+
+    async def collect(store) -> list:
+        records, token = [], ""
+        while True:
+            page, token = await store.list_keys(
+                SYSTEM_IDENTITY,
+                tenant_id=tenant,
+                include_revoked=include_revoked,
+                page_size=500,
+                page_token=token,
+            )
+            records.extend(page)
+            if not token:
+                return records
+
+    records = _with_store(collect)
+    if as_json:
+        for record in records:
+            click.echo(json.dumps(_key_row(record)))
+        return
+    rows = [
+        (
+            r.id,
+            r.name,
+            "yes" if r.is_admin else "",
+            r.created_at.strftime("%Y-%m-%d %H:%M"),
+            r.revoked_at.strftime("%Y-%m-%d %H:%M") if r.revoked_at else "",
+        )
+        for r in records
+    ]
+    click.echo(_table(rows, ("key id", "name", "admin", "created (UTC)", "revoked (UTC)")))
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+def keys_revoke(key_id: str) -> None:
+    """Revoke KEY_ID; calls with it fail from then on (other processes: within COHORT_AUTH_CACHE_SECONDS)."""
+    from cohort.identity import SYSTEM_IDENTITY
+
+    record = _with_store(lambda store: store.revoke_key(SYSTEM_IDENTITY, key_id))
+    click.echo(f"revoked {record.id} (tenant {record.tenant_id}) at {record.revoked_at.isoformat()}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,136 @@
+"""Calling other Cohort services: one reused channel per component, credentials, deadlines.
+
+Every call made through a `ChannelPool` carries this process's API key, the tenant and request id
+of the RPC being served (so the callee acts for the same tenant and logs the same id), a trace
+context, and a deadline (`rpc_timeout_seconds` unless the caller chose one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import grpc
+import grpc.aio
+from google.rpc import error_details_pb2, status_pb2
+
+from cohort import tracing
+from cohort.config import Settings
+from cohort.context import current_identity, current_request_id
+from cohort.rpc import tls
+from cohort.rpc.interceptors import (
+    AUTHORIZATION_KEY,
+    REQUEST_ID_KEY,
+    STATUS_DETAILS_KEY,
+    TENANT_KEY,
+    client_interceptors_for,
+)
+
+StubT = TypeVar("StubT")
+
+
+class _CallDefaults:
+    """Adds credentials, tenant and request id (unless the caller set them) and a default deadline."""
+
+    def __init__(self, api_key: str | None, default_timeout: float) -> None:
+        self._api_key = api_key
+        self._default_timeout = default_timeout
+
+    def rewrite(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
+        metadata = grpc.aio.Metadata(*(details.metadata or ()))
+        identity = current_identity.get()
+        request_id = current_request_id.get()
+        if self._api_key and AUTHORIZATION_KEY not in metadata:
+            metadata.add(AUTHORIZATION_KEY, f"Bearer {self._api_key}")
+        if identity is not None and TENANT_KEY not in metadata:
+            metadata.add(TENANT_KEY, identity.tenant_id)
+        if request_id is not None and REQUEST_ID_KEY not in metadata:
+            metadata.add(REQUEST_ID_KEY, request_id)
+        timeout = self._default_timeout if details.timeout is None else details.timeout
+        return details._replace(metadata=metadata, timeout=timeout)
+
+    async def intercept(self, continuation, details: grpc.aio.ClientCallDetails, request: Any) -> Any:
+        return await continuation(self.rewrite(details), request)
+
+
+def _channel_options(settings: Settings) -> list[tuple[str, Any]]:
+    options: list[tuple[str, Any]] = [
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        # Detect a dead peer during long streams; the server's ping floor (see server.py) allows it.
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.keepalive_timeout_ms", 10_000),
+        ("grpc.http2.max_pings_without_data", 0),
+    ]
+    if settings.tls.server_name_override:
+        options.append(("grpc.ssl_target_name_override", settings.tls.server_name_override))
+    return options
+
+
+class ChannelPool:
+    """Channels to Cohort services, opened on first use and shared by every caller."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._channels: dict[str, grpc.aio.Channel] = {}
+
+    def channel(self, component: str) -> grpc.aio.Channel:
+        channel = self._channels.get(component)
+        if channel is None:
+            channel = self._channels[component] = self._open(component)
+        return channel
+
+    def stub(self, component: str, stub_class: Callable[[grpc.aio.Channel], StubT]) -> StubT:
+        return stub_class(self.channel(component))
+
+    async def close(self, grace: float | None = None) -> None:
+        channels, self._channels = list(self._channels.values()), {}
+        await asyncio.gather(*(channel.close(grace) for channel in channels))
+
+    async def __aenter__(self) -> ChannelPool:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    def _open(self, component: str) -> grpc.aio.Channel:
+        settings = self._settings
+        target = settings.address_of(component)
+        interceptors = [
+            *tracing.client_interceptors(),
+            *client_interceptors_for(_CallDefaults(settings.api_key, settings.rpc_timeout_seconds).intercept),
+        ]
+        options = _channel_options(settings)
+        credentials = tls.channel_credentials(settings.tls)
+        if credentials is None:
+            return grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)
+        return grpc.aio.secure_channel(target, credentials, options=options, interceptors=interceptors)
+
+
+def rich_status(exc: grpc.aio.AioRpcError) -> status_pb2.Status | None:
+    """The `google.rpc.Status` a Cohort server put in the trailers, if any."""
+    for key, value in exc.trailing_metadata() or ():
+        if key == STATUS_DETAILS_KEY:
+            return status_pb2.Status.FromString(value)
+    return None
+
+
+def error_info(exc: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo | None:
+    """The `ErrorInfo` (reason, domain, metadata) of a failed call, if the server sent one."""
+    status = rich_status(exc)
+    for detail in status.details if status is not None else ():
+        info = error_details_pb2.ErrorInfo()
+        if detail.Unpack(info):
+            return info
+    return None
+
+
+def bad_request(exc: grpc.aio.AioRpcError) -> error_details_pb2.BadRequest | None:
+    """The `BadRequest` (field violations) of an `INVALID_ARGUMENT`, if the server sent one."""
+    status = rich_status(exc)
+    for detail in status.details if status is not None else ():
+        violations = error_details_pb2.BadRequest()
+        if detail.Unpack(violations):
+            return violations
+    return None

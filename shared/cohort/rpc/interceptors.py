@@ -1,0 +1,314 @@
+"""Server interceptors: request id, authentication and the one place domain errors become statuses.
+
+Every interceptor here is an `AroundInterceptor`: it supplies an async context manager that runs
+around a method's behaviour, and `wrap_handler` applies it to all four kinds of RPC. Running inside
+the behaviour (not in `intercept_service`) means a rejection or an error raised mid-stream is seen
+by the interceptors outside it, so `start_server` orders them: tracing, request id, errors, auth,
+and an authentication failure is mapped to a status by the same code as any domain error.
+
+Context variables are set without being reset: grpc.aio runs each RPC in its own task, whose context
+copy is discarded when the RPC ends, so nothing leaks between calls.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import re
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any, NoReturn
+
+import grpc
+import grpc.aio
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from cohort.context import DEFAULT_TENANT_ID, Authenticator, Identity, current_identity, current_request_id
+from cohort.errors import (
+    ERROR_DOMAIN,
+    CohortError,
+    InvalidArgument,
+    PermissionDenied,
+    Unauthenticated,
+)
+
+logger = logging.getLogger(__name__)
+
+REQUEST_ID_KEY = "x-request-id"
+AUTHORIZATION_KEY = "authorization"
+TENANT_KEY = "cohort-tenant"
+STATUS_DETAILS_KEY = "grpc-status-details-bin"
+
+UNAUTHENTICATED_SERVICES = frozenset(
+    {
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1alpha.ServerReflection",
+        "grpc.reflection.v1.ServerReflection",
+    }
+)
+"""Services a load balancer or grpcurl must reach without an API key."""
+
+# A caller's request id ends up in logs and trailers, so only a short, plain token is trusted.
+_ACCEPTABLE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+Around = Callable[[grpc.aio.ServicerContext], AbstractAsyncContextManager[Any]]
+
+
+def wrap_handler(handler: grpc.RpcMethodHandler | None, around: Around) -> grpc.RpcMethodHandler | None:
+    """The same handler with its behaviour run inside `around(context)`, for any of the four kinds."""
+    if handler is None:
+        return None
+    codec = {
+        "request_deserializer": handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
+    if handler.response_streaming:
+        behavior = handler.stream_stream if handler.request_streaming else handler.unary_stream
+
+        async def streaming(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            async with around(context):
+                responses = behavior(request, context)
+                if inspect.isawaitable(responses):  # a coroutine that answers with context.write
+                    await responses
+                elif hasattr(responses, "__aiter__"):
+                    async for response in responses:
+                        yield response
+                else:
+                    for response in responses:
+                        yield response
+
+        if handler.request_streaming:
+            return grpc.stream_stream_rpc_method_handler(streaming, **codec)
+        return grpc.unary_stream_rpc_method_handler(streaming, **codec)
+
+    behavior = handler.stream_unary if handler.request_streaming else handler.unary_unary
+
+    async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async with around(context):
+            response = behavior(request, context)
+            return await response if inspect.isawaitable(response) else response
+
+    if handler.request_streaming:
+        return grpc.stream_unary_rpc_method_handler(unary, **codec)
+    return grpc.unary_unary_rpc_method_handler(unary, **codec)
+
+
+class AroundInterceptor(grpc.aio.ServerInterceptor):
+    """Base of the server interceptors: runs `around(method, context)` around every RPC."""
+
+    def applies_to(self, method: str) -> bool:
+        return True
+
+    def around(self, method: str, context: grpc.aio.ServicerContext) -> AbstractAsyncContextManager[Any]:
+        raise NotImplementedError
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if not self.applies_to(method):
+            return handler
+        return wrap_handler(handler, lambda context: self.around(method, context))
+
+
+def metadata_value(context: grpc.aio.ServicerContext, key: str) -> str | None:
+    """The first value of an (ASCII) invocation metadata key, or None."""
+    for item_key, value in context.invocation_metadata() or ():
+        if item_key == key:
+            return value.decode("ascii", "replace") if isinstance(value, bytes) else value
+    return None
+
+
+def service_of(method: str) -> str:
+    """`/pkg.Service/Method` → `pkg.Service`."""
+    return method.lstrip("/").rpartition("/")[0]
+
+
+class RequestIdInterceptor(AroundInterceptor):
+    """Adopts the caller's `x-request-id` (or makes one) and returns it in the trailers."""
+
+    @asynccontextmanager
+    async def around(self, method: str, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+        supplied = metadata_value(context, REQUEST_ID_KEY)
+        if supplied is not None and _ACCEPTABLE_REQUEST_ID.fullmatch(supplied):
+            request_id = supplied
+        else:
+            request_id = uuid.uuid4().hex
+        current_request_id.set(request_id)
+        # Trailers rather than initial metadata: sending initial metadata early costs a write per
+        # call and would stop a servicer from sending its own. Error statuses repeat it.
+        context.set_trailing_metadata(((REQUEST_ID_KEY, request_id),))
+        yield
+
+
+TRUSTED_KEY_ID = "auth-disabled"
+
+
+class AuthInterceptor(AroundInterceptor):
+    """Requires `authorization: Bearer <api key>` and sets `current_identity` for the call.
+
+    An admin key may act for a tenant named in `cohort-tenant`: that is how one service calls another
+    on behalf of the tenant it is working for. Any other key may only name its own tenant.
+    """
+
+    def __init__(self, authenticator: Authenticator) -> None:
+        self._authenticator = authenticator
+
+    def applies_to(self, method: str) -> bool:
+        return service_of(method) not in UNAUTHENTICATED_SERVICES
+
+    @asynccontextmanager
+    async def around(self, method: str, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+        current_identity.set(await self.identify(context))
+        yield
+
+    async def identify(self, context: grpc.aio.ServicerContext) -> Identity:
+        header = metadata_value(context, AUTHORIZATION_KEY)
+        if header is None:
+            raise Unauthenticated(
+                "this call needs an API key: send metadata 'authorization: Bearer <api key>'",
+                reason="API_KEY_MISSING",
+            )
+        scheme, _, token = header.strip().partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise Unauthenticated(
+                "malformed authorization metadata: send 'authorization: Bearer <api key>'",
+                reason="AUTHORIZATION_MALFORMED",
+            )
+        identity = await self._authenticator.authenticate(token)
+        tenant = (metadata_value(context, TENANT_KEY) or "").strip()
+        if not tenant or tenant == identity.tenant_id:
+            return identity
+        if not identity.is_admin:
+            raise PermissionDenied(
+                f"'{TENANT_KEY}' names a tenant this API key does not belong to; "
+                "only an admin key may act for another tenant",
+                reason="TENANT_MISMATCH",
+            )
+        return Identity(tenant_id=tenant, key_id=identity.key_id, is_admin=True)
+
+
+class TrustedCallerInterceptor(AroundInterceptor):
+    """With authentication switched off (`COHORT_AUTH_ENABLED=false`), every caller is trusted.
+
+    Each call acts as an admin of the tenant named in `cohort-tenant` (default `default`), so
+    tenant-scoped domain code works the same with and without keys.
+    """
+
+    @asynccontextmanager
+    async def around(self, method: str, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+        tenant = (metadata_value(context, TENANT_KEY) or "").strip() or DEFAULT_TENANT_ID
+        current_identity.set(Identity(tenant_id=tenant, key_id=TRUSTED_KEY_ID, is_admin=True))
+        yield
+
+
+def status_of(error: CohortError) -> status_pb2.Status:
+    """The rich `google.rpc.Status` a client sees for a domain error."""
+    status = status_pb2.Status(code=error.status_code.value[0], message=error.message)
+    status.details.add().Pack(
+        error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN, metadata=error.metadata)
+    )
+    if isinstance(error, InvalidArgument):
+        violation = error_details_pb2.BadRequest.FieldViolation(
+            field=error.field, description=error.description
+        )
+        status.details.add().Pack(error_details_pb2.BadRequest(field_violations=[violation]))
+    return status
+
+
+def internal_status(request_id: str | None) -> status_pb2.Status:
+    """What a client sees for an unexpected exception: a request id to quote, nothing internal."""
+    message = f"internal error (request id {request_id})" if request_id else "internal error"
+    status = status_pb2.Status(code=grpc.StatusCode.INTERNAL.value[0], message=message)
+    status.details.add().Pack(error_details_pb2.ErrorInfo(reason="INTERNAL", domain=ERROR_DOMAIN))
+    return status
+
+
+async def abort_with(
+    context: grpc.aio.ServicerContext, status: status_pb2.Status, cause: BaseException
+) -> NoReturn:
+    """Ends the RPC with `status` in the trailers; re-raises `cause` if the RPC was already aborted."""
+    grpc_status = rpc_status.to_status(status)
+    request_id = current_request_id.get()
+    if request_id is not None:
+        grpc_status = grpc_status._replace(
+            trailing_metadata=(*grpc_status.trailing_metadata, (REQUEST_ID_KEY, request_id))
+        )
+    try:
+        await context.abort_with_status(grpc_status)
+    except grpc.aio.UsageError:
+        # The servicer aborted first and then raised something else; its status stands.
+        raise cause from None
+
+
+class ErrorInterceptor(AroundInterceptor):
+    """Maps `CohortError`s to their status and anything unexpected to an opaque `INTERNAL`."""
+
+    @asynccontextmanager
+    async def around(self, method: str, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+        try:
+            yield
+        except grpc.aio.AbortError:
+            raise
+        except CohortError as error:
+            await abort_with(context, status_of(error), error)
+        except Exception as error:
+            request_id = current_request_id.get()
+            logger.exception("unhandled error in %s (request id %s)", method, request_id)
+            await abort_with(context, internal_status(request_id), error)
+
+
+ClientIntercept = Callable[[Callable[..., Awaitable[Any]], grpc.aio.ClientCallDetails, Any], Awaitable[Any]]
+"""`(continuation, call_details, request_or_iterator) -> call`: one client interception for all kinds."""
+
+
+class _UnaryUnaryClient(grpc.aio.UnaryUnaryClientInterceptor):
+    def __init__(self, intercept: ClientIntercept) -> None:
+        self._intercept = intercept
+
+    async def intercept_unary_unary(self, continuation, client_call_details, request):
+        return await self._intercept(continuation, client_call_details, request)
+
+
+class _UnaryStreamClient(grpc.aio.UnaryStreamClientInterceptor):
+    def __init__(self, intercept: ClientIntercept) -> None:
+        self._intercept = intercept
+
+    async def intercept_unary_stream(self, continuation, client_call_details, request):
+        return await self._intercept(continuation, client_call_details, request)
+
+
+class _StreamUnaryClient(grpc.aio.StreamUnaryClientInterceptor):
+    def __init__(self, intercept: ClientIntercept) -> None:
+        self._intercept = intercept
+
+    async def intercept_stream_unary(self, continuation, client_call_details, request_iterator):
+        return await self._intercept(continuation, client_call_details, request_iterator)
+
+
+class _StreamStreamClient(grpc.aio.StreamStreamClientInterceptor):
+    def __init__(self, intercept: ClientIntercept) -> None:
+        self._intercept = intercept
+
+    async def intercept_stream_stream(self, continuation, client_call_details, request_iterator):
+        return await self._intercept(continuation, client_call_details, request_iterator)
+
+
+def client_interceptors_for(intercept: ClientIntercept) -> list[grpc.aio.ClientInterceptor]:
+    """Client interceptors applying `intercept` to calls of every kind.
+
+    One object per kind because a grpc.aio channel files each interceptor under the first kind it
+    subclasses only: a single class deriving from all four would silently skip streaming calls.
+    """
+    return [
+        _UnaryUnaryClient(intercept),
+        _UnaryStreamClient(intercept),
+        _StreamUnaryClient(intercept),
+        _StreamStreamClient(intercept),
+    ]

@@ -1,0 +1,148 @@
+"""Starting and stopping a Cohort gRPC server: interceptors, health, reflection, TLS, graceful stop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import grpc
+import grpc.aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from cohort import tracing
+from cohort.config import Settings
+from cohort.context import Authenticator
+from cohort.rpc import tls
+from cohort.rpc.interceptors import (
+    AuthInterceptor,
+    ErrorInterceptor,
+    RequestIdInterceptor,
+    TrustedCallerInterceptor,
+)
+
+logger = logging.getLogger(__name__)
+
+_SERVING = health_pb2.HealthCheckResponse.SERVING
+
+
+@dataclass(frozen=True)
+class ServiceRegistration:
+    """One gRPC service of a component, as the generated code registers it."""
+
+    service_name: str
+    """Full proto name, e.g. `cohort.api.jobs.v1.JobService`: used for health and reflection."""
+    servicer: object
+    add_to_server: Callable[[object, grpc.aio.Server], None]
+    """The generated `add_XxxServicer_to_server`."""
+
+
+class RunningServer:
+    """A started server; `stop` reports NOT_SERVING first so load balancers drain it."""
+
+    def __init__(
+        self,
+        server: grpc.aio.Server,
+        health: health.aio.HealthServicer,
+        component: str,
+        port: int,
+        default_grace: float,
+    ) -> None:
+        self.server = server
+        self.health = health
+        self.component = component
+        self.port = port
+        self._default_grace = default_grace
+
+    async def stop(self, grace: float | None = None) -> None:
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(self._default_grace if grace is None else grace)
+
+
+def _server_options(settings: Settings) -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        # gRPC enables SO_REUSEPORT by default, which lets a second server silently share a port.
+        ("grpc.so_reuseport", 0),
+        # Clients ping every 30 s during long streams; the default floor (5 min) would GOAWAY them.
+        ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+    ]
+
+
+def _host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+async def start_server(
+    settings: Settings,
+    component: str,
+    registrations: Sequence[ServiceRegistration],
+    *,
+    authenticator: Authenticator | None,
+    port: int | None = None,
+) -> RunningServer:
+    """Builds, binds and starts the server of `component` (`port=0` picks a free port)."""
+    # Order matters: errors sits outside auth so a rejected key is mapped like any domain error,
+    # and inside request id so an INTERNAL message can quote the id.
+    interceptors: list[grpc.aio.ServerInterceptor] = [
+        *tracing.server_interceptors(),
+        RequestIdInterceptor(),
+        ErrorInterceptor(),
+    ]
+    if not settings.auth_enabled:
+        interceptors.append(TrustedCallerInterceptor())
+    elif authenticator is not None:
+        interceptors.append(AuthInterceptor(authenticator))
+    else:
+        raise ValueError(f"{component}: authentication is enabled, so an authenticator is required")
+
+    server = grpc.aio.server(interceptors=interceptors, options=_server_options(settings))
+    for registration in registrations:
+        registration.add_to_server(registration.servicer, server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    service_names = [registration.service_name for registration in registrations]
+    reflection.enable_server_reflection(
+        [*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+    )
+
+    address = settings.listen_address(component) if port is None else _host_port(settings.host, port)
+    credentials = tls.server_credentials(settings.tls)
+    try:
+        if credentials is None:
+            bound_port = server.add_insecure_port(address)
+        else:
+            bound_port = server.add_secure_port(address, credentials)
+    except RuntimeError as exc:
+        raise OSError(f"{component}: cannot listen on {address}: {exc}") from exc
+    if bound_port == 0:
+        raise OSError(f"{component}: cannot listen on {address}")
+
+    await server.start()
+    for name in ("", *service_names):
+        await health_servicer.set(name, _SERVING)
+    logger.info(
+        "%s listening on %s (%s)", component, _host_port(settings.host, bound_port), settings.tls.mode.value
+    )
+    return RunningServer(server, health_servicer, component, bound_port, settings.shutdown_grace_seconds)
+
+
+async def serve_until_signal(servers: Sequence[RunningServer], grace: float) -> None:
+    """Serves until SIGTERM or SIGINT, then stops every server, letting in-flight calls finish."""
+    loop = asyncio.get_running_loop()
+    received = asyncio.Event()
+    signals = (signal.SIGTERM, signal.SIGINT)
+    for signum in signals:
+        loop.add_signal_handler(signum, received.set)
+    try:
+        await received.wait()
+        logger.info("signal received: stopping %d server(s), grace %.1fs", len(servers), grace)
+    finally:
+        for signum in signals:
+            loop.remove_signal_handler(signum)
+        # Also on cancellation, so a cancelled main task still drains and closes its servers.
+        await asyncio.gather(*(running.stop(grace) for running in servers))

@@ -1,0 +1,101 @@
+"""OpenTelemetry tracing: one provider per process, a span per RPC, W3C trace context in metadata.
+
+The interceptors are always installed; until `configure_tracing` runs the API's no-op tracer makes
+them nearly free, and with exporter `none` spans are recorded but go nowhere, so trace context still
+flows from an incoming call to the outgoing calls it makes.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import grpc
+import grpc.aio
+from opentelemetry import propagate, trace
+from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SimpleSpanProcessor
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from cohort.config import Settings, TracingExporter
+from cohort.rpc.interceptors import AroundInterceptor, client_interceptors_for, service_of
+
+_tracer = trace.get_tracer("cohort.rpc")
+_configure_lock = threading.Lock()
+_configured = False
+
+
+def configure_tracing(settings: Settings, service_name: str) -> None:
+    """Installs the global tracer provider; later calls in the same process do nothing."""
+    global _configured
+    with _configure_lock:
+        if _configured:
+            return
+        provider = TracerProvider(resource=Resource.create({SERVICE_NAME: service_name}))
+        if settings.tracing is TracingExporter.CONSOLE:
+            provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
+        elif settings.tracing is TracingExporter.OTLP:
+            # Imported here: the exporter pulls in a second gRPC stack most processes never use.
+            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+            provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=settings.otlp_endpoint)))
+        trace.set_tracer_provider(provider)
+        _configured = True
+
+
+def _rpc_attributes(method: str) -> dict[str, str]:
+    return {
+        "rpc.system": "grpc",
+        "rpc.service": service_of(method),
+        "rpc.method": method.rpartition("/")[2],
+    }
+
+
+class _ServerTracingInterceptor(AroundInterceptor):
+    @asynccontextmanager
+    async def around(self, method: str, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+        carrier = {key: value for key, value in context.invocation_metadata() or () if isinstance(value, str)}
+        with _tracer.start_as_current_span(
+            method.lstrip("/"),
+            context=propagate.extract(carrier),
+            kind=SpanKind.SERVER,
+            attributes=_rpc_attributes(method),
+        ) as span:
+            try:
+                yield
+            finally:
+                # An abort (how every error leaves a Cohort servicer) leaves its code on the context.
+                code = context.code()
+                if isinstance(code, grpc.StatusCode) and code is not grpc.StatusCode.OK:
+                    span.set_attribute("rpc.grpc.status_code", code.value[0])
+                    span.set_status(Status(StatusCode.ERROR, code.name))
+
+
+async def _traced_call(
+    continuation: Callable[..., Any], details: grpc.aio.ClientCallDetails, request: Any
+) -> Any:
+    method = details.method.decode() if isinstance(details.method, bytes) else details.method
+    span = _tracer.start_span(method.lstrip("/"), kind=SpanKind.CLIENT, attributes=_rpc_attributes(method))
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier, context=trace.set_span_in_context(span))
+    metadata = grpc.aio.Metadata(*(details.metadata or ()), *carrier.items())
+    try:
+        call = await continuation(details._replace(metadata=metadata), request)
+    except BaseException:
+        span.end()
+        raise
+    call.add_done_callback(lambda _call: span.end())
+    return call
+
+
+def server_interceptors() -> list[grpc.aio.ServerInterceptor]:
+    """A server span per RPC, continuing the caller's trace."""
+    return [_ServerTracingInterceptor()]
+
+
+def client_interceptors() -> list[grpc.aio.ClientInterceptor]:
+    """A client span per outgoing call, its context sent as `traceparent` metadata."""
+    return client_interceptors_for(_traced_call)
