@@ -6,7 +6,9 @@
 
 from setuptools import find_packages, setup
 
-packages = find_packages("shared") + ["cohort.services"] + [
-    f"cohort.services.{name}" for name in find_packages("services")
-]
+packages = (
+    find_packages("shared")
+    + ["cohort.services"]
+    + [f"cohort.services.{name}" for name in find_packages("services")]
+)
 setup(packages=packages)

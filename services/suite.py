@@ -85,7 +85,8 @@ async def start_suite(
     configure_tracing(settings, "cohort-" + ("all" if len(components) > 1 else components[0]))
     database = await open_database(settings, migrate=True)
     api_keys = ApiKeyStore(database.sessions)
-    if settings.auth_enabled and settings.api_key is None and settings.is_embedded:
+    if settings.auth_enabled and settings.api_key is None:
+        # The services of this process call each other with this key; the CLI finds it in the file.
         settings = settings.with_overrides(api_key=await ensure_admin_key(settings, api_keys))
     authenticator = (
         ApiKeyAuthenticator(api_keys, settings.auth_cache_seconds) if settings.auth_enabled else None

@@ -12,9 +12,10 @@ from dataclasses import dataclass
 
 import grpc
 from aiohttp import web
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
 from cohort.config import GRPC_SERVICE_NAMES
 from cohort.services.context import ServiceContext
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 HEALTH_TIMEOUT_SECONDS = 2.0
 UNIMPLEMENTED = 12
@@ -67,13 +68,14 @@ def build_app(context: ServiceContext) -> web.Application:
 
 
 async def start_gateway(context: ServiceContext, *, port: int | None = None) -> RunningGateway:
-    runner = web.AppRunner(build_app(context), access_log=None)
+    runner = web.AppRunner(
+        build_app(context), access_log=None, shutdown_timeout=context.settings.shutdown_grace_seconds
+    )
     await runner.setup()
     site = web.TCPSite(
         runner,
         host=context.settings.host,
         port=context.settings.ports["gateway"] if port is None else port,
-        shutdown_timeout=context.settings.shutdown_grace_seconds,
     )
     await site.start()
     bound_port = site._server.sockets[0].getsockname()[1]  # aiohttp exposes the bound port only here

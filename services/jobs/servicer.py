@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from google.protobuf.timestamp_pb2 import Timestamp
+
 from cohort.api.identity.v1 import identity_pb2, identity_pb2_grpc
 from cohort.api.jobs.v1 import jobs_pb2, jobs_pb2_grpc
 from cohort.context import require_identity
 from cohort.identity import ApiKeyRecord, ApiKeyStore
 from cohort.rpc.pending import pending_servicer
-from google.protobuf.timestamp_pb2 import Timestamp
 
 DEFAULT_PAGE_SIZE = 50
 

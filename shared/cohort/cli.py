@@ -66,6 +66,8 @@ def serve(services: tuple[str, ...]) -> None:
     """
     settings = _settings()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if settings.log_level != "DEBUG":
+        logging.getLogger("alembic").setLevel(logging.WARNING)
     _run(_serve(settings, services or ("all",)))
 
 
@@ -73,6 +75,9 @@ async def _serve(settings: Settings, services: Sequence[str]) -> None:
     from cohort.services.suite import start_suite
 
     suite = await start_suite(settings, services)
+    # Signal handlers first, so a Ctrl-C right after the banner already stops gracefully.
+    serving = asyncio.create_task(suite.run_until_signal())
+    await asyncio.sleep(0)
     rows = [
         (name, f"{settings.host}:{server.port}", "gRPC" if name != "gateway" else "HTTP")
         for name, server in suite.servers.items()
@@ -85,7 +90,7 @@ async def _serve(settings: Settings, services: Sequence[str]) -> None:
     if settings.is_embedded and settings.auth_enabled:
         click.echo(f"admin API key: {settings.admin_key_file} (send it as 'authorization: Bearer <key>')")
     click.echo("Ctrl-C or SIGTERM stops the suite gracefully.")
-    await suite.run_until_signal()
+    await serving
 
 
 @main.command()

@@ -8,6 +8,7 @@ import grpc
 import grpc.aio
 import pytest
 from certs import CertFiles, generate_certs
+
 from cohort.config import Settings, TlsMode, TlsSettings
 from cohort.rpc.client import ChannelPool
 from cohort.rpc.server import RunningServer, ServiceRegistration, start_server

@@ -10,6 +10,7 @@ import uuid
 import aiohttp
 import grpc
 import pytest
+
 from cohort.api.collector.v1 import collector_pb2, collector_pb2_grpc
 from cohort.api.identity.v1 import identity_pb2, identity_pb2_grpc
 from cohort.api.jobs.v1 import jobs_pb2, jobs_pb2_grpc

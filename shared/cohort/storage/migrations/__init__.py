@@ -1,0 +1,1 @@
+"""Alembic migrations for Cohort's database (a package so that installs ship them)."""
