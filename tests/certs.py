@@ -40,7 +40,7 @@ def _issue(
     ca_cert: x509.Certificate,
     ca_key: ec.EllipticCurvePrivateKey,
     common_name: str,
-    usage: x509.ObjectIdentifier,
+    usages: list[x509.ObjectIdentifier],
     sans: list[x509.GeneralName] | None = None,
 ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     key = ec.generate_private_key(ec.SECP256R1())
@@ -54,7 +54,7 @@ def _issue(
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=1))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
     )
     if sans:
         builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
@@ -94,10 +94,11 @@ def generate_certs(directory: Path) -> CertFiles:
         ca_cert,
         ca_key,
         "localhost",
-        ExtendedKeyUsageOID.SERVER_AUTH,
+        # A Cohort process serves and also calls its peers with one certificate, so it needs both.
+        [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
         [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))],
     )
-    client_cert, client_key = _issue(ca_cert, ca_key, "cohort-test-client", ExtendedKeyUsageOID.CLIENT_AUTH)
+    client_cert, client_key = _issue(ca_cert, ca_key, "cohort-test-client", [ExtendedKeyUsageOID.CLIENT_AUTH])
 
     files = CertFiles(
         ca_cert=directory / "ca.pem",

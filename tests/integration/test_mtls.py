@@ -126,3 +126,29 @@ async def test_plaintext_client_cannot_reach_a_tls_server(certs):
         assert caught.value.code() is grpc.StatusCode.UNAVAILABLE
     finally:
         await server.stop(0)
+
+
+async def test_the_whole_suite_runs_over_mtls(certs, tmp_path):
+    """Every service serves mTLS, and the services reach each other with the process's certificate."""
+    import aiohttp
+
+    from cohort.config import GRPC_SERVICE_NAMES
+    from cohort.rpc.probe import grpc_health
+    from cohort.services.suite import start_suite
+
+    tls = server_tls(certs, TlsMode.MTLS)
+    suite = await start_suite(Settings(data_dir=tmp_path / "var", tls=tls), ["all"], ephemeral_ports=True)
+    try:
+        for name in GRPC_SERVICE_NAMES:
+            assert await grpc_health(suite.context.channels.channel(name)) == "SERVING", name
+        # The gateway's backend checks travel over the same mTLS channels.
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"http://{suite.address('gateway')}/healthz") as response:
+                assert (await response.json())["status"] == "SERVING"
+        # A client without a certificate is refused by every service.
+        plain_tls = TlsSettings(mode=TlsMode.TLS, ca_file=certs.ca_cert)
+        async with ChannelPool(suite.settings.with_overrides(tls=plain_tls)) as pool:
+            for name in GRPC_SERVICE_NAMES:
+                assert await grpc_health(pool.channel(name)) == "UNREACHABLE", name
+    finally:
+        await suite.stop(0)

@@ -1,0 +1,63 @@
+"""OpenTelemetry: a span per server and client call, one trace across services."""
+
+from __future__ import annotations
+
+import grpc
+import grpc.aio
+from opentelemetry import trace
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+
+from cohort.config import Settings
+from cohort.rpc.client import ChannelPool
+from cohort.rpc.server import ServiceRegistration, start_server
+from cohort.tracing import configure_tracing
+
+SERVICE = "cohort.test.v1.RelayService"
+
+
+def _registration(handler) -> ServiceRegistration:
+    def register(servicer: object, server: grpc.aio.Server) -> None:
+        handlers = {"Call": grpc.unary_unary_rpc_method_handler(handler)}
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+
+    return ServiceRegistration(SERVICE, None, register)
+
+
+async def test_trace_context_flows_from_service_to_service():
+    settings = Settings(auth_enabled=False)
+    configure_tracing(settings, "cohort-test")
+    exporter = InMemorySpanExporter()
+    trace.get_tracer_provider().add_span_processor(SimpleSpanProcessor(exporter))
+
+    async def leaf(request: bytes, context) -> bytes:
+        return b"leaf"
+
+    downstream = await start_server(settings, "reward", [_registration(leaf)], authenticator=None, port=0)
+    pool_to_leaf = ChannelPool(settings.with_overrides(addresses={"reward": f"127.0.0.1:{downstream.port}"}))
+
+    async def relay(request: bytes, context) -> bytes:
+        return await pool_to_leaf.channel("reward").unary_unary(f"/{SERVICE}/Call")(b"")
+
+    upstream = await start_server(settings, "jobs", [_registration(relay)], authenticator=None, port=0)
+    try:
+        async with ChannelPool(settings.with_overrides(addresses={"jobs": f"127.0.0.1:{upstream.port}"})) as pool:
+            assert await pool.channel("jobs").unary_unary(f"/{SERVICE}/Call")(b"") == b"leaf"
+    finally:
+        await pool_to_leaf.close()
+        await upstream.stop(0)
+        await downstream.stop(0)
+
+    spans = [s for s in exporter.get_finished_spans() if s.attributes.get("rpc.service") == SERVICE]
+    clients = [s for s in spans if s.kind is SpanKind.CLIENT]
+    servers = [s for s in spans if s.kind is SpanKind.SERVER]
+    assert len(clients) == 2 and len(servers) == 2
+    assert len({s.context.trace_id for s in spans}) == 1, "one trace across both services"
+    outer_client = next(c for c in clients if c.parent is None)
+    outer_server = next(s for s in servers if s.parent.span_id == outer_client.context.span_id)
+    inner_client = next(c for c in clients if c.parent is not None)
+    inner_server = next(s for s in servers if s is not outer_server)
+    assert inner_client.parent.span_id == outer_server.context.span_id
+    assert inner_server.parent.span_id == inner_client.context.span_id
+    assert outer_server.attributes["rpc.method"] == "Call"
