@@ -42,7 +42,9 @@ async def test_trace_context_flows_from_service_to_service():
 
     upstream = await start_server(settings, "jobs", [_registration(relay)], authenticator=None, port=0)
     try:
-        async with ChannelPool(settings.with_overrides(addresses={"jobs": f"127.0.0.1:{upstream.port}"})) as pool:
+        async with ChannelPool(
+            settings.with_overrides(addresses={"jobs": f"127.0.0.1:{upstream.port}"})
+        ) as pool:
             assert await pool.channel("jobs").unary_unary(f"/{SERVICE}/Call")(b"") == b"leaf"
     finally:
         await pool_to_leaf.close()
