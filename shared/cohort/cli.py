@@ -29,6 +29,14 @@ def _settings() -> Settings:
         raise click.ClickException(f"configuration error: {exc}") from exc
 
 
+def _client_settings() -> Settings:
+    """Settings for calling a running suite: the key is COHORT_API_KEY, else the embedded admin key."""
+    settings = _settings()
+    if settings.api_key is None and settings.admin_key_file.is_file():
+        settings = settings.with_overrides(api_key=settings.admin_key_file.read_text().strip() or None)
+    return settings
+
+
 def _run(coroutine: Awaitable[Any]) -> Any:
     try:
         return asyncio.run(coroutine)
@@ -148,7 +156,7 @@ async def health_report(settings: Settings, services: Sequence[str]) -> list[tup
 @click.argument("services", nargs=-1, type=click.Choice(["all", *SERVICE_NAMES]))
 def health(services: tuple[str, ...]) -> None:
     """Report the health of running SERVICES (default: all) at their configured addresses."""
-    settings = _settings()
+    settings = _client_settings()
     names = list(SERVICE_NAMES) if not services or "all" in services else list(services)
     rows = _run(health_report(settings, names))
     click.echo(_table(rows, ("service", "address", "health", "gRPC services (reflection)")))
