@@ -86,6 +86,8 @@ class Settings:
     """The key this process presents when it calls other services (and the CLI uses)."""
     auth_cache_seconds: float = 5.0
     tls: TlsSettings = field(default_factory=TlsSettings)
+    price_table_file: Path | None = None
+    """Prices replacing the built-in table: JSON `{"<model>": {"input": <USD per million tokens>, ...}}`."""
     tracing: TracingExporter = TracingExporter.NONE
     otlp_endpoint: str = "http://127.0.0.1:4317"
     log_level: str = "INFO"
@@ -148,6 +150,7 @@ class Settings:
             api_key=env.text("COHORT_API_KEY", "") or None,
             auth_cache_seconds=env.number("COHORT_AUTH_CACHE_SECONDS", 5.0, minimum=0.0),
             tls=tls,
+            price_table_file=env.path("COHORT_PRICE_TABLE_FILE"),
             tracing=env.choice("COHORT_TRACING", TracingExporter, TracingExporter.NONE),
             otlp_endpoint=env.text("COHORT_OTLP_ENDPOINT", "http://127.0.0.1:4317"),
             log_level=env.choice_text(
