@@ -28,7 +28,7 @@ test: setup  ## the test suite (PostgreSQL/Redis tests run when COHORT_TEST_* na
 	$(VENV)/bin/pytest -q
 
 bench: setup  ## speed figures, each printed beside its target
-	$(PY) tests/bench
+	$(PY) tests/bench $(ARGS)
 
 lint: setup  ## ruff, generated-code drift, buf lint of the contracts
 	$(VENV)/bin/ruff check shared services tests protos/generate.py setup.py

@@ -80,18 +80,108 @@ def _serve_all_process_seconds() -> float:
             process.wait(timeout=15)
 
 
-def main() -> int:
+def _postgres_url() -> str | None:
+    """The database the PostgreSQL figures use: COHORT_BENCH_DATABASE_URL, else the test database."""
+    url = os.environ.get("COHORT_BENCH_DATABASE_URL") or os.environ.get("COHORT_TEST_DATABASE_URL")
+    url = url or "postgresql://postgres@127.0.0.1:5432/test"
+    try:
+        import asyncpg
+
+        async def probe() -> None:
+            connection = await asyncpg.connect(
+                url.replace("postgresql+asyncpg://", "postgresql://"), timeout=3
+            )
+            await connection.close()
+
+        asyncio.run(probe())
+    except (OSError, asyncpg.PostgresError, TimeoutError):
+        return None
+    return url
+
+
+def startup_figures() -> list[Figure]:
     startup = [asyncio.run(_suite_startup_seconds()) for _ in range(RUNS)]
     process = [_serve_all_process_seconds() for _ in range(RUNS)]
-    figures = [
+    return [
         Figure("suite start-up, 7 services, fresh SQLite (in-process)", statistics.median(startup), "s", 5.0),
         Figure(
             "`cohort serve all` process start to ready (fresh data dir)", statistics.median(process), "s", 5.0
         ),
     ]
-    print(f"Cohort benchmarks (median of {RUNS} runs, {os.cpu_count()} cores)")
-    for figure in figures:
-        print(figure.line())
+
+
+def recorder_figures() -> list[Figure]:
+    import recorder_overhead
+
+    bare, recorded, ratio = recorder_overhead.measure()
+    print(f"  recorder: 20-step loop bare {bare * 1000:.1f} ms, recorded {recorded * 1000:.1f} ms")
+    return [Figure("recorder overhead, 20-step loop, journal (ratio)", ratio, "x", 1.05)]
+
+
+def store_figures(postgres_url: str | None) -> list[Figure]:
+    import trajectory_store
+
+    seconds = float(os.environ.get("COHORT_BENCH_INGEST_SECONDS", "30"))
+    figures = []
+    with tempfile.TemporaryDirectory() as tmp:
+        sqlite_url = f"sqlite+aiosqlite:///{tmp}/bench.db"
+        sqlite = asyncio.run(trajectory_store.measure_ingest(sqlite_url, seconds))
+        figures.append(
+            Figure(
+                "ingest over gRPC into SQLite, ~2 KB, 5 steps",
+                sqlite["trajectories_per_second"],
+                "/s",
+                2000,
+                False,
+            )
+        )
+    if postgres_url is None:
+        print(
+            "  PostgreSQL figures skipped: no database at COHORT_BENCH_DATABASE_URL/COHORT_TEST_DATABASE_URL"
+        )
+        return figures
+    postgres = asyncio.run(trajectory_store.measure_ingest(postgres_url, seconds))
+    figures.append(
+        Figure(
+            "ingest over gRPC into PostgreSQL, ~2 KB, 5 steps",
+            postgres["trajectories_per_second"],
+            "/s",
+            5000,
+            False,
+        )
+    )
+    print(
+        f"  raw asyncpg COPY of the same rows: {postgres['copy_per_second']:.0f}/s; "
+        f"gRPC ingest / COPY = {postgres['ratio']:.3f}"
+    )
+    search = asyncio.run(trajectory_store.measure_search(postgres_url, 100_000))
+    figures.append(
+        Figure("filtered search, 100k trajectories, PostgreSQL, p95", search["filtered_p95_ms"], "ms", 50)
+    )
+    figures.append(
+        Figure("similarity search, 100k trajectories, PostgreSQL, p95", search["similar_p95_ms"], "ms", 200)
+    )
+    return figures
+
+
+def main() -> int:
+    sys.path.insert(0, str(Path(__file__).parent))
+    only = set(sys.argv[1:])  # e.g. `make bench ARGS=store` runs one group
+    groups = {
+        "startup": startup_figures,
+        "recorder": recorder_figures,
+        "store": lambda: store_figures(_postgres_url()),
+    }
+    print(f"Cohort benchmarks ({os.cpu_count()} cores; medians unless marked)")
+    figures: list[Figure] = []
+    for name, measure in groups.items():
+        if only and name not in only:
+            continue
+        print(f"[{name}]")
+        group = measure()
+        for figure in group:
+            print(figure.line())
+        figures.extend(group)
     return 0 if all(f.met for f in figures) else 1
 
 

@@ -265,5 +265,11 @@ def keys_revoke(key_id: str) -> None:
     click.echo(f"revoked {record.id} (tenant {record.tenant_id}) at {record.revoked_at.isoformat()}")
 
 
-if __name__ == "__main__":
-    main()
+def _register_command_groups() -> None:
+    # Imported here: each group module imports the helpers above.
+    from cohort.cli.trajectories import trajectories
+
+    main.add_command(trajectories)
+
+
+_register_command_groups()
