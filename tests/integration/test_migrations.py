@@ -25,7 +25,7 @@ from cohort.storage import (
 )
 from cohort.storage.engine import session_factory
 from cohort.storage.migrate import alembic_config
-from cohort.storage.schema import Base
+from cohort.storage.schema import Base, include_object
 
 TABLES = {"tenants", "api_keys", "alembic_version"}
 
@@ -42,7 +42,10 @@ async def table_names(engine) -> set[str]:
 async def schema_differences(engine) -> list:
     def compare(connection):
         return compare_metadata(
-            MigrationContext.configure(connection, opts={"compare_type": True}), Base.metadata
+            MigrationContext.configure(
+                connection, opts={"compare_type": True, "include_object": include_object}
+            ),
+            Base.metadata,
         )
 
     async with engine.connect() as connection:
@@ -62,8 +65,15 @@ async def pg_schema(postgres_url):
     await admin.dispose()
 
 
-def test_head_is_the_identity_revision():
-    assert head_revision() == "0001"
+def test_revisions_form_one_chain_ending_at_the_newest_file():
+    from alembic.script import ScriptDirectory
+
+    scripts = ScriptDirectory.from_config(alembic_config())
+    assert len(scripts.get_heads()) == 1, "branched migrations: merge them"
+    chain = [revision.revision for revision in scripts.walk_revisions()]
+    assert chain[-1] == "0001"
+    files = sorted(p.name.split("_")[0] for p in Path(scripts.versions).glob("[0-9]*.py"))
+    assert head_revision() == files[-1] == chain[0]
 
 
 async def test_sqlite_fresh_upgrade_creates_tables_at_head(tmp_path):

@@ -203,7 +203,7 @@ async def test_rpcs_not_built_yet_say_so(suite):
     assert "cohort.api.jobs.v1.JobService.GetJob is not implemented yet" in caught.value.details()
     collector = collector_pb2_grpc.CollectorServiceStub(_channel(suite, "collector"))
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        async for _ in collector.ExportTrajectories(collector_pb2.ExportTrajectoriesRequest(), timeout=5):
+        async for _ in collector.CollectGroup(collector_pb2.CollectGroupRequest(), timeout=5):
             pass
     assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
     assert error_info(caught.value).reason == "NOT_IMPLEMENTED_YET"

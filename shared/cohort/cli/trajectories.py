@@ -7,6 +7,7 @@ collector in this process for its own use, so the commands work with no server r
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -283,10 +284,19 @@ def _trae_files(paths: Iterable[str]) -> list[Path]:
     return files
 
 
+def content_id(trajectory: trajectory_pb2.Trajectory) -> str:
+    """An id derived from the content, so importing the same file twice stores it once."""
+    digest = hashlib.sha256(trajectory.SerializeToString(deterministic=True)).hexdigest()
+    return f"trae-{digest[:32]}"
+
+
 @trajectories.command("import")
 @click.argument("paths", nargs=-1, required=True)
 def import_command(paths: tuple[str, ...]) -> None:
-    """Import Trae Agent trajectory files (files, or directories searched for *.json)."""
+    """Import Trae Agent trajectory files (files, or directories searched for *.json).
+
+    A file without ids gets content-derived ids, so importing it again stores nothing new.
+    """
     from cohort.errors import CohortError
     from cohort.trajectories.trae import load_trae_file
 
@@ -298,6 +308,10 @@ def import_command(paths: tuple[str, ...]) -> None:
         except CohortError as exc:
             unreadable += 1
             click.echo(f"skipped {path}: {exc.message}", err=True)
+
+    for _, trajectory in loaded:
+        if not trajectory.trajectory_id:
+            trajectory.trajectory_id = content_id(trajectory)
 
     async def ingest(stub) -> collector_pb2.IngestTrajectoriesResponse:
         async def requests():

@@ -8,7 +8,20 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import Boolean, DateTime, ForeignKey, MetaData, String, false
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    false,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -79,3 +92,88 @@ class ApiKey(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+
+
+# --- Trajectories (migration 0002) ----------------------------------------------------------------
+#
+# One row per trajectory. The full document is stored as protobuf binary (`document`): encoding and
+# decoding it is C code and several times cheaper than canonical JSON, which matters at thousands of
+# trajectories per second; everything a query filters or ranks on is a column beside it, so no query
+# ever has to look inside the document. Full-text search is dialect-specific and lives outside this
+# metadata (see `SEARCH_OBJECTS`): an FTS5 table on SQLite, an expression GIN index on PostgreSQL.
+
+TRAJECTORY_SEARCH_FTS_TABLE = "trajectories_fts"
+"""SQLite only: the FTS5 table (search_text, tenant_id UNINDEXED, trajectory_id UNINDEXED)."""
+
+TRAJECTORY_SEARCH_TSV_INDEX = "ix_trajectories_search_tsv"
+"""PostgreSQL only: GIN index on `to_tsvector('english', search_text)`."""
+
+
+def include_object(obj, name, type_, reflected, compare_to) -> bool:
+    """Alembic `include_object` hook: leaves the dialect-specific full-text objects out of comparisons.
+
+    They are created by migration 0002 with raw DDL (an FTS5 virtual table and its shadow tables on
+    SQLite, an expression GIN index on PostgreSQL) and have no portable ORM form, so autogenerate
+    would otherwise report them as objects to drop.
+    """
+    if type_ == "table" and reflected and name and name.startswith(TRAJECTORY_SEARCH_FTS_TABLE):
+        return False
+    if type_ == "index" and reflected and name == TRAJECTORY_SEARCH_TSV_INDEX:
+        return False
+    return True
+
+
+class TrajectoryRow(Base):
+    """A stored trajectory: filter columns, a content hash, the protobuf document, search data."""
+
+    __tablename__ = "trajectories"
+    __table_args__ = (
+        Index("ix_trajectories_tenant_create", "tenant_id", "create_time", "trajectory_id"),
+        Index("ix_trajectories_tenant_agent", "tenant_id", "agent_name", "agent_version"),
+        Index("ix_trajectories_tenant_job", "tenant_id", "job_id", "create_time", "trajectory_id"),
+        Index("ix_trajectories_tenant_group", "tenant_id", "group_id"),
+        Index("ix_trajectories_tenant_query", "tenant_id", "query_id"),
+        Index("ix_trajectories_tenant_outcome", "tenant_id", "success", "termination_reason"),
+        Index("ix_trajectories_tenant_reward", "tenant_id", "reward"),
+    )
+
+    tenant_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    trajectory_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    agent_name: Mapped[str] = mapped_column(String(200))
+    agent_version: Mapped[str] = mapped_column(String(200))
+    job_id: Mapped[str] = mapped_column(String(128))
+    group_id: Mapped[str] = mapped_column(String(128))
+    iteration: Mapped[int] = mapped_column(BigInteger())
+    query_id: Mapped[str] = mapped_column(String(200))
+    success: Mapped[bool | None] = mapped_column(Boolean(), nullable=True)
+    termination_reason: Mapped[int] = mapped_column(Integer())
+    reward: Mapped[float | None] = mapped_column(Double(), nullable=True)
+    cost_micro_usd: Mapped[int] = mapped_column(BigInteger())
+    start_time: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    create_time: Mapped[datetime] = mapped_column(UtcDateTime())
+    superseded: Mapped[bool] = mapped_column(Boolean(), default=False, server_default=false())
+    content_sha256: Mapped[str] = mapped_column(String(64))
+    """SHA-256 of the redacted document without its output-only fields: same id + same hash = duplicate."""
+    document: Mapped[bytes] = mapped_column(LargeBinary())
+    """The full `cohort.api.trajectory.v1.Trajectory`, protobuf binary."""
+    search_text: Mapped[str] = mapped_column(Text())
+    """Task, messages, tool results and final result, bounded in length: what full-text search sees."""
+    embedding: Mapped[bytes] = mapped_column(LargeBinary())
+    """float32 vector of the hashing embedder (`cohort.services.collector.embedding`)."""
+
+
+class TrajectoryLabelRow(Base):
+    """One label of a trajectory, for filtering by `key = value`.
+
+    No foreign key to `trajectories`: the store writes a trajectory and its labels in one transaction
+    and never rewrites either, and a per-row RI check made label inserts the most expensive part of a
+    batch on PostgreSQL (a deleting path must delete the labels with the trajectory).
+    """
+
+    __tablename__ = "trajectory_labels"
+    __table_args__ = (Index("ix_trajectory_labels_tenant_key_value", "tenant_id", "key", "value"),)
+
+    tenant_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    trajectory_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    value: Mapped[str] = mapped_column(String(1024))

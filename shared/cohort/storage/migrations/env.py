@@ -13,14 +13,16 @@ from alembic import context
 from sqlalchemy.engine import Connection
 
 from cohort.storage.engine import create_engine
-from cohort.storage.schema import Base
+from cohort.storage.schema import Base, include_object
 
 config = context.config
 target_metadata = Base.metadata
 
 
 def _configure(**kwargs) -> None:
-    context.configure(target_metadata=target_metadata, compare_type=True, **kwargs)
+    context.configure(
+        target_metadata=target_metadata, compare_type=True, include_object=include_object, **kwargs
+    )
 
 
 def do_run_migrations(connection: Connection) -> None:

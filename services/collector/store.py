@@ -1,0 +1,821 @@
+"""The trajectory store: batched idempotent ingest, get, filtered/full-text/similarity search, export.
+
+Every method takes the tenant explicitly (the servicer passes the caller's, from `require_identity()`)
+and never sees another tenant's rows: another tenant's trajectory is `NotFound`, exactly like a
+missing one.
+
+Ingest works a batch at a time. Everything CPU-heavy for a batch (validation, redaction, usage and
+cost, serialization, SHA-256, search text, embeddings) runs in one worker-thread call; the batch is
+then written in ONE transaction with multi-row statements:
+
+- PostgreSQL: `INSERT ... SELECT * FROM unnest($1::text[], ...) ON CONFLICT DO NOTHING RETURNING`
+  on the raw asyncpg connection (arrays travel in asyncpg's binary format, so this runs close to
+  COPY speed, and unlike COPY it is safe against a concurrent ingest of the same id);
+- SQLite: under the write lock (`BEGIN IMMEDIATE`), one SELECT of the ids already stored, then
+  `executemany` of the new rows, their FTS5 rows and their labels.
+
+Idempotency is by (tenant, id) plus a SHA-256 of the redacted content without its output-only
+fields: the same id with the same content is a duplicate (not stored again), the same id with other
+content fails alone with `ALREADY_EXISTS`; nothing stored is ever overwritten.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import math
+import os
+import re
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Select, and_, func, literal, or_, select, tuple_
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from cohort.api.trajectory.v1 import trajectory_pb2
+from cohort.errors import AlreadyExists, CohortError, InvalidArgument, NotFound
+from cohort.services.collector import embedding
+from cohort.services.collector.search import (
+    EmbeddingCache,
+    SearchQuery,
+    TrajectoryFilter,
+    View,
+    decode_page_token,
+    encode_page_token,
+    filter_conditions,
+    full_text_query,
+    rank_by_similarity,
+    ranked_key,
+    text_matches,
+    time_key,
+    validate_filter,
+)
+from cohort.storage.engine import Database, write_transaction
+from cohort.storage.schema import TrajectoryRow
+from cohort.trajectories.redaction import Redactor
+from cohort.trajectories.usage import PriceTable, fill_usage_and_cost
+
+Trajectory = trajectory_pb2.Trajectory
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 1000
+EXPORT_BATCH = 256
+SEARCH_TEXT_LIMIT = 8000
+"""Characters of a trajectory that full-text search indexes (task and final result come first)."""
+
+SQLITE_FIRST_ANALYZE = 2_000
+SQLITE_MAX_ANALYZE_INTERVAL = 1_000_000
+ID_LIMIT = 128
+NAME_LIMIT = 200
+LABEL_KEY_LIMIT = 128
+LABEL_VALUE_LIMIT = 1024
+_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/+=-]*")
+_KNOWN_TERMINATION = frozenset(trajectory_pb2.TerminationReason.values())
+_KNOWN_OUTCOME = frozenset(trajectory_pb2.OutcomeKind.values())
+
+T = TrajectoryRow.__table__
+
+__all__ = [
+    "IngestItemResult",
+    "IngestResult",
+    "ItemStatus",
+    "SearchHit",
+    "SearchQuery",
+    "TrajectoryFilter",
+    "TrajectoryStore",
+    "View",
+    "new_trajectory_id",
+    "validate_trajectory",
+]
+
+
+# --- Domain types -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    trajectory: Trajectory
+    score: float
+    """Relevance (full text) or cosine similarity; 0 when the results are not ranked."""
+
+
+class ItemStatus(StrEnum):
+    STORED = "stored"
+    DUPLICATE = "duplicate"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class IngestItemResult:
+    index: int
+    """0-based position of the item in the batch given to `ingest`."""
+    trajectory_id: str
+    status: ItemStatus
+    error: CohortError | None = None
+
+
+@dataclass
+class IngestResult:
+    items: list[IngestItemResult]
+
+    @property
+    def stored_count(self) -> int:
+        return sum(1 for item in self.items if item.status is ItemStatus.STORED)
+
+    @property
+    def duplicate_count(self) -> int:
+        return sum(1 for item in self.items if item.status is ItemStatus.DUPLICATE)
+
+    @property
+    def failures(self) -> list[IngestItemResult]:
+        return [item for item in self.items if item.status is ItemStatus.FAILED]
+
+
+# --- Ids ----------------------------------------------------------------------------------------------
+
+
+def new_trajectory_id() -> str:
+    """A UUIDv7-style id: 48-bit Unix milliseconds then 74 random bits, so ids sort by creation time."""
+    millis = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (millis & ((1 << 48) - 1)) << 80
+    value |= 0x7 << 76  # version 7
+    value |= ((rand >> 62) & 0xFFF) << 64  # rand_a, 12 bits
+    value |= 0b10 << 62  # RFC 4122 variant
+    value |= rand & ((1 << 62) - 1)  # rand_b, 62 bits
+    text = f"{value:032x}"
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+
+
+# --- Validation -----------------------------------------------------------------------------------
+
+
+def _finite(value: float, name: str) -> None:
+    if not math.isfinite(value):
+        raise InvalidArgument(name, "must be a finite number")
+
+
+def validate_trajectory(t: Trajectory) -> None:
+    """Raises `InvalidArgument` naming the first bad field (`trajectory.<path>`)."""
+    if t.trajectory_id:
+        if len(t.trajectory_id) > ID_LIMIT or not _ID_PATTERN.fullmatch(t.trajectory_id):
+            raise InvalidArgument(
+                "trajectory.trajectory_id",
+                f"must be 1 to {ID_LIMIT} letters, digits or ._:@/+=- starting with a letter or digit",
+            )
+    for name, value, limit in (
+        ("agent.name", t.agent.name, NAME_LIMIT),
+        ("agent.version", t.agent.version, NAME_LIMIT),
+        ("job_id", t.job_id, ID_LIMIT),
+        ("group_id", t.group_id, ID_LIMIT),
+        ("query_id", t.query_id, NAME_LIMIT),
+    ):
+        if len(value) > limit:
+            raise InvalidArgument(f"trajectory.{name}", f"is longer than {limit} characters")
+    if t.iteration < 0:
+        raise InvalidArgument("trajectory.iteration", "must not be negative")
+    if t.HasField("max_steps") and t.max_steps < 0:
+        raise InvalidArgument("trajectory.max_steps", "must not be negative")
+    if t.cost_micro_usd < 0:
+        raise InvalidArgument("trajectory.cost_micro_usd", "must not be negative")
+    if t.termination_reason not in _KNOWN_TERMINATION:
+        raise InvalidArgument("trajectory.termination_reason", f"unknown value {t.termination_reason}")
+    if t.HasField("reward"):
+        _finite(t.reward, "trajectory.reward")
+    if t.HasField("advantage"):
+        _finite(t.advantage, "trajectory.advantage")
+    if t.HasField("execution_time_seconds"):
+        _finite(t.execution_time_seconds, "trajectory.execution_time_seconds")
+        if t.execution_time_seconds < 0:
+            raise InvalidArgument("trajectory.execution_time_seconds", "must not be negative")
+    if t.HasField("outcome"):
+        outcome = t.outcome
+        if outcome.kind not in _KNOWN_OUTCOME:
+            raise InvalidArgument("trajectory.outcome.kind", f"unknown value {outcome.kind}")
+        if outcome.HasField("score") and not 0.0 <= outcome.score <= 1.0:
+            raise InvalidArgument("trajectory.outcome.score", "must be between 0 and 1")
+        if not 0.0 <= outcome.confidence <= 1.0:
+            raise InvalidArgument("trajectory.outcome.confidence", "must be between 0 and 1")
+    for i, component in enumerate(t.reward_components):
+        _finite(component.value, f"trajectory.reward_components[{i}].value")
+        _finite(component.weight, f"trajectory.reward_components[{i}].weight")
+    for i, decision in enumerate(t.decisions):
+        if not math.isfinite(decision.log_prob) or decision.log_prob > 0:
+            raise InvalidArgument(f"trajectory.decisions[{i}].log_prob", "must be a finite log-probability")
+        if decision.options and not 0 <= decision.chosen_index < len(decision.options):
+            raise InvalidArgument(f"trajectory.decisions[{i}].chosen_index", "is outside `options`")
+    for i, step in enumerate(t.agent_steps):
+        if step.HasField("step_reward"):
+            _finite(step.step_reward, f"trajectory.agent_steps[{i}].step_reward")
+    for key, value in t.labels.items():
+        if not key.strip():
+            raise InvalidArgument("trajectory.labels", "a label key is empty")
+        if len(key) > LABEL_KEY_LIMIT:
+            raise InvalidArgument(f"trajectory.labels[{key[:40]}]", f"key is longer than {LABEL_KEY_LIMIT}")
+        if len(value) > LABEL_VALUE_LIMIT:
+            raise InvalidArgument(f"trajectory.labels[{key}]", f"value is longer than {LABEL_VALUE_LIMIT}")
+
+
+# --- Preparing a batch (worker thread) --------------------------------------------------------------
+
+
+@dataclass
+class _Prepared:
+    index: int
+    trajectory_id: str
+    sha256: str
+    row: tuple
+    """Values in `_COLUMNS` order (create_time as datetime)."""
+    labels: list[tuple[str, str]]
+
+
+_COLUMNS = (
+    "tenant_id",
+    "trajectory_id",
+    "agent_name",
+    "agent_version",
+    "job_id",
+    "group_id",
+    "iteration",
+    "query_id",
+    "success",
+    "termination_reason",
+    "reward",
+    "cost_micro_usd",
+    "start_time",
+    "create_time",
+    "superseded",
+    "content_sha256",
+    "document",
+    "search_text",
+    "embedding",
+)
+_PG_TYPES = (
+    "text",
+    "text",
+    "text",
+    "text",
+    "text",
+    "text",
+    "int8",
+    "text",
+    "bool",
+    "int4",
+    "float8",
+    "int8",
+    "timestamptz",
+    "timestamptz",
+    "bool",
+    "text",
+    "bytea",
+    "text",
+    "bytea",
+)
+_ROW_START_TIME = _COLUMNS.index("start_time")
+_ROW_CREATE_TIME = _COLUMNS.index("create_time")
+_ROW_SEARCH_TEXT = _COLUMNS.index("search_text")
+
+
+def search_text_of(t: Trajectory) -> str:
+    """Task, final result, then results, responses and messages: bounded by `SEARCH_TEXT_LIMIT`."""
+    parts: list[str] = [t.task]
+    if t.HasField("final_result"):
+        parts.append(t.final_result)
+    size = len(t.task) + len(parts[-1])
+    seen: set[str] = set()
+
+    def add(text: str) -> bool:
+        nonlocal size
+        if text and text not in seen:
+            seen.add(text)
+            parts.append(text)
+            size += len(text) + 1
+        return size < SEARCH_TEXT_LIMIT
+
+    for step in t.agent_steps:
+        for result in step.tool_results:
+            if not add(result.result) or not add(result.error):
+                break
+        if not add(step.reflection) or not add(step.error) or not add(step.llm_response.content):
+            break
+    if size < SEARCH_TEXT_LIMIT:
+        for interaction in t.llm_interactions:
+            if not add(interaction.response.content):
+                break
+            for message in interaction.input_messages:
+                if not add(message.content):
+                    break
+    return "\n".join(parts)[:SEARCH_TEXT_LIMIT]
+
+
+def embedding_text_of(t: Trajectory) -> str:
+    """What similarity compares: task, final result and the names of the tools called."""
+    tools: list[str] = []
+    for step in t.agent_steps:
+        for call in step.tool_calls:
+            tools.append(call.name)
+    if not tools:
+        for interaction in t.llm_interactions:
+            for call in interaction.response.tool_calls:
+                tools.append(call.name)
+    return " ".join((t.task, t.final_result, *tools))
+
+
+class _Pipeline:
+    """The per-trajectory CPU work; one instance per store, used from worker threads."""
+
+    def __init__(self, redactor: Redactor, prices: PriceTable | None, fill_usage: Any) -> None:
+        self._redactor = redactor
+        self._prices = prices
+        self._fill_usage = fill_usage
+
+    def prepare(
+        self, tenant_id: str, trajectories: Sequence[Trajectory], now: datetime
+    ) -> list[_Prepared | CohortError]:
+        prepared: list[_Prepared | CohortError] = []
+        texts: list[str] = []
+        good: list[_Prepared] = []
+        stamp_seconds = int(now.timestamp())
+        stamp_nanos = now.microsecond * 1000
+        for index, t in enumerate(trajectories):
+            try:
+                validate_trajectory(t)
+            except CohortError as error:
+                prepared.append(error)
+                continue
+            t.tenant_id = tenant_id
+            t.ClearField("create_time")
+            t.superseded = False
+            if not t.trajectory_id:
+                t.trajectory_id = new_trajectory_id()
+            self._redactor.redact_trajectory(t)
+            sha = hashlib.sha256(t.SerializeToString(deterministic=True)).hexdigest()
+            if self._fill_usage is not None:
+                self._fill_usage(t, self._prices)
+            t.create_time.seconds = stamp_seconds
+            t.create_time.nanos = stamp_nanos
+            start_time = t.start_time.ToDatetime(UTC) if t.HasField("start_time") else None
+            item = _Prepared(
+                index=index,
+                trajectory_id=t.trajectory_id,
+                sha256=sha,
+                row=(
+                    tenant_id,
+                    t.trajectory_id,
+                    t.agent.name,
+                    t.agent.version,
+                    t.job_id,
+                    t.group_id,
+                    t.iteration,
+                    t.query_id,
+                    t.success if t.HasField("success") else None,
+                    t.termination_reason,
+                    t.reward if t.HasField("reward") else None,
+                    t.cost_micro_usd,
+                    start_time,
+                    now,
+                    False,
+                    sha,
+                    t.SerializeToString(),
+                    search_text_of(t),
+                    b"",
+                ),
+                labels=list(t.labels.items()),
+            )
+            prepared.append(item)
+            good.append(item)
+            texts.append(embedding_text_of(t))
+        if good:
+            vectors = embedding.embed_many(texts)
+            for item, vector in zip(good, vectors, strict=True):
+                item.row = (*item.row[:-1], vector.tobytes())
+        return prepared
+
+
+# --- The store ------------------------------------------------------------------------------------
+
+
+class TrajectoryStore:
+    """The collector's trajectory store on SQLite or PostgreSQL."""
+
+    def __init__(
+        self,
+        database: Database,
+        *,
+        prices: PriceTable | None = None,
+        redactor: Redactor | None = None,
+        embedding_cache_rows: int = 200_000,
+    ) -> None:
+        self._db = database
+        self._sqlite = database.is_sqlite
+        self._pipeline = _Pipeline(
+            redactor if redactor is not None else Redactor(),
+            prices if prices is not None else PriceTable.load(None),
+            fill_usage_and_cost,
+        )
+        self._cache = EmbeddingCache(max_rows=embedding_cache_rows)
+        self._stored_since_analyze = 0
+        self._analyze_after = SQLITE_FIRST_ANALYZE
+
+    # -- ingest --
+
+    async def ingest(self, tenant_id: str, trajectories: Sequence[Trajectory]) -> IngestResult:
+        """Stores a batch in one transaction; per-item results in input order.
+
+        The messages are modified in place (tenant, id, create time, redaction, usage).
+        """
+        if not trajectories:
+            return IngestResult(items=[])
+        now = datetime.now(UTC)
+        prepared = await asyncio.to_thread(self._pipeline.prepare, tenant_id, trajectories, now)
+        # First occurrence of each id goes to the database; repeats are judged against it.
+        first: dict[str, _Prepared] = {}
+        for item in prepared:
+            if isinstance(item, _Prepared) and item.trajectory_id not in first:
+                first[item.trajectory_id] = item
+        candidates = list(first.values())
+        if candidates:
+            if self._sqlite:
+                inserted, existing = await self._write_sqlite(tenant_id, candidates)
+            else:
+                inserted, existing = await self._write_postgres(tenant_id, candidates)
+        else:
+            inserted, existing = set(), {}
+        results: list[IngestItemResult] = []
+        for index, item in enumerate(prepared):
+            if isinstance(item, CohortError):
+                results.append(
+                    IngestItemResult(index, trajectories[index].trajectory_id, ItemStatus.FAILED, item)
+                )
+                continue
+            tid = item.trajectory_id
+            if tid in inserted and first[tid] is item:
+                results.append(IngestItemResult(index, tid, ItemStatus.STORED))
+                continue
+            stored_sha = first[tid].sha256 if tid in inserted else existing.get(tid)
+            if stored_sha == item.sha256:
+                results.append(IngestItemResult(index, tid, ItemStatus.DUPLICATE))
+            else:
+                error = AlreadyExists(
+                    f"trajectory {tid!r} is already stored with different content",
+                    metadata={"trajectory_id": tid},
+                )
+                results.append(IngestItemResult(index, tid, ItemStatus.FAILED, error))
+        if inserted:
+            self._cache.add_many(
+                tenant_id,
+                [(item.trajectory_id, item.row[-1]) for item in candidates if item.trajectory_id in inserted],
+            )
+            if self._sqlite:
+                await self._maybe_analyze(len(inserted))
+        return IngestResult(items=results)
+
+    async def _maybe_analyze(self, stored: int) -> None:
+        """SQLite has no autovacuum to keep planner statistics: gather them as the table grows.
+
+        Without them SQLite walks the create-time index for every query (ORDER BY wins), so a
+        `group_id` filter over 100k rows scans them all. A full ANALYZE of 100k rows takes ~0.1 s
+        (a sampled one, `analysis_limit`, gave statistics too poor to fix that); the interval doubles,
+        so the total cost stays proportional to the rows stored.
+        """
+        self._stored_since_analyze += stored
+        if self._stored_since_analyze < self._analyze_after:
+            return
+        self._stored_since_analyze = 0
+        self._analyze_after = min(self._analyze_after * 2, SQLITE_MAX_ANALYZE_INTERVAL)
+        async with write_transaction(self._db.sessions) as session:
+            connection = await session.connection()
+            await connection.exec_driver_sql("ANALYZE trajectories")
+            await connection.exec_driver_sql("ANALYZE trajectory_labels")
+
+    async def _write_postgres(
+        self, tenant_id: str, items: list[_Prepared]
+    ) -> tuple[set[str], dict[str, str]]:
+        columns = list(zip(*(item.row for item in items), strict=True))
+        placeholders = ", ".join(f"${i + 1}::{kind}[]" for i, kind in enumerate(_PG_TYPES))
+        insert_rows = (
+            f"INSERT INTO trajectories ({', '.join(_COLUMNS)}) SELECT * FROM unnest({placeholders}) "
+            "ON CONFLICT (tenant_id, trajectory_id) DO NOTHING RETURNING trajectory_id"
+        )
+        async with self._db.engine.connect() as connection:
+            raw = (await connection.get_raw_connection()).driver_connection
+            async with raw.transaction():
+                returned = await raw.fetch(insert_rows, *columns)
+                inserted = {record[0] for record in returned}
+                existing: dict[str, str] = {}
+                if len(inserted) < len(items):
+                    missing = [item.trajectory_id for item in items if item.trajectory_id not in inserted]
+                    records = await raw.fetch(
+                        "SELECT trajectory_id, content_sha256 FROM trajectories "
+                        "WHERE tenant_id = $1 AND trajectory_id = ANY($2::text[])",
+                        tenant_id,
+                        missing,
+                    )
+                    existing = {record[0]: record[1] for record in records}
+                labels = [
+                    (tenant_id, item.trajectory_id, key, value)
+                    for item in items
+                    if item.trajectory_id in inserted
+                    for key, value in item.labels
+                ]
+                if labels:
+                    await raw.execute(
+                        "INSERT INTO trajectory_labels (tenant_id, trajectory_id, key, value) "
+                        "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])",
+                        *zip(*labels, strict=True),
+                    )
+        return inserted, existing
+
+    async def _write_sqlite(self, tenant_id: str, items: list[_Prepared]) -> tuple[set[str], dict[str, str]]:
+        ids = [item.trajectory_id for item in items]
+        async with write_transaction(self._db.sessions) as session:
+            connection = await session.connection()
+            existing: dict[str, str] = {}
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                marks = ", ".join("?" for _ in chunk)
+                result = await connection.exec_driver_sql(
+                    "SELECT trajectory_id, content_sha256 FROM trajectories "
+                    f"WHERE tenant_id = ? AND trajectory_id IN ({marks})",
+                    (tenant_id, *chunk),
+                )
+                existing.update({row[0]: row[1] for row in result})
+            new = [item for item in items if item.trajectory_id not in existing]
+            if new:
+                rows = [_sqlite_row(item.row) for item in new]
+                marks = ", ".join("?" for _ in _COLUMNS)
+                await connection.exec_driver_sql(
+                    f"INSERT INTO trajectories ({', '.join(_COLUMNS)}) VALUES ({marks})", rows
+                )
+                await connection.exec_driver_sql(
+                    "INSERT INTO trajectories_fts (search_text, tenant_id, trajectory_id) VALUES (?, ?, ?)",
+                    [(item.row[_ROW_SEARCH_TEXT], tenant_id, item.trajectory_id) for item in new],
+                )
+                labels = [
+                    (tenant_id, item.trajectory_id, key, value) for item in new for key, value in item.labels
+                ]
+                if labels:
+                    await connection.exec_driver_sql(
+                        "INSERT INTO trajectory_labels (tenant_id, trajectory_id, key, value) "
+                        "VALUES (?, ?, ?, ?)",
+                        labels,
+                    )
+        return {item.trajectory_id for item in new}, existing
+
+    # -- get --
+
+    async def get(self, tenant_id: str, trajectory_id: str) -> Trajectory:
+        if not trajectory_id:
+            raise InvalidArgument("trajectory_id", "is required")
+        async with self._db.sessions() as session:
+            row = (
+                await session.execute(
+                    select(T.c.document, T.c.superseded).where(
+                        T.c.tenant_id == tenant_id, T.c.trajectory_id == trajectory_id
+                    )
+                )
+            ).first()
+        if row is None:
+            raise NotFound(
+                f"trajectory {trajectory_id!r} not found", metadata={"trajectory_id": trajectory_id}
+            )
+        return _decode(row[0], row[1], View.FULL)
+
+    # -- search --
+
+    async def search(self, tenant_id: str, query: SearchQuery) -> tuple[list[SearchHit], str]:
+        """One page of hits and the token of the next page ("" on the last page)."""
+        page_size = query.page_size or DEFAULT_PAGE_SIZE
+        if not 1 <= page_size <= MAX_PAGE_SIZE:
+            raise InvalidArgument("page_size", f"must be between 1 and {MAX_PAGE_SIZE}")
+        validate_filter(query.filter)
+        if query.similar_to_text and query.similar_to_trajectory_id:
+            raise InvalidArgument("similar_to_text", "set either similar_to_text or similar_to_trajectory_id")
+        fts_query = (
+            full_text_query(query.text_query, sqlite=self._sqlite) if query.text_query.strip() else None
+        )
+        after = decode_page_token(query)
+        if query.similar_to_text or query.similar_to_trajectory_id:
+            return await self._search_similar(tenant_id, query, page_size, fts_query, after)
+        if fts_query is not None:
+            return await self._search_text(tenant_id, query, page_size, fts_query, after)
+        return await self._search_recent(tenant_id, query, page_size, after)
+
+    async def _search_recent(
+        self, tenant_id: str, query: SearchQuery, page_size: int, after: list[Any] | None
+    ) -> tuple[list[SearchHit], str]:
+        conditions = filter_conditions(tenant_id, query.filter, sqlite=self._sqlite)
+        if after is not None:
+            after_time, after_id = time_key(after)
+            conditions.append(tuple_(T.c.create_time, T.c.trajectory_id) < tuple_(after_time, after_id))
+        # Keys first, documents second: sorting narrow rows, never documents.
+        statement = (
+            select(T.c.trajectory_id, T.c.create_time)
+            .where(*conditions)
+            .order_by(T.c.create_time.desc(), T.c.trajectory_id.desc())
+            .limit(page_size + 1)
+        )
+        async with self._db.sessions() as session:
+            keys = (await session.execute(statement)).all()
+        more = len(keys) > page_size
+        keys = keys[:page_size]
+        hits = await self._hits(tenant_id, [(row[0], 0.0) for row in keys], query.view)
+        token = encode_page_token(query, [keys[-1][1].isoformat(), keys[-1][0]]) if more else ""
+        return hits, token
+
+    async def _search_text(
+        self, tenant_id: str, query: SearchQuery, page_size: int, fts_query: str, after: list[Any] | None
+    ) -> tuple[list[SearchHit], str]:
+        matches = text_matches(tenant_id, fts_query, sqlite=self._sqlite)
+        conditions = filter_conditions(tenant_id, query.filter, sqlite=self._sqlite)
+        if after is not None:
+            score, after_id = ranked_key(after)
+            conditions.append(
+                or_(matches.c.score < score, and_(matches.c.score == score, T.c.trajectory_id > after_id))
+            )
+        statement = (
+            select(T.c.trajectory_id, matches.c.score)
+            .select_from(matches.join(T, T.c.trajectory_id == matches.c.trajectory_id))
+            .where(*conditions)
+            .order_by(matches.c.score.desc(), T.c.trajectory_id.asc())
+            .limit(page_size + 1)
+        )
+        async with self._db.sessions() as session:
+            keys = (await session.execute(statement)).all()
+        more = len(keys) > page_size
+        keys = keys[:page_size]
+        hits = await self._hits(tenant_id, [(row[0], float(row[1])) for row in keys], query.view)
+        token = encode_page_token(query, [float(keys[-1][1]), keys[-1][0]]) if more else ""
+        return hits, token
+
+    async def _hits(self, tenant_id: str, ranked: list[tuple[str, float]], view: View) -> list[SearchHit]:
+        """The documents of `ranked` (id, score) in that order (ids gone since are left out)."""
+        if not ranked:
+            return []
+        async with self._db.sessions() as session:
+            rows = await session.execute(
+                select(T.c.trajectory_id, T.c.document, T.c.superseded).where(
+                    T.c.tenant_id == tenant_id, T.c.trajectory_id.in_([tid for tid, _ in ranked])
+                )
+            )
+            documents = {row[0]: (row[1], row[2]) for row in rows}
+        ranked = [(tid, score) for tid, score in ranked if tid in documents]
+        trajectories = await _decode_many([documents[tid] for tid, _ in ranked], view)
+        return [SearchHit(t, score) for t, (_, score) in zip(trajectories, ranked, strict=True)]
+
+    async def _search_similar(
+        self,
+        tenant_id: str,
+        query: SearchQuery,
+        page_size: int,
+        fts_query: str | None,
+        after: list[Any] | None,
+    ) -> tuple[list[SearchHit], str]:
+        exclude = ""
+        if query.similar_to_trajectory_id:
+            exclude = query.similar_to_trajectory_id
+            vector = await self._stored_embedding(tenant_id, exclude)
+        else:
+            vector = await asyncio.to_thread(embedding.embed, query.similar_to_text)
+        conditions = filter_conditions(tenant_id, query.filter, sqlite=self._sqlite)
+        if exclude:
+            conditions.append(T.c.trajectory_id != exclude)
+        statement = select(T.c.trajectory_id).where(*conditions)
+        if fts_query is not None:
+            matches = text_matches(tenant_id, fts_query, sqlite=self._sqlite)
+            statement = statement.join(matches, T.c.trajectory_id == matches.c.trajectory_id)
+        async with self._db.engine.connect() as connection:
+            ids = await self._fetch_ids(connection, statement)
+            _, missing = self._cache.lookup(tenant_id, ids)
+            for start in range(0, len(missing), 5000):
+                chunk = missing[start : start + 5000]
+                rows = await connection.execute(
+                    select(T.c.trajectory_id, T.c.embedding).where(
+                        T.c.tenant_id == tenant_id, T.c.trajectory_id.in_(chunk)
+                    )
+                )
+                self._cache.add_many(tenant_id, [(r[0], r[1]) for r in rows])
+        after_key = ranked_key(after) if after is not None else None
+        snapshot = self._cache.snapshot(tenant_id, ids)
+        ranked = await asyncio.to_thread(rank_by_similarity, snapshot, vector, after_key, page_size + 1)
+        more = len(ranked) > page_size
+        ranked = ranked[:page_size]
+        hits = await self._hits(tenant_id, ranked, query.view)
+        token = encode_page_token(query, [ranked[-1][1], ranked[-1][0]]) if more and ranked else ""
+        return hits, token
+
+    async def _fetch_ids(self, connection: AsyncConnection, statement: Select) -> list[str]:
+        """The ids `statement` selects, as one aggregated string: 100k rows cost one row's overhead.
+
+        Ids never contain a newline (`validate_trajectory` allows no whitespace).
+        """
+        ids = statement.subquery()
+        aggregate = (
+            func.group_concat(ids.c.trajectory_id, "\n")
+            if self._sqlite
+            else func.string_agg(ids.c.trajectory_id, literal("\n"))
+        )
+        joined = (await connection.execute(select(aggregate))).scalar()
+        return joined.split("\n") if joined else []
+
+    async def _stored_embedding(self, tenant_id: str, trajectory_id: str) -> np.ndarray:
+        async with self._db.sessions() as session:
+            blob = (
+                await session.execute(
+                    select(T.c.embedding).where(
+                        T.c.tenant_id == tenant_id, T.c.trajectory_id == trajectory_id
+                    )
+                )
+            ).scalar()
+        if blob is None:
+            raise NotFound(
+                f"trajectory {trajectory_id!r} not found", metadata={"trajectory_id": trajectory_id}
+            )
+        return embedding.from_bytes(blob)
+
+    # -- export --
+
+    async def export_batches(
+        self, tenant_id: str, filter: TrajectoryFilter, limit: int = 0, *, batch_size: int = EXPORT_BATCH
+    ) -> AsyncIterator[list[Trajectory]]:
+        """Matching trajectories, oldest first, in batches; at most `limit` in all (0: no limit).
+
+        Keyset paging by (create_time, trajectory_id): one short query per batch, so memory stays
+        bounded by the batch and no transaction is held open while the caller sends.
+        """
+        validate_filter(filter)
+        if limit < 0:
+            raise InvalidArgument("limit", "must not be negative")
+        sent = 0
+        after: tuple[datetime, str] | None = None
+        while limit == 0 or sent < limit:
+            size = batch_size if limit == 0 else min(batch_size, limit - sent)
+            conditions = filter_conditions(tenant_id, filter, sqlite=self._sqlite)
+            if after is not None:
+                conditions.append(tuple_(T.c.create_time, T.c.trajectory_id) > tuple_(*after))
+            statement = (
+                select(T.c.document, T.c.superseded, T.c.create_time, T.c.trajectory_id)
+                .where(*conditions)
+                .order_by(T.c.create_time.asc(), T.c.trajectory_id.asc())
+                .limit(size)
+            )
+            async with self._db.sessions() as session:
+                rows = (await session.execute(statement)).all()
+            if not rows:
+                return
+            after = (rows[-1][2], rows[-1][3])
+            sent += len(rows)
+            yield await _decode_many([(r[0], r[1]) for r in rows], View.FULL)
+            if len(rows) < size:
+                return
+
+    async def export(
+        self, tenant_id: str, filter: TrajectoryFilter, limit: int = 0
+    ) -> AsyncIterator[Trajectory]:
+        async for batch in self.export_batches(tenant_id, filter, limit):
+            for trajectory in batch:
+                yield trajectory
+
+
+# --- Helpers ----------------------------------------------------------------------------------------
+
+
+def _not_found(trajectory_id: str) -> NotFound:
+    # The same message for a missing trajectory and another tenant's: never say which.
+    return NotFound(f"trajectory {trajectory_id!r} not found", metadata={"trajectory_id": trajectory_id})
+
+
+def _sqlite_row(row: tuple) -> tuple:
+    values = list(row)
+    start = values[_ROW_START_TIME]
+    if start is not None:
+        values[_ROW_START_TIME] = start.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    values[_ROW_CREATE_TIME] = values[_ROW_CREATE_TIME].astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    return tuple(values)
+
+
+_HEAVY_FIELDS = ("llm_interactions", "agent_steps", "decisions")
+
+
+def _decode(document: bytes, superseded: Any, view: View) -> Trajectory:
+    trajectory = Trajectory.FromString(document)
+    trajectory.superseded = bool(superseded)
+    if view is View.BASIC:
+        for name in _HEAVY_FIELDS:
+            trajectory.ClearField(name)
+    return trajectory
+
+
+def _decode_all(rows: Sequence[tuple[bytes, Any]], view: View) -> list[Trajectory]:
+    return [_decode(document, superseded, view) for document, superseded in rows]
+
+
+async def _decode_many(rows: Sequence[tuple[bytes, Any]], view: View) -> list[Trajectory]:
+    if len(rows) <= 8:
+        return _decode_all(rows, view)
+    return await asyncio.to_thread(_decode_all, rows, view)
