@@ -8,8 +8,11 @@ a URL is unset the tests that need it are skipped with the reason; when `COHORT_
 from __future__ import annotations
 
 import os
+import uuid
 
 import pytest
+
+from cohort.config import Settings
 
 REQUIRE_SERVICES = os.environ.get("COHORT_REQUIRE_SERVICES", "") in ("1", "true", "yes")
 
@@ -37,3 +40,23 @@ def redis_url() -> str:
     if not url:
         _unavailable("COHORT_TEST_REDIS_URL is not set: no Redis test server")
     return url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def database_settings(request, tmp_path):
+    """Settings on a fresh SQLite data directory, and on a fresh schema of the PostgreSQL test database."""
+    base = Settings(data_dir=tmp_path / "var", auth_cache_seconds=0.0)
+    if request.param == "sqlite":
+        yield base
+        return
+    import asyncpg
+
+    url = request.getfixturevalue("postgres_url")
+    schema = f"test_{uuid.uuid4().hex[:12]}"
+    connection = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
+    await connection.execute(f'CREATE SCHEMA "{schema}"')
+    try:
+        yield base.with_overrides(database_url=url, database_schema=schema)
+    finally:
+        await connection.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        await connection.close()

@@ -15,39 +15,19 @@ from cohort.api.collector.v1 import collector_pb2 as cpb
 from cohort.api.collector.v1 import collector_pb2_grpc
 from cohort.api.identity.v1 import identity_pb2, identity_pb2_grpc
 from cohort.api.trajectory.v1 import trajectory_pb2 as tpb
-from cohort.config import Settings
 from cohort.rpc.client import bad_request, error_info
 from cohort.services.suite import start_suite
 
 SECRET = "sk-proj-" + "Z9y8X7w6V5u4T3s2R1q0P9o8N7m6"
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-async def settings(request, tmp_path):
-    base = Settings(data_dir=tmp_path / "var", auth_cache_seconds=0.0)
-    if request.param == "sqlite":
-        yield base
-        return
-    import asyncpg
-
-    url = request.getfixturevalue("postgres_url")
-    schema = f"test_collector_{uuid.uuid4().hex[:12]}"
-    connection = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
-    await connection.execute(f'CREATE SCHEMA "{schema}"')
-    try:
-        yield base.with_overrides(database_url=url, database_schema=schema)
-    finally:
-        await connection.execute(f'DROP SCHEMA "{schema}" CASCADE')
-        await connection.close()
-
-
 @pytest.fixture
-async def start(settings):
+async def start(database_settings):
     started = []
 
     async def start(**overrides):
         suite = await start_suite(
-            settings.with_overrides(**overrides), ["collector", "jobs"], ephemeral_ports=True
+            database_settings.with_overrides(**overrides), ["collector", "jobs"], ephemeral_ports=True
         )
         started.append(suite)
         return suite

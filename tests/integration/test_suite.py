@@ -5,8 +5,6 @@ Runs on the embedded default (SQLite) and on the PostgreSQL test database, each 
 
 from __future__ import annotations
 
-import uuid
-
 import aiohttp
 import grpc
 import pytest
@@ -14,7 +12,7 @@ import pytest
 from cohort.api.collector.v1 import collector_pb2, collector_pb2_grpc
 from cohort.api.identity.v1 import identity_pb2, identity_pb2_grpc
 from cohort.api.jobs.v1 import jobs_pb2, jobs_pb2_grpc
-from cohort.config import GRPC_SERVICE_NAMES, SERVICE_NAMES, Settings
+from cohort.config import GRPC_SERVICE_NAMES, SERVICE_NAMES
 from cohort.rpc.client import error_info
 from cohort.rpc.probe import grpc_health, reflected_services
 from cohort.services.suite import start_suite
@@ -29,29 +27,9 @@ EXPECTED_SERVICES = {
 }
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-async def settings(request, tmp_path):
-    base = Settings(data_dir=tmp_path / "var", auth_cache_seconds=0.0)
-    if request.param == "sqlite":
-        yield base
-        return
-    import asyncpg
-
-    url = request.getfixturevalue("postgres_url")
-    schema = f"test_suite_{uuid.uuid4().hex[:12]}"
-    raw_url = url.replace("postgresql+asyncpg://", "postgresql://")
-    connection = await asyncpg.connect(raw_url)
-    await connection.execute(f'CREATE SCHEMA "{schema}"')
-    try:
-        yield base.with_overrides(database_url=url, database_schema=schema)
-    finally:
-        await connection.execute(f'DROP SCHEMA "{schema}" CASCADE')
-        await connection.close()
-
-
 @pytest.fixture
-async def suite(settings):
-    suite = await start_suite(settings, ["all"], ephemeral_ports=True)
+async def suite(database_settings):
+    suite = await start_suite(database_settings, ["all"], ephemeral_ports=True)
     try:
         yield suite
     finally:

@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from cohort.api.trajectory.v1 import trajectory_pb2
+from cohort.trajectories.trae import TOP_KEYS
 
 try:  # POSIX only; without it a live journal is not protected from recovery.
     import fcntl
@@ -63,19 +64,7 @@ INTERACTION_REF = "$interaction"
 """A step's `llm_messages` / `llm_response` in the journal may read `{"$interaction": i}`: the same
 as the `input_messages` / `response` of interaction `i` (0-based), which the step passed again."""
 
-TRAE_KEYS = (
-    "task",
-    "start_time",
-    "end_time",
-    "provider",
-    "model",
-    "max_steps",
-    "llm_interactions",
-    "agent_steps",
-    "success",
-    "final_result",
-    "execution_time",
-)
+TRAE_KEYS = TOP_KEYS
 """The top-level keys of a Trae trajectory file, in the order Trae writes them."""
 
 TERMINATION_NAMES = {
