@@ -15,9 +15,6 @@
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import json
 import math
 import re
 from collections.abc import Sequence
@@ -43,6 +40,7 @@ from sqlalchemy import (
     type_coerce,
 )
 
+from cohort import paging
 from cohort.api.trajectory.v1 import trajectory_pb2
 from cohort.errors import InvalidArgument
 from cohort.services.collector import embedding
@@ -218,17 +216,17 @@ def text_matches(tenant_id: str, query: str, *, sqlite: bool) -> CTE:
 # --- Page tokens ----------------------------------------------------------------------------------
 
 
-def _fingerprint(query: SearchQuery) -> str:
-    material = json.dumps(
-        [query.filter.fingerprint(), query.text_query, query.similar_to_text, query.similar_to_trajectory_id],
-        separators=(",", ":"),
-    )
-    return hashlib.sha256(material.encode()).hexdigest()[:16]
+def _token_scope(query: SearchQuery) -> list[Any]:
+    return [
+        query.filter.fingerprint(),
+        query.text_query,
+        query.similar_to_text,
+        query.similar_to_trajectory_id,
+    ]
 
 
 def encode_page_token(query: SearchQuery, key: list[Any]) -> str:
-    body = json.dumps({"q": _fingerprint(query), "k": key}, separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(body).decode().rstrip("=")
+    return paging.encode_page_token(_token_scope(query), key)
 
 
 def _bad_token() -> InvalidArgument:
@@ -237,19 +235,9 @@ def _bad_token() -> InvalidArgument:
 
 def decode_page_token(query: SearchQuery) -> list[Any] | None:
     """The keyset position a token carries; `InvalidArgument("page_token")` for a bad or foreign one."""
-    if not query.page_token:
-        return None
-    try:
-        padded = query.page_token + "=" * (-len(query.page_token) % 4)
-        body = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
-        key = body["k"]
-        fingerprint = body["q"]
-        if not isinstance(key, list) or len(key) != 2:
-            raise ValueError("bad key")
-    except (ValueError, KeyError, TypeError, UnicodeError) as exc:
-        raise _bad_token() from exc
-    if fingerprint != _fingerprint(query):
-        raise InvalidArgument("page_token", "belongs to a different query (filters or ranking changed)")
+    key = paging.decode_page_token(query.page_token, _token_scope(query))
+    if key is not None and len(key) != 2:
+        raise _bad_token()
     return key
 
 

@@ -39,6 +39,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cohort.api.trajectory.v1 import trajectory_pb2
 from cohort.errors import AlreadyExists, CohortError, InvalidArgument, NotFound
+from cohort.paging import DEFAULT_PAGE_SIZE, check_page_size
 from cohort.services.collector import embedding
 from cohort.services.collector.search import (
     EmbeddingCache,
@@ -62,8 +63,6 @@ from cohort.trajectories.usage import PriceTable, fill_usage_and_cost
 
 Trajectory = trajectory_pb2.Trajectory
 
-DEFAULT_PAGE_SIZE = 50
-MAX_PAGE_SIZE = 1000
 EXPORT_BATCH = 256
 SEARCH_TEXT_LIMIT = 8000
 """Characters of a trajectory that full-text search indexes (task and final result come first)."""
@@ -590,9 +589,7 @@ class TrajectoryStore:
 
     async def search(self, tenant_id: str, query: SearchQuery) -> tuple[list[SearchHit], str]:
         """One page of hits and the token of the next page ("" on the last page)."""
-        page_size = query.page_size or DEFAULT_PAGE_SIZE
-        if not 1 <= page_size <= MAX_PAGE_SIZE:
-            raise InvalidArgument("page_size", f"must be between 1 and {MAX_PAGE_SIZE}")
+        page_size = check_page_size(query.page_size or DEFAULT_PAGE_SIZE)
         validate_filter(query.filter)
         if query.similar_to_text and query.similar_to_trajectory_id:
             raise InvalidArgument("similar_to_text", "set either similar_to_text or similar_to_trajectory_id")

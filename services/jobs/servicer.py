@@ -10,9 +10,8 @@ from cohort.api.identity.v1 import identity_pb2, identity_pb2_grpc
 from cohort.api.jobs.v1 import jobs_pb2, jobs_pb2_grpc
 from cohort.context import require_identity
 from cohort.identity import ApiKeyRecord, ApiKeyStore
+from cohort.paging import DEFAULT_PAGE_SIZE
 from cohort.rpc.pending import pending_servicer
-
-DEFAULT_PAGE_SIZE = 50
 
 JobServiceServicer = pending_servicer(
     jobs_pb2_grpc.JobServiceServicer,

@@ -15,11 +15,8 @@ that does not exist. Trusted in-process callers with no caller (bootstrap, CLI) 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import hashlib
 import hmac
-import json
 import logging
 import os
 import re
@@ -41,6 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from cohort.config import Settings
 from cohort.context import DEFAULT_TENANT_ID, Identity
 from cohort.errors import InvalidArgument, NotFound, PermissionDenied, Unauthenticated
+from cohort.paging import check_page_size, decode_page_token, encode_page_token
 from cohort.storage.engine import write_transaction
 from cohort.storage.schema import ApiKey, Tenant, utcnow
 
@@ -49,7 +47,6 @@ log = logging.getLogger(__name__)
 TOKEN_PREFIX = "ck_"
 KEY_ID_PREFIX = "key_"
 BOOTSTRAP_KEY_NAME = "admin (created on first start)"
-MAX_PAGE_SIZE = 1000
 MAX_NAME_LENGTH = 200
 
 LAST_USED_RESOLUTION = timedelta(minutes=1)
@@ -62,7 +59,6 @@ _TENANT_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 _KEY_ID = re.compile(r"key_[0-9a-f]{16}")
 _TOKEN = re.compile(r"ck_([0-9a-f]{16})_([A-Za-z0-9_-]{16,128})")
 _MAX_TOKEN_LENGTH = 256
-_MAX_PAGE_TOKEN_LENGTH = 1024
 
 
 @dataclass(frozen=True)
@@ -193,12 +189,7 @@ class ApiKeyStore:
         page_token: str = "",
     ) -> tuple[list[ApiKeyRecord], str]:
         """One page of a tenant's keys, oldest first, and the next page's token ("" at the end)."""
-        if (
-            isinstance(page_size, bool)
-            or not isinstance(page_size, int)
-            or not 1 <= page_size <= MAX_PAGE_SIZE
-        ):
-            raise InvalidArgument("page_size", f"must be between 1 and {MAX_PAGE_SIZE}")
+        check_page_size(page_size)
         target = actor.tenant_id if tenant_id is None else validate_tenant_id(tenant_id)
         if target != actor.tenant_id and not actor.is_admin:
             raise PermissionDenied("only an admin key can list another tenant's keys")
@@ -299,26 +290,17 @@ class ApiKeyStore:
 
 
 def _encode_page_token(tenant_id: str, include_revoked: bool, created_at: datetime, key_id: str) -> str:
-    # Bound to the query it continues, so it cannot be replayed against another tenant or filter.
-    payload = {"t": tenant_id, "r": include_revoked, "c": created_at.isoformat(), "i": key_id}
-    raw = json.dumps(payload, separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+    return encode_page_token(["api_keys", tenant_id, include_revoked], [created_at.isoformat(), key_id])
 
 
 def _decode_page_token(token: str, tenant_id: str, include_revoked: bool) -> tuple[datetime, str]:
-    invalid = InvalidArgument("page_token", "is not a token returned by a previous list call")
-    if len(token) > _MAX_PAGE_TOKEN_LENGTH:
-        raise invalid
+    position = decode_page_token(token, ["api_keys", tenant_id, include_revoked])
     try:
-        data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-        created_at = datetime.fromisoformat(data["c"])
-        key_id, token_tenant, token_revoked = data["i"], data["t"], data["r"]
-    except (ValueError, KeyError, TypeError, binascii.Error) as exc:
-        raise invalid from exc
-    if created_at.tzinfo is None or not isinstance(key_id, str):
-        raise invalid
-    if token_tenant != tenant_id or token_revoked != include_revoked:
-        raise InvalidArgument("page_token", "was issued for a different tenant or filter")
+        created_at, key_id = datetime.fromisoformat(position[0]), position[1]
+    except (TypeError, ValueError, IndexError) as exc:
+        raise InvalidArgument("page_token", "is not a token returned by a previous list call") from exc
+    if created_at.tzinfo is None or not isinstance(key_id, str) or len(position) != 2:
+        raise InvalidArgument("page_token", "is not a token returned by a previous list call")
     return created_at, key_id
 
 
