@@ -172,7 +172,7 @@ def store_figures(postgres_url: str | None) -> list[Figure]:
 
 
 def main() -> int:
-    sys.path.insert(0, str(Path(__file__).parent))
+    sys.path[:0] = [str(Path(__file__).parent), str(Path(__file__).parents[1])]  # bench/, tests/
     only = set(sys.argv[1:])  # e.g. `make bench ARGS=store` runs one group
     groups = {
         "startup": startup_figures,

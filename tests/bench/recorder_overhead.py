@@ -24,8 +24,9 @@ from __future__ import annotations
 import statistics
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
+
+from trae_types import LLMMessage, LLMResponse, LLMUsage, ToolCall, ToolResult
 
 STEPS = 20
 REPEATS = 41
@@ -37,50 +38,6 @@ SYSTEM_PROMPT = (
 ) * 8
 
 
-@dataclass
-class Usage:
-    input_tokens: int
-    output_tokens: int
-    cache_creation_input_tokens: int = 0
-    cache_read_input_tokens: int = 0
-    reasoning_tokens: int | None = None
-
-
-@dataclass
-class ToolCall:
-    name: str
-    call_id: str
-    arguments: dict
-    id: str | None = None
-
-
-@dataclass
-class ToolResult:
-    call_id: str
-    name: str
-    success: bool
-    result: str | None = None
-    error: str | None = None
-    id: str | None = None
-
-
-@dataclass
-class Message:
-    role: str
-    content: str | None = None
-    tool_call: ToolCall | None = None
-    tool_result: ToolResult | None = None
-
-
-@dataclass
-class Response:
-    content: str
-    usage: Usage
-    model: str = "claude-sonnet-4-20250514"
-    finish_reason: str = "tool_use"
-    tool_calls: list[ToolCall] = field(default_factory=list)
-
-
 TOOLS = ["bash", "str_replace_based_edit_tool", "sequentialthinking", "task_done"]
 
 
@@ -89,8 +46,8 @@ def _agent_loop(recorder=None) -> None:
     if recorder is not None:
         recorder.start_recording("Fix the failing test in tests/test_parser.py", "anthropic", "claude", STEPS)
     messages = [
-        Message("system", SYSTEM_PROMPT),
-        Message("user", "Fix the failing test in tests/test_parser.py"),
+        LLMMessage("system", SYSTEM_PROMPT),
+        LLMMessage("user", "Fix the failing test in tests/test_parser.py"),
     ]
     for step in range(1, STEPS + 1):
         time.sleep(LLM_CALL_SECONDS)  # the LLM call
@@ -99,9 +56,11 @@ def _agent_loop(recorder=None) -> None:
             f"toolu_{step:04d}",
             {"command": f"cd /repo && python -m pytest tests/test_parser.py -x -q -k case_{step}"},
         )
-        response = Response(
+        response = LLMResponse(
             f"Step {step}: running the parser tests to see which case fails before editing the code.",
-            Usage(1200 + 150 * step, 80 + step, cache_read_input_tokens=1000),
+            LLMUsage(1200 + 150 * step, 80 + step, cache_read_input_tokens=1000),
+            model="claude-sonnet-4-20250514",
+            finish_reason="tool_use",
             tool_calls=[call],
         )
         output = f"FAILED tests/test_parser.py::test_case_{step} - AssertionError: expected 3, got 4\n" * 4
@@ -120,7 +79,7 @@ def _agent_loop(recorder=None) -> None:
             recorder.record_agent_step(
                 step, "calling_tool", messages, response, response.tool_calls, [result], None, None
             )
-        messages = [Message("user", tool_result=result)]
+        messages = [LLMMessage("user", tool_result=result)]
 
 
 def _runs(fsync: str) -> tuple[list[float], list[float], list[float]]:

@@ -8,12 +8,13 @@ import logging
 import os
 import socket
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 import grpc.aio
 import pytest
+from trae_types import LLMMessage, LLMResponse, LLMUsage, Tool, ToolCall, ToolResult
 
 from cohort.api.collector.v1 import collector_pb2, collector_pb2_grpc
 from cohort.api.trajectory.v1 import trajectory_pb2
@@ -32,59 +33,6 @@ from cohort.trajectories.trae import dumps_trae, trae_to_trajectory
 from cohort.trajectories.usage import PriceTable
 
 TR = trajectory_pb2.TerminationReason
-
-# --------------------------------------------------------------------------------------------------
-# Trae's own types, as its recorder receives them
-
-
-@dataclass
-class LLMUsage:
-    input_tokens: int
-    output_tokens: int
-    cache_creation_input_tokens: int = 0
-    cache_read_input_tokens: int = 0
-    reasoning_tokens: int | None = None
-
-
-@dataclass
-class ToolCall:
-    name: str
-    call_id: str
-    arguments: dict
-    id: str | None = None
-
-
-@dataclass
-class ToolResult:
-    call_id: str
-    name: str
-    success: bool
-    result: str | None = None
-    error: str | None = None
-    id: str | None = None
-
-
-@dataclass
-class LLMMessage:
-    role: str
-    content: str | None = None
-    tool_call: ToolCall | None = None
-    tool_result: ToolResult | None = None
-
-
-@dataclass
-class LLMResponse:
-    content: str
-    usage: LLMUsage | None
-    model: str
-    finish_reason: str
-    tool_calls: list[ToolCall] = field(default_factory=list)
-
-
-@dataclass
-class Tool:
-    name: str
-
 
 MODEL = "test-model"
 PRICES = {"models": {MODEL: {"input": 2, "output": 10, "cache_read": 1}}}
