@@ -51,17 +51,21 @@ class Suite:
         return self.settings.address_of(component)
 
     async def stop(self, grace: float | None = None) -> None:
+        # Channels first: a peer's server going away under an open channel is noise, not news.
         await self.context.channels.close()
         for server in reversed(list(self.servers.values())):
             await server.stop(grace)
-        await self.context.database.close()
+        await self._close_shared()
 
     async def run_until_signal(self) -> None:
         try:
             await serve_until_signal(list(self.servers.values()), self.settings.shutdown_grace_seconds)
         finally:
-            await self.context.channels.close()
-            await self.context.database.close()
+            await self._close_shared()
+
+    async def _close_shared(self) -> None:
+        await self.context.channels.close()
+        await self.context.database.close()
 
 
 def resolve_components(names: Sequence[str]) -> list[str]:

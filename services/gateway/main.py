@@ -10,14 +10,12 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-import grpc
 from aiohttp import web
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from cohort.config import GRPC_SERVICE_NAMES
+from cohort.rpc.probe import grpc_health
 from cohort.services.context import ServiceContext
 
-HEALTH_TIMEOUT_SECONDS = 2.0
 UNIMPLEMENTED = 12
 
 
@@ -33,18 +31,9 @@ class RunningGateway:
 
 async def backend_health(context: ServiceContext) -> dict[str, str]:
     """gRPC health status of each backend service, by name (`UNREACHABLE` when it does not answer)."""
-
-    async def check(name: str) -> str:
-        stub = health_pb2_grpc.HealthStub(context.channels.channel(name))
-        try:
-            reply = await stub.Check(
-                health_pb2.HealthCheckRequest(service=""), timeout=HEALTH_TIMEOUT_SECONDS
-            )
-        except grpc.aio.AioRpcError:
-            return "UNREACHABLE"
-        return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
-
-    statuses = await asyncio.gather(*(check(name) for name in GRPC_SERVICE_NAMES))
+    statuses = await asyncio.gather(
+        *(grpc_health(context.channels.channel(name)) for name in GRPC_SERVICE_NAMES)
+    )
     return dict(zip(GRPC_SERVICE_NAMES, statuses, strict=True))
 
 
