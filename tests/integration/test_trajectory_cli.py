@@ -96,6 +96,17 @@ def test_bad_inputs_are_named(tmp_path):
     missing = _cli(data_dir, "show", "no-such-trajectory")
     assert missing.returncode == 1 and "NOT_FOUND" in missing.stderr
     assert _cli(data_dir, "export", "--format", "yaml").returncode == 2
+    unwritable = _cli(
+        data_dir, "export", "--format", "cohort-jsonl", "-o", str(tmp_path / "no" / "such" / "x.jsonl")
+    )
+    assert (
+        unwritable.returncode == 1
+        and "cannot write" in unwritable.stderr
+        and "Traceback" not in unwritable.stderr
+    )
+    done = _cli(data_dir, "export", "--format", "cohort-jsonl", "-o", str(tmp_path / "out.jsonl"))
+    assert done.returncode == 0 and (tmp_path / "out.jsonl").exists()
+    assert not list(tmp_path.glob("*.partial"))
     assert "Traceback" not in result.stderr + missing.stderr
 
 

@@ -243,31 +243,43 @@ def export(export_format: str, output: str, limit: int, **options: Any) -> None:
     per_file = export_format == "trae-json" and target is not None and target.is_dir()
     array = export_format == "trae-json" and not per_file
 
+    # A file is written under a temporary name and renamed only when the export completed, so a
+    # failed export never leaves a half-written file where a complete one is expected.
+    partial = None if target is None or per_file else target.with_name(target.name + ".partial")
+    try:
+        sink = sys.stdout if partial is None else partial.open("w", encoding="utf-8")
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {target}: {exc.strerror}") from exc
+
     async def stream(stub) -> int:
         count = 0
-        sink = sys.stdout if target is None or per_file else target.open("w", encoding="utf-8")
-        try:
-            if array:
-                sink.write("[")
-            async for record in stub.ExportTrajectories(request):
-                if per_file:
-                    document = json.loads(record.record)
-                    (target / f"{record.trajectory_id}.json").write_text(
-                        json.dumps(document, indent=2, ensure_ascii=False), encoding="utf-8"
-                    )
-                elif array:
-                    sink.write(("," if count else "") + "\n" + record.record)
-                else:
-                    sink.write(record.record + "\n")
-                count += 1
-            if array:
-                sink.write("\n]\n")
-        finally:
-            if sink is not sys.stdout:
-                sink.close()
+        if array:
+            sink.write("[")
+        async for record in stub.ExportTrajectories(request):
+            if per_file:
+                document = json.loads(record.record)
+                (target / f"{record.trajectory_id}.json").write_text(
+                    json.dumps(document, indent=2, ensure_ascii=False), encoding="utf-8"
+                )
+            elif array:
+                sink.write(("," if count else "") + "\n" + record.record)
+            else:
+                sink.write(record.record + "\n")
+            count += 1
+        if array:
+            sink.write("\n]\n")
         return count
 
-    count = _rpc(stream)
+    try:
+        count = _rpc(stream)
+    except BaseException:
+        if partial is not None:
+            sink.close()
+            partial.unlink(missing_ok=True)
+        raise
+    if partial is not None:
+        sink.close()
+        partial.replace(target)
     click.echo(f"exported {count} trajectories", err=True)
 
 
