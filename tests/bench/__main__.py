@@ -13,33 +13,17 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from cohort.config import SERVICE_NAMES, Settings
 from cohort.rpc.probe import grpc_health
 from cohort.services.suite import start_suite
 
+sys.path[:0] = [str(Path(__file__).parent), str(Path(__file__).parents[1])]  # bench/, tests/
+
+from figures import Figure  # noqa: E402
+
 RUNS = 5
-
-
-@dataclass
-class Figure:
-    name: str
-    value: float
-    unit: str
-    target: float
-    lower_is_better: bool = True
-
-    @property
-    def met(self) -> bool:
-        return self.value <= self.target if self.lower_is_better else self.value >= self.target
-
-    def line(self) -> str:
-        sign = "<=" if self.lower_is_better else ">="
-        verdict = "ok" if self.met else "MISSED"
-        measured = f"{self.value:>9.3f} {self.unit:<4}"
-        return f"{self.name:<58} {measured} target {sign} {self.target:g} {self.unit}  {verdict}"
 
 
 async def _suite_startup_seconds() -> float:
@@ -172,7 +156,6 @@ def store_figures(postgres_url: str | None) -> list[Figure]:
 
 
 def main() -> int:
-    sys.path[:0] = [str(Path(__file__).parent), str(Path(__file__).parents[1])]  # bench/, tests/
     only = set(sys.argv[1:])  # e.g. `make bench ARGS=store` runs one group
     groups = {
         "startup": startup_figures,

@@ -177,3 +177,34 @@ class TrajectoryLabelRow(Base):
     trajectory_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     key: Mapped[str] = mapped_column(String(128), primary_key=True)
     value: Mapped[str] = mapped_column(String(1024))
+
+
+# --- Idempotency (migration 0003) -----------------------------------------------------------------
+
+
+class IdempotencyRecord(Base):
+    """The first response to a mutating request, by (tenant, scope, request id); see `cohort.idempotency`."""
+
+    __tablename__ = "idempotency_records"
+
+    tenant_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    scope: Mapped[str] = mapped_column(String(200), primary_key=True)
+    """The RPC, for example `cohort.api.budget.v1.BudgetService.Reserve`."""
+    request_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    request_sha256: Mapped[str] = mapped_column(String(64))
+    """SHA-256 of the request without its request id: a reused id with another request is an error."""
+    response: Mapped[bytes] = mapped_column(LargeBinary())
+    """The response message, protobuf binary."""
+    create_time: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+
+
+# --- Policies (migration 0004) --------------------------------------------------------------------
+
+
+# --- Checkpoints (migration 0005) -----------------------------------------------------------------
+
+
+# --- Budget (migration 0006) ----------------------------------------------------------------------
+
+
+# --- Jobs (migration 0007) ------------------------------------------------------------------------
