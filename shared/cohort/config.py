@@ -91,6 +91,33 @@ class Settings:
     tracing: TracingExporter = TracingExporter.NONE
     otlp_endpoint: str = "http://127.0.0.1:4317"
     log_level: str = "INFO"
+    # -- collector
+    max_group_size: int = 64
+    """Upper bound of `CollectGroupRequest.group_size`."""
+    max_concurrent_rollouts: int = 256
+    """Rollouts running at once in one collector process, over all requests and jobs."""
+    rollout_timeout_seconds: float = 300.0
+    """Per-rollout timeout when a request sets none."""
+    # -- checkpoint
+    checkpoint_dir: Path | None = None
+    """Where checkpoint files live; default `<data_dir>/checkpoints`."""
+    # -- budget
+    default_monthly_limit_micro_usd: int = 100_000_000
+    """A tenant's monthly spending limit until one is set ($100)."""
+    reservation_ttl_seconds: float = 600.0
+    """A reservation never committed or released expires after this long."""
+    # -- jobs
+    job_lease_seconds: float = 15.0
+    """A running job's lease; a worker that misses its heartbeats this long loses the job."""
+    max_running_jobs: int = 1000
+    """Jobs one job-manager process runs at once; more wait in the queue."""
+    # -- gateway
+    gateway_max_body_bytes: int = 4 * MiB
+    """Largest HTTP request body the gateway accepts."""
+
+    @property
+    def effective_checkpoint_dir(self) -> Path:
+        return self.checkpoint_dir or self.data_dir / "checkpoints"
 
     @property
     def effective_database_url(self) -> str:
@@ -155,6 +182,23 @@ class Settings:
             otlp_endpoint=env.text("COHORT_OTLP_ENDPOINT", "http://127.0.0.1:4317"),
             log_level=env.choice_text(
                 "COHORT_LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"), "INFO"
+            ),
+            max_group_size=env.integer("COHORT_MAX_GROUP_SIZE", 64, minimum=1, maximum=4096),
+            max_concurrent_rollouts=env.integer(
+                "COHORT_MAX_CONCURRENT_ROLLOUTS", 256, minimum=1, maximum=1_000_000
+            ),
+            rollout_timeout_seconds=env.number("COHORT_ROLLOUT_TIMEOUT_SECONDS", 300.0, minimum=0.001),
+            checkpoint_dir=Path(env.text("COHORT_CHECKPOINT_DIR", ""))
+            if env.has("COHORT_CHECKPOINT_DIR")
+            else None,
+            default_monthly_limit_micro_usd=env.integer(
+                "COHORT_DEFAULT_MONTHLY_LIMIT_MICRO_USD", 100_000_000, minimum=0, maximum=2**62
+            ),
+            reservation_ttl_seconds=env.number("COHORT_RESERVATION_TTL_SECONDS", 600.0, minimum=1.0),
+            job_lease_seconds=env.number("COHORT_JOB_LEASE_SECONDS", 15.0, minimum=0.5),
+            max_running_jobs=env.integer("COHORT_MAX_RUNNING_JOBS", 1000, minimum=1, maximum=1_000_000),
+            gateway_max_body_bytes=env.integer(
+                "COHORT_GATEWAY_MAX_BODY_BYTES", 4 * MiB, minimum=1024, maximum=2**31 - 1
             ),
         )
 
