@@ -202,6 +202,37 @@ class IdempotencyRecord(Base):
 
 
 # --- Checkpoints (migration 0005) -----------------------------------------------------------------
+#
+# One row per committed checkpoint: the row is the commit point of a save (its files are written,
+# fsynced and renamed into place first). `manifest` is the manifest exactly as written beside the
+# files (JSON: every file's name, size and sha256), so a load verifies the files against the
+# database's copy and the on-disk manifest against `manifest_sha256`.
+
+
+class CheckpointRow(Base):
+    """A committed checkpoint of a job; its files live in the blob store under `blob_key`."""
+
+    __tablename__ = "checkpoints"
+    __table_args__ = (
+        Index("ix_checkpoints_tenant_job_create", "tenant_id", "job_id", "create_time", "checkpoint_id"),
+    )
+
+    tenant_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    checkpoint_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    job_id: Mapped[str] = mapped_column(String(128))
+    iteration: Mapped[int] = mapped_column(BigInteger())
+    policy_id: Mapped[str] = mapped_column(String(128))
+    policy_version: Mapped[int] = mapped_column(BigInteger())
+    metrics: Mapped[str] = mapped_column(Text())
+    """JSON object of metric name to value."""
+    cumulative_cost_micro_usd: Mapped[int] = mapped_column(BigInteger())
+    size_bytes: Mapped[int] = mapped_column(BigInteger())
+    blob_key: Mapped[str] = mapped_column(String(200), unique=True)
+    """Where the files are in the blob store; unique, so start-up can tell committed files from orphans."""
+    manifest_sha256: Mapped[str] = mapped_column(String(64))
+    manifest: Mapped[bytes] = mapped_column(LargeBinary())
+    create_time: Mapped[datetime] = mapped_column(UtcDateTime())
+    """Commit time; strictly increasing within a job, so it orders a job's checkpoints."""
 
 
 # --- Budget (migration 0006) ----------------------------------------------------------------------
