@@ -239,3 +239,43 @@ class CheckpointRow(Base):
 
 
 # --- Jobs (migration 0007) ------------------------------------------------------------------------
+#
+# One row per job. The row is the truth: the job's state, the spec and progress (protobuf binary), a
+# revision that increases with every change (what `WatchJob` orders by), and the lease of the worker
+# running it: `lease_owner` and `lease_expires_at`, renewed by heartbeats, and `fencing_token`,
+# incremented on every claim, which every progress write must match.
+
+
+class JobRow(Base):
+    """A training job: lifecycle state, spec, progress, and the lease of the worker running it."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        Index("ix_jobs_tenant_create", "tenant_id", "create_time", "job_id"),
+        Index("ix_jobs_tenant_state_create", "tenant_id", "state", "create_time", "job_id"),
+        Index("ix_jobs_state_lease", "state", "lease_expires_at"),
+        Index("ix_jobs_lease_owner", "lease_owner"),
+    )
+
+    tenant_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    job_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    display_name: Mapped[str] = mapped_column(String(200))
+    state: Mapped[int] = mapped_column(Integer())
+    """A `cohort.api.jobs.v1.Job.State` value."""
+    pause_reason: Mapped[int] = mapped_column(Integer())
+    pause_requested: Mapped[bool] = mapped_column(Boolean(), default=False, server_default=false())
+    cancel_requested: Mapped[bool] = mapped_column(Boolean(), default=False, server_default=false())
+    spec: Mapped[bytes] = mapped_column(LargeBinary())
+    """The validated `JobSpec` with defaults filled in, protobuf binary."""
+    progress: Mapped[bytes] = mapped_column(LargeBinary())
+    """The `JobProgress`, protobuf binary."""
+    error: Mapped[bytes | None] = mapped_column(LargeBinary(), nullable=True)
+    """The `google.rpc.Status` of a FAILED job, protobuf binary."""
+    revision: Mapped[int] = mapped_column(BigInteger())
+    lease_owner: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    fencing_token: Mapped[int] = mapped_column(BigInteger())
+    create_time: Mapped[datetime] = mapped_column(UtcDateTime())
+    update_time: Mapped[datetime] = mapped_column(UtcDateTime())
+    start_time: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    end_time: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
