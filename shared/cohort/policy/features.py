@@ -1,0 +1,155 @@
+"""Hashed sparse features of decision heads, exactly as every Cohort component computes them.
+
+A head with `B` buckets (a power of two) scores option `a_i` of a decision with context features `x`
+and optional per-option features `f_i` through the sparse row
+
+    [(bucket(a_i + "\\x1f", B), 1.0)]                                    # the option's bias
+  + [(bucket(a_i + "\\x1f" + name, B), v) for name, v in sorted(x.items())]
+  + [(bucket("\\x1e" + name, B), v) for name, v in sorted(f_i.items())]  # shared across options
+
+with `bucket(key, B) = int.from_bytes(blake2b(key.encode(), digest_size=8).digest(), "little") & (B - 1)`.
+`logit_i = sum(W[idx] * val) / temperature`; the distribution is the softmax of the logits and
+log-probabilities are the exact log-softmax. Context features are crossed with the option (so each
+option learns its own response to the context); per-option features are not (one weight per name,
+shared by every option, so a candidate's own properties generalize across candidates).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from cohort.api.trajectory.v1 import trajectory_pb2
+
+OPTION_SEPARATOR = "\x1f"
+SHARED_PREFIX = "\x1e"
+
+_BUCKET_CACHE_SIZE = 1 << 18
+
+
+# Hashing dominates a single decision's cost; agents reuse a small vocabulary of option and feature
+# names, so the (key, buckets) pairs repeat and a bounded LRU makes the common case a dict lookup.
+@lru_cache(maxsize=_BUCKET_CACHE_SIZE)
+def bucket(key: str, buckets: int) -> int:
+    """The hashed feature bucket of `key` in a space of `buckets` (a power of two)."""
+    digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & (buckets - 1)
+
+
+def option_row(
+    option: str,
+    features: Sequence[tuple[str, float]],
+    option_features: Mapping[str, float] | None,
+    buckets: int,
+) -> tuple[list[int], list[float]]:
+    """The sparse row (indices, values) of one option; `features` are the context's, sorted by name."""
+    indices = [bucket(option + OPTION_SEPARATOR, buckets)]
+    values = [1.0]
+    prefix = option + OPTION_SEPARATOR
+    for name, value in features:
+        indices.append(bucket(prefix + name, buckets))
+        values.append(value)
+    if option_features:
+        for name, value in sorted(option_features.items()):
+            indices.append(bucket(SHARED_PREFIX + name, buckets))
+            values.append(value)
+    return indices, values
+
+
+def option_rows(
+    options: Sequence[str],
+    features: Mapping[str, float],
+    option_features: Sequence[Mapping[str, float]],
+    buckets: int,
+) -> list[tuple[list[int], list[float]]]:
+    """The sparse rows of every option of one decision (`option_features` empty or aligned)."""
+    ordered = sorted(features.items())
+    return [
+        option_row(option, ordered, option_features[i] if option_features else None, buckets)
+        for i, option in enumerate(options)
+    ]
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """Exact log-softmax over the last axis; -inf entries (masked options) stay -inf."""
+    top = np.max(logits, axis=-1, keepdims=True)
+    shifted = logits - top
+    return shifted - np.log(np.sum(np.exp(shifted), axis=-1, keepdims=True))
+
+
+@dataclass(frozen=True)
+class DecisionBatch:
+    """Recorded decisions of one head, padded to dense arrays for vectorized scoring.
+
+    `indices[d, o, k]`/`values[d, o, k]` are the sparse row of option `o` of decision `d` (padding:
+    index 0 with value 0.0, which adds nothing); `option_mask[d, o]` is False for padding options;
+    `chosen[d]` is the chosen option's index.
+    """
+
+    indices: np.ndarray
+    values: np.ndarray
+    option_mask: np.ndarray
+    chosen: np.ndarray
+    temperature: float
+
+    def __len__(self) -> int:
+        return int(self.chosen.shape[0])
+
+
+def pad_rows(
+    rows_per_decision: Sequence[Sequence[tuple[list[int], list[float]]]],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Dense (indices, values, option_mask) arrays from each decision's option rows."""
+    count = len(rows_per_decision)
+    width = max((len(rows) for rows in rows_per_decision), default=0)
+    depth = max((len(row[0]) for rows in rows_per_decision for row in rows), default=0)
+    indices = np.zeros((count, width, depth), dtype=np.int64)
+    values = np.zeros((count, width, depth), dtype=np.float64)
+    mask = np.zeros((count, width), dtype=bool)
+    for d, rows in enumerate(rows_per_decision):
+        for o, (row_indices, row_values) in enumerate(rows):
+            indices[d, o, : len(row_indices)] = row_indices
+            values[d, o, : len(row_values)] = row_values
+            mask[d, o] = True
+    return indices, values, mask
+
+
+def encode_batch(head, decisions: Sequence[trajectory_pb2.Decision]) -> DecisionBatch:
+    """The `DecisionBatch` of recorded decisions of `head` (a `HeadSpec`).
+
+    Each decision's own `options` are used (the head's fixed options when a recording left them
+    out); `check_recorded_decision` says whether a decision is usable, and a bad one here is an
+    `InvalidArgument` naming `decisions[i]`.
+    """
+    from cohort.policy.snapshot import check_recorded_decision
+
+    rows_per_decision = []
+    chosen = np.zeros(len(decisions), dtype=np.int64)
+    for i, decision in enumerate(decisions):
+        options = check_recorded_decision(head, decision, f"decisions[{i}]")
+        option_features = [dict(f.values) for f in decision.option_features]
+        rows_per_decision.append(
+            option_rows(options, dict(decision.features), option_features, head.feature_buckets)
+        )
+        chosen[i] = decision.chosen_index
+    indices, values, mask = pad_rows(rows_per_decision)
+    return DecisionBatch(
+        indices=indices, values=values, option_mask=mask, chosen=chosen, temperature=float(head.temperature)
+    )
+
+
+def logits_of(weights: np.ndarray, batch: DecisionBatch) -> np.ndarray:
+    """float64[D, O] logits, masked options -inf."""
+    logits = np.sum(weights[batch.indices] * batch.values, axis=-1) / batch.temperature
+    return np.where(batch.option_mask, logits, -np.inf)
+
+
+def log_probabilities(weights: np.ndarray, batch: DecisionBatch) -> np.ndarray:
+    """float64[D, O] exact log-probabilities of every option under `weights`; masked options -inf."""
+    if len(batch) == 0:
+        return np.zeros(batch.option_mask.shape, dtype=np.float64)
+    return log_softmax(logits_of(weights, batch))

@@ -1,0 +1,359 @@
+"""Decision heads and immutable policy snapshots: validation, proto conversion and `decide`."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from bisect import bisect_right
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property, lru_cache
+from itertools import accumulate
+
+import numpy as np
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from cohort.api.trainer.v1 import trainer_pb2
+from cohort.api.trajectory.v1 import trajectory_pb2
+from cohort.errors import InvalidArgument, NotFound
+from cohort.policy.features import OPTION_SEPARATOR, SHARED_PREFIX, bucket
+from cohort.runtime import DecisionRequest
+
+DEFAULT_FEATURE_BUCKETS = 4096
+MIN_FEATURE_BUCKETS = 16
+MAX_FEATURE_BUCKETS = 1 << 22
+DEFAULT_TEMPERATURE = 1.0
+MAX_HEADS = 64
+MAX_OPTIONS = 4096
+MAX_NAME_LENGTH = 200
+
+_SEED_MODULUS = 1 << 64
+# Unseeded decisions share one generator: decisions run on one event loop thread (or one worker).
+_UNSEEDED = np.random.default_rng()
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """A decision head: a softmax over `options` (or per-call candidates when empty)."""
+
+    name: str
+    options: tuple[str, ...] = ()
+    feature_buckets: int = DEFAULT_FEATURE_BUCKETS
+    temperature: float = DEFAULT_TEMPERATURE
+    description: str = ""
+
+    @classmethod
+    def from_proto(cls, message: trainer_pb2.DecisionHead, field_name: str = "head") -> HeadSpec:
+        """A validated head; zero `feature_buckets`/`temperature` take the defaults.
+
+        Raises `InvalidArgument` naming `<field_name>.<field>`.
+        """
+        if not message.name:
+            raise InvalidArgument(f"{field_name}.name", "must not be empty")
+        if len(message.name) > MAX_NAME_LENGTH:
+            raise InvalidArgument(f"{field_name}.name", f"must be at most {MAX_NAME_LENGTH} characters")
+        buckets = message.feature_buckets or DEFAULT_FEATURE_BUCKETS
+        if not (MIN_FEATURE_BUCKETS <= buckets <= MAX_FEATURE_BUCKETS and buckets & (buckets - 1) == 0):
+            raise InvalidArgument(
+                f"{field_name}.feature_buckets",
+                f"must be a power of two from {MIN_FEATURE_BUCKETS} to 2^22 "
+                f"(or 0 for {DEFAULT_FEATURE_BUCKETS}), not {message.feature_buckets}",
+            )
+        temperature = message.temperature or DEFAULT_TEMPERATURE
+        if not (math.isfinite(temperature) and temperature > 0):
+            raise InvalidArgument(
+                f"{field_name}.temperature", f"must be a finite number > 0 (or 0 for 1.0), not {temperature}"
+            )
+        options = tuple(message.options)
+        check_options(options, f"{field_name}.options")
+        return cls(
+            name=message.name,
+            options=options,
+            feature_buckets=int(buckets),
+            temperature=float(temperature),
+            description=message.description,
+        )
+
+    def to_proto(self) -> trainer_pb2.DecisionHead:
+        return trainer_pb2.DecisionHead(
+            name=self.name,
+            options=self.options,
+            feature_buckets=self.feature_buckets,
+            temperature=self.temperature,
+            description=self.description,
+        )
+
+
+def heads_from_proto(
+    messages: Sequence[trainer_pb2.DecisionHead], field_name: str = "heads"
+) -> dict[str, HeadSpec]:
+    """Validated heads by name, in the given order: at least one, names unique."""
+    if not messages:
+        raise InvalidArgument(field_name, "at least one decision head is required")
+    if len(messages) > MAX_HEADS:
+        raise InvalidArgument(field_name, f"at most {MAX_HEADS} heads")
+    heads: dict[str, HeadSpec] = {}
+    for i, message in enumerate(messages):
+        head = HeadSpec.from_proto(message, f"{field_name}[{i}]")
+        if head.name in heads:
+            raise InvalidArgument(f"{field_name}[{i}].name", f"duplicate head name {head.name!r}")
+        heads[head.name] = head
+    return heads
+
+
+def check_options(options: Sequence[str], field_name: str) -> None:
+    """Options are non-empty strings, unique, at most MAX_OPTIONS."""
+    if len(options) > MAX_OPTIONS:
+        raise InvalidArgument(field_name, f"at most {MAX_OPTIONS} options")
+    seen: set[str] = set()
+    for i, option in enumerate(options):
+        if not isinstance(option, str):
+            raise InvalidArgument(f"{field_name}[{i}]", f"must be a string, not {type(option).__name__}")
+        if not option:
+            raise InvalidArgument(f"{field_name}[{i}]", "must not be empty")
+        if option in seen:
+            raise InvalidArgument(f"{field_name}[{i}]", f"duplicate option {option!r}")
+        seen.add(option)
+
+
+def _check_features(features: Mapping[str, float], field_name: str) -> dict[str, float]:
+    """The features as a name -> float dict; `InvalidArgument` for a non-string name or a bad value."""
+    try:
+        checked = {name: float(value) for name, value in features.items()}
+    except (TypeError, ValueError, AttributeError) as error:
+        raise InvalidArgument(field_name, f"must map names to numbers ({error})") from None
+    if not all(map(math.isfinite, checked.values())):
+        bad = next(name for name, value in checked.items() if not math.isfinite(value))
+        raise InvalidArgument(f"{field_name}[{bad}]", f"must be a finite number, not {checked[bad]}")
+    for name in checked:
+        if not isinstance(name, str):
+            raise InvalidArgument(field_name, f"feature names must be strings, not {type(name).__name__}")
+    return checked
+
+
+def check_weights(head: HeadSpec, weights: Iterable[float], field_name: str) -> np.ndarray:
+    """A head's weights as a float64[B] array: exactly `feature_buckets` finite numbers."""
+    array = np.array(weights, dtype=np.float64)
+    if array.shape != (head.feature_buckets,):
+        raise InvalidArgument(
+            field_name, f"head {head.name!r} needs {head.feature_buckets} weights, got {array.size}"
+        )
+    if not np.all(np.isfinite(array)):
+        raise InvalidArgument(field_name, f"weights of head {head.name!r} must be finite numbers")
+    return array
+
+
+def parameters_sha256(weights: Mapping[str, np.ndarray]) -> str:
+    """sha256 over the heads' weights as float64 little-endian bytes, heads in name order."""
+    digest = hashlib.sha256()
+    for name in sorted(weights):
+        digest.update(np.ascontiguousarray(weights[name], dtype="<f8").tobytes())
+    return digest.hexdigest()
+
+
+def check_recorded_decision(
+    head: HeadSpec, decision: trajectory_pb2.Decision, field_name: str
+) -> tuple[str, ...]:
+    """The options of a recorded decision of `head` when it can be trained on; else `InvalidArgument`."""
+    options = tuple(decision.options) or head.options
+    if not options:
+        raise InvalidArgument(f"{field_name}.options", "a recorded decision needs its options")
+    check_options(options, f"{field_name}.options")
+    if not 0 <= decision.chosen_index < len(options):
+        raise InvalidArgument(
+            f"{field_name}.chosen_index",
+            f"{decision.chosen_index} is not an index of the {len(options)} options",
+        )
+    if decision.chosen and decision.chosen != options[decision.chosen_index]:
+        raise InvalidArgument(
+            f"{field_name}.chosen", f"{decision.chosen!r} is not options[{decision.chosen_index}]"
+        )
+    if decision.option_features and len(decision.option_features) != len(options):
+        raise InvalidArgument(
+            f"{field_name}.option_features",
+            f"has {len(decision.option_features)} entries for {len(options)} options",
+        )
+    if not math.isfinite(decision.log_prob):
+        raise InvalidArgument(f"{field_name}.log_prob", "must be a finite number")
+    _check_features(decision.features, f"{field_name}.features")
+    for i, option_features in enumerate(decision.option_features):
+        _check_features(option_features.values, f"{field_name}.option_features[{i}]")
+    return options
+
+
+def _readonly(array: np.ndarray) -> np.ndarray:
+    if array.dtype == np.float64 and not array.flags.writeable:
+        return array
+    copy = np.array(array, dtype=np.float64)
+    copy.setflags(write=False)
+    return copy
+
+
+@dataclass(frozen=True)
+class PolicySnapshot:
+    """One immutable policy version: heads and their weights (read-only float64[B] arrays)."""
+
+    policy_id: str
+    version: int
+    heads: dict[str, HeadSpec]
+    weights: dict[str, np.ndarray] = field(repr=False)
+
+    def __post_init__(self) -> None:
+        if set(self.heads) != set(self.weights):
+            raise InvalidArgument("weights", "every head needs weights, and only heads have weights")
+        for name, head in self.heads.items():
+            array = self.weights[name]
+            if array.shape != (head.feature_buckets,):
+                raise InvalidArgument(f"weights[{name}]", f"must have shape ({head.feature_buckets},)")
+            self.weights[name] = _readonly(array)
+
+    @cached_property
+    def parameters_sha256(self) -> str:
+        return parameters_sha256(self.weights)
+
+    @classmethod
+    def from_proto(cls, policy: trainer_pb2.Policy) -> PolicySnapshot:
+        """The snapshot of a `Policy` message fetched with its parameters (`include_parameters`)."""
+        heads = heads_from_proto(policy.heads, "policy.heads")
+        given: dict[str, np.ndarray] = {}
+        for i, parameters in enumerate(policy.parameters):
+            head = heads.get(parameters.head)
+            if head is None:
+                raise InvalidArgument(f"policy.parameters[{i}].head", f"unknown head {parameters.head!r}")
+            given[head.name] = check_weights(head, parameters.weights, f"policy.parameters[{i}].weights")
+        missing = [name for name in heads if name not in given]
+        if missing:
+            raise InvalidArgument(
+                "policy.parameters",
+                f"no weights for head {missing[0]!r}; fetch the policy with include_parameters",
+            )
+        snapshot = cls(policy_id=policy.policy_id, version=policy.version, heads=heads, weights=given)
+        if policy.parameters_sha256 and policy.parameters_sha256 != snapshot.parameters_sha256:
+            raise InvalidArgument("policy.parameters_sha256", "does not match the parameters")
+        return snapshot
+
+    def to_proto(self, include_parameters: bool = False) -> trainer_pb2.Policy:
+        """The `Policy` message of this version (identity, heads, checksum; weights when asked)."""
+        policy = trainer_pb2.Policy(
+            policy_id=self.policy_id,
+            version=self.version,
+            heads=[head.to_proto() for head in self.heads.values()],
+            parameters_sha256=self.parameters_sha256,
+        )
+        if include_parameters:
+            policy.parameters.extend(
+                trainer_pb2.HeadParameters(head=name, weights=self.weights[name].tolist())
+                for name in self.heads
+            )
+        return policy
+
+    def head(self, name: str) -> HeadSpec:
+        head = self.heads.get(name)
+        if head is None:
+            raise NotFound(f"head {name!r} not found in policy {self.policy_id!r} version {self.version}")
+        return head
+
+    def decide(self, request: DecisionRequest) -> trajectory_pb2.Decision:
+        """Chooses an option: sampled (reproducibly when `request.seed` is set) or greedy (ties to the
+        first); the returned decision carries the exact log-probability and the full distribution."""
+        head = self.head(request.head)
+        options = tuple(request.options)
+        if head.options:
+            if options and options != head.options:
+                raise InvalidArgument(
+                    "options",
+                    f"head {head.name!r} has fixed options; send none or exactly {list(head.options)}",
+                )
+            options = head.options
+        else:
+            if not options:
+                raise InvalidArgument(
+                    "options", f"head {head.name!r} has no fixed options: send the candidates"
+                )
+            check_options(options, "options")
+        option_features = request.option_features
+        if option_features and len(option_features) != len(options):
+            raise InvalidArgument(
+                "option_features", f"has {len(option_features)} entries for {len(options)} options"
+            )
+        features = _check_features(request.features, "features")
+        checked_option_features = [
+            _check_features(values, f"option_features[{i}]") for i, values in enumerate(option_features)
+        ]
+
+        log_probs = self._log_probabilities(head, options, features, checked_option_features)
+        probabilities = [math.exp(value) for value in log_probs]
+        if request.greedy:
+            chosen = max(range(len(options)), key=log_probs.__getitem__)  # ties go to the first
+        else:
+            rng = _UNSEEDED if request.seed is None else np.random.default_rng(request.seed % _SEED_MODULUS)
+            cumulative = list(accumulate(probabilities))
+            chosen = min(bisect_right(cumulative, rng.random() * cumulative[-1]), len(options) - 1)
+
+        decision = trajectory_pb2.Decision(
+            head=head.name,
+            options=options,
+            chosen_index=chosen,
+            chosen=options[chosen],
+            log_prob=float(log_probs[chosen]),
+            probabilities=probabilities,
+            features=features,
+            option_features=[trajectory_pb2.FeatureMap(values=values) for values in checked_option_features],
+            policy=trajectory_pb2.PolicyRef(policy_id=self.policy_id, version=self.version),
+            greedy=request.greedy,
+            timestamp=_now(),
+        )
+        return decision
+
+    def _log_probabilities(
+        self,
+        head: HeadSpec,
+        options: tuple[str, ...],
+        features: dict[str, float],
+        option_features: list[dict[str, float]],
+    ) -> list[float]:
+        """Exact log-softmax of one decision's logits (the `features` module's formula).
+
+        The context part of every option's row has the same values `[1, x_1, ..., x_F]` (features in
+        name order), so it is one gather and one matrix-vector product over a cached index matrix;
+        only per-option features need a loop.
+        """
+        weights = self.weights[head.name]
+        names = tuple(sorted(features))
+        context = np.empty(len(names) + 1, dtype=np.float64)
+        context[0] = 1.0
+        context[1:] = [features[name] for name in names]
+        logits = (weights[_context_indices(options, names, head.feature_buckets)] @ context).tolist()
+        if option_features:
+            buckets = head.feature_buckets
+            for i, values in enumerate(option_features):
+                if values:
+                    logits[i] += float(
+                        sum(
+                            weights[bucket(SHARED_PREFIX + name, buckets)] * values[name]
+                            for name in sorted(values)
+                        )
+                    )
+        temperature = head.temperature
+        top = max(logits)
+        shifted = [(logit - top) / temperature for logit in logits]
+        log_total = math.log(math.fsum(math.exp(value) for value in shifted))
+        return [value - log_total for value in shifted]
+
+
+def _now() -> Timestamp:
+    nanos = time.time_ns()
+    return Timestamp(seconds=nanos // 1_000_000_000, nanos=nanos % 1_000_000_000)
+
+
+@lru_cache(maxsize=4096)
+def _context_indices(options: tuple[str, ...], names: tuple[str, ...], buckets: int) -> np.ndarray:
+    """int64[O, 1 + F]: per option, the buckets of its bias and of its cross with each feature name."""
+    matrix = np.empty((len(options), len(names) + 1), dtype=np.int64)
+    for i, option in enumerate(options):
+        prefix = option + OPTION_SEPARATOR
+        matrix[i, 0] = bucket(prefix, buckets)
+        matrix[i, 1:] = [bucket(prefix + name, buckets) for name in names]
+    matrix.setflags(write=False)
+    return matrix
