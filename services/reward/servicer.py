@@ -2,11 +2,186 @@
 
 from __future__ import annotations
 
-from cohort.api.reward.v1 import reward_pb2, reward_pb2_grpc
-from cohort.rpc.pending import pending_servicer
+from datetime import datetime
 
-RewardServiceServicer = pending_servicer(
-    reward_pb2_grpc.RewardServiceServicer,
-    reward_pb2.DESCRIPTOR.services_by_name["RewardService"],
-    "the learning issue (#5)",
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from cohort.api.reward.v1 import reward_pb2 as rpb
+from cohort.api.reward.v1 import reward_pb2_grpc
+from cohort.api.trajectory.v1 import trajectory_pb2 as tpb
+from cohort.context import require_identity
+from cohort.errors import InvalidArgument
+from cohort.paging import DEFAULT_PAGE_SIZE
+from cohort.rpc.interceptors import status_of
+from cohort.services.reward.functions import FunctionKind, RewardFunction, RewardFunctionRegistry
+from cohort.services.reward.service import (
+    DEFAULT_REWARD,
+    AdvantageSpec,
+    CreditAssignment,
+    FailurePolicy,
+    GroupInput,
+    Normalization,
+    RewardScorer,
+    RewardSpec,
+    ScoreResult,
+    WeightedFunction,
 )
+
+_NORMALIZATION = {
+    rpb.ADVANTAGE_NORMALIZATION_UNSPECIFIED: Normalization.MEAN_STD,
+    rpb.ADVANTAGE_NORMALIZATION_MEAN_STD: Normalization.MEAN_STD,
+    rpb.ADVANTAGE_NORMALIZATION_MEAN_ONLY: Normalization.MEAN_ONLY,
+}
+_CREDIT = {
+    rpb.CREDIT_ASSIGNMENT_UNSPECIFIED: CreditAssignment.BROADCAST,
+    rpb.CREDIT_ASSIGNMENT_BROADCAST: CreditAssignment.BROADCAST,
+    rpb.CREDIT_ASSIGNMENT_DISCOUNTED_RETURNS: CreditAssignment.DISCOUNTED_RETURNS,
+}
+_FAILURE_POLICY = {
+    rpb.FAILURE_POLICY_UNSPECIFIED: FailurePolicy.SCORE_AS_FAILURE,
+    rpb.FAILURE_POLICY_SCORE_AS_FAILURE: FailurePolicy.SCORE_AS_FAILURE,
+    rpb.FAILURE_POLICY_DROP: FailurePolicy.DROP,
+    rpb.FAILURE_POLICY_RETRY: FailurePolicy.RETRY,
+}
+_KIND_FROM_PROTO = {
+    rpb.REWARD_FUNCTION_KIND_PYTHON: FunctionKind.PYTHON,
+    rpb.REWARD_FUNCTION_KIND_REMOTE: FunctionKind.REMOTE,
+}
+_KIND_TO_PROTO = {
+    FunctionKind.BUILTIN: rpb.REWARD_FUNCTION_KIND_BUILTIN,
+    FunctionKind.PYTHON: rpb.REWARD_FUNCTION_KIND_PYTHON,
+    FunctionKind.REMOTE: rpb.REWARD_FUNCTION_KIND_REMOTE,
+}
+
+
+def _enum(table: dict, value: int, field: str):
+    try:
+        return table[value]
+    except KeyError:
+        raise InvalidArgument(field, f"unknown value {value}") from None
+
+
+def reward_spec_from_proto(request: rpb.ScoreGroupsRequest) -> RewardSpec:
+    if not request.HasField("reward"):
+        return DEFAULT_REWARD
+    spec = request.reward
+    return RewardSpec(
+        outcome_weight=spec.outcome_weight,
+        tool_usage_weight=spec.tool_usage_weight,
+        verification_weight=spec.verification_weight,
+        length_penalty_weight=spec.length_penalty_weight,
+        step_budget=spec.step_budget,
+        token_budget=spec.token_budget,
+        custom_functions=tuple(
+            WeightedFunction(f.name, f.weight, f.params_json) for f in spec.custom_functions
+        ),
+    )
+
+
+def advantage_spec_from_proto(message: rpb.AdvantageConfig) -> AdvantageSpec:
+    """Zero `gamma`/`epsilon` are proto3's unset: the defaults (1.0 and 1e-6)."""
+    defaults = AdvantageSpec()
+    return AdvantageSpec(
+        normalization=_enum(_NORMALIZATION, message.normalization, "advantage.normalization"),
+        credit_assignment=_enum(_CREDIT, message.credit_assignment, "advantage.credit_assignment"),
+        gamma=message.gamma or defaults.gamma,
+        epsilon=message.epsilon or defaults.epsilon,
+    )
+
+
+def score_groups_response(result: ScoreResult) -> rpb.ScoreGroupsResponse:
+    response = rpb.ScoreGroupsResponse(dropped_group_count=result.dropped_group_count)
+    component = tpb.RewardComponent
+    for group in result.groups:
+        message = response.groups.add(
+            group_id=group.group_id,
+            reward_mean=group.reward_mean,
+            reward_std=group.reward_std,
+            size=group.size,
+            dropped=group.dropped,
+            drop_reason=group.drop_reason,
+            retry_trajectory_ids=group.retry_trajectory_ids,
+        )
+        scores = message.trajectories
+        for t in group.trajectories:
+            if t.error is not None:
+                scores.add(trajectory_id=t.trajectory_id, error=status_of(t.error))
+                continue
+            scores.add(
+                trajectory_id=t.trajectory_id,
+                reward=t.reward,
+                components=[
+                    component(name=c.name, value=c.value, weight=c.weight, detail=c.detail)
+                    for c in t.components
+                ],
+                advantage=t.advantage,
+                decision_advantages=t.decision_advantages,
+                dropped=t.dropped,
+            )
+    return response
+
+
+def function_to_proto(function: RewardFunction) -> rpb.RewardFunction:
+    message = rpb.RewardFunction(
+        name=function.name,
+        kind=_KIND_TO_PROTO[function.kind],
+        entry_point=function.entry_point,
+        address=function.address,
+        description=function.description,
+    )
+    if isinstance(function.create_time, datetime):
+        message.create_time.CopyFrom(_timestamp(function.create_time))
+    return message
+
+
+def _timestamp(moment: datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(moment)
+    return stamp
+
+
+class RewardServiceServicer(reward_pb2_grpc.RewardServiceServicer):
+    def __init__(self, scorer: RewardScorer, registry: RewardFunctionRegistry) -> None:
+        self._scorer = scorer
+        self._registry = registry
+
+    async def ScoreGroups(self, request, context):
+        tenant_id = require_identity().tenant_id
+        result = await self._scorer.score_groups(
+            tenant_id,
+            [GroupInput(g.group_id, g.trajectories, g.trajectory_ids) for g in request.groups],
+            reward_spec_from_proto(request),
+            advantage_spec_from_proto(request.advantage),
+            _enum(_FAILURE_POLICY, request.failure_policy, "failure_policy"),
+        )
+        return score_groups_response(result)
+
+    async def ListRewardFunctions(self, request, context):
+        functions, next_token = self._registry.list(
+            require_identity().tenant_id, request.page_size or DEFAULT_PAGE_SIZE, request.page_token
+        )
+        return rpb.ListRewardFunctionsResponse(
+            functions=[function_to_proto(f) for f in functions], next_page_token=next_token
+        )
+
+    async def RegisterRewardFunction(self, request, context):
+        identity = require_identity()
+        if not request.HasField("function"):
+            raise InvalidArgument("function", "is required")
+        message = request.function
+        kind = _KIND_FROM_PROTO.get(message.kind)
+        if kind is None:
+            raise InvalidArgument("function.kind", "must be REWARD_FUNCTION_KIND_PYTHON or _REMOTE")
+        registered = self._registry.register(
+            identity.tenant_id,
+            RewardFunction(
+                name=message.name,
+                kind=kind,
+                entry_point=message.entry_point,
+                address=message.address,
+                description=message.description,
+            ),
+            request_id=request.request_id,
+            is_admin=identity.is_admin,
+        )
+        return rpb.RegisterRewardFunctionResponse(function=function_to_proto(registered))

@@ -1,0 +1,263 @@
+"""The reward math, pure: reward terms of one trajectory, and the group estimators over arrays.
+
+Terms (each returns `(value, detail)`; the service weights them and reports each as a component):
+- `outcome_term`: the reported score (`outcome.score`, in [0, 1]) when there is one, else 1/0 from
+  `success`, else 1 / 0.5 / 0 from `outcome.kind` (success / partial / failure), else 0.
+- `tool_usage_term`: over the tool calls of the agent steps, `(useful_reward * useful -
+  failure_cost * failed - invalid_cost * invalid) / calls`. A call is *invalid* when its name is
+  empty, is not among the tools the model was offered (when any `tools_available` were recorded),
+  or its `arguments_json` is not a JSON object; else *failed* when its result says `success=false`;
+  else *useful* when its result says `success=true`. A call with no recorded result counts only in
+  the denominator. Defaults: both costs 1, `useful_reward` 0, so the term is a failure rate in [-1, 0].
+- `verification_term`: 1 when a step *before the last step* (the one giving the final answer) calls
+  a tool whose name matches `pattern` (a case-insensitive regex search, default `verif|check|validat`)
+  and, with `require_success` (default), its result did not fail; else 0.
+- `length_penalty_term`: `-min(1, extra_steps / step_budget) - min(1, extra_tokens / token_budget)`,
+  each part only when its budget is set (> 0). Tokens are input + output tokens of `total_usage`
+  (or of the LLM interactions when `total_usage` is empty).
+
+Estimators (one function per paper term, like verl's `core_algos`): `group_statistics`,
+`grpo_advantages` ((r - mean) / (std + eps), population std), `dr_grpo_advantages` (r - mean),
+`flow_grpo_broadcast` (the trajectory advantage to every decision) and `discounted_returns` /
+`discounted_decision_advantages` (the normalized discounted return from each decision's step).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+
+import numpy as np
+
+from cohort.api.trajectory.v1 import trajectory_pb2 as tpb
+
+DEFAULT_EPSILON = 1e-6
+DEFAULT_GAMMA = 1.0
+DEFAULT_VERIFICATION_PATTERN = r"verif|check|validat"
+
+FAILED_TERMINATIONS = frozenset(
+    {
+        tpb.TERMINATION_REASON_TIMEOUT,
+        tpb.TERMINATION_REASON_ERROR,
+        tpb.TERMINATION_REASON_CANCELLED,
+        tpb.TERMINATION_REASON_BUDGET_EXHAUSTED,
+        tpb.TERMINATION_REASON_CRASHED,
+        tpb.TERMINATION_REASON_IN_PROGRESS,
+    }
+)
+"""Termination reasons of a rollout that failed as a run (not an answer that was wrong): the failure
+policy applies to them. `COMPLETED` and `MAX_STEPS` are scored by their outcome; so is an unset reason
+(imported files often carry none)."""
+
+_OUTCOME_KIND_VALUES = {
+    tpb.OUTCOME_KIND_SUCCESS: 1.0,
+    tpb.OUTCOME_KIND_PARTIAL: 0.5,
+    tpb.OUTCOME_KIND_FAILURE: 0.0,
+}
+
+
+def is_failed_rollout(trajectory: tpb.Trajectory) -> bool:
+    return trajectory.termination_reason in FAILED_TERMINATIONS
+
+
+# --- terms of one trajectory
+
+
+def outcome_term(trajectory: tpb.Trajectory) -> tuple[float, str]:
+    outcome = trajectory.outcome
+    if outcome.HasField("score"):
+        return float(outcome.score), "outcome.score"
+    if trajectory.HasField("success"):
+        return (1.0, "success") if trajectory.success else (0.0, "failure")
+    value = _OUTCOME_KIND_VALUES.get(outcome.kind)
+    if value is not None:
+        return value, tpb.OutcomeKind.Name(outcome.kind).removeprefix("OUTCOME_KIND_").lower()
+    return 0.0, "no outcome reported"
+
+
+def failed_rollout_outcome(trajectory: tpb.Trajectory) -> tuple[float, str]:
+    """The outcome term of a failed rollout scored as a failure."""
+    reason = tpb.TerminationReason.Name(trajectory.termination_reason).removeprefix("TERMINATION_REASON_")
+    return 0.0, f"rollout failed ({reason}); scored as failure"
+
+
+def _is_json_object(text: str) -> bool:
+    if not text:
+        return True  # no arguments at all: a call to a tool that takes none
+    if text[0] != "{":
+        return False
+    try:
+        return isinstance(json.loads(text), dict)
+    except ValueError:
+        return False
+
+
+def tool_usage_term(
+    trajectory: tpb.Trajectory,
+    *,
+    failure_cost: float = 1.0,
+    invalid_cost: float = 1.0,
+    useful_reward: float = 0.0,
+) -> tuple[float, str]:
+    offered: set[str] = set()
+    for interaction in trajectory.llm_interactions:
+        offered.update(interaction.tools_available)
+    calls = useful = failed = invalid = 0
+    for step in trajectory.agent_steps:
+        if not step.tool_calls:
+            continue
+        succeeded = {result.call_id: result.success for result in step.tool_results}
+        for call in step.tool_calls:
+            calls += 1
+            name = call.name
+            if not name or (offered and name not in offered) or not _is_json_object(call.arguments_json):
+                invalid += 1
+                continue
+            result = succeeded.get(call.call_id)
+            if result is False:
+                failed += 1
+            elif result:
+                useful += 1
+    if calls == 0:
+        return 0.0, "no tool calls"
+    value = (useful_reward * useful - failure_cost * failed - invalid_cost * invalid) / calls
+    return value, f"{calls} calls: {useful} useful, {failed} failed, {invalid} invalid"
+
+
+def verification_term(
+    trajectory: tpb.Trajectory,
+    *,
+    pattern: str | re.Pattern[str] = DEFAULT_VERIFICATION_PATTERN,
+    require_success: bool = True,
+) -> tuple[float, str]:
+    matcher = re.compile(pattern, re.IGNORECASE) if isinstance(pattern, str) else pattern
+    steps = trajectory.agent_steps
+    for step in steps[: len(steps) - 1]:
+        for call in step.tool_calls:
+            if not matcher.search(call.name):
+                continue
+            if require_success and any(
+                r.call_id == call.call_id and not r.success for r in step.tool_results
+            ):
+                continue
+            return 1.0, f"{call.name} at step {step.step_number}"
+    return 0.0, "no verification step before the final answer"
+
+
+def token_count(trajectory: tpb.Trajectory) -> int:
+    usage = trajectory.total_usage
+    if usage.HasField("input_tokens") or usage.HasField("output_tokens"):
+        return usage.input_tokens + usage.output_tokens
+    return sum(
+        i.response.usage.input_tokens + i.response.usage.output_tokens for i in trajectory.llm_interactions
+    )
+
+
+def length_penalty_term(
+    trajectory: tpb.Trajectory, *, step_budget: int = 0, token_budget: int = 0
+) -> tuple[float, str]:
+    value = 0.0
+    details = []
+    if step_budget > 0:
+        steps = len(trajectory.agent_steps)
+        value -= min(1.0, max(0, steps - step_budget) / step_budget)
+        details.append(f"{steps}/{step_budget} steps")
+    if token_budget > 0:
+        tokens = token_count(trajectory)
+        value -= min(1.0, max(0, tokens - token_budget) / token_budget)
+        details.append(f"{tokens}/{token_budget} tokens")
+    return value, ", ".join(details) or "no budget"
+
+
+# --- group estimators over arrays
+
+
+def group_statistics(
+    values: np.ndarray, group_index: np.ndarray, group_count: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per group: mean, population standard deviation and size of `values` (grouped by `group_index`)."""
+    size = np.bincount(group_index, minlength=group_count).astype(np.float64)
+    safe = np.maximum(size, 1.0)
+    mean = np.bincount(group_index, weights=values, minlength=group_count) / safe
+    centered = values - mean[group_index]
+    variance = np.bincount(group_index, weights=centered * centered, minlength=group_count) / safe
+    return mean, np.sqrt(variance), size.astype(np.int64)
+
+
+def grpo_advantages(
+    values: np.ndarray,
+    group_index: np.ndarray,
+    mean: np.ndarray,
+    std: np.ndarray,
+    epsilon: float = DEFAULT_EPSILON,
+) -> np.ndarray:
+    """GRPO (Shao et al., 2024): `(r - mean_group) / (std_group + epsilon)`."""
+    return (values - mean[group_index]) / (std[group_index] + epsilon)
+
+
+def dr_grpo_advantages(values: np.ndarray, group_index: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    """Dr. GRPO (Liu et al., 2025): `r - mean_group`, no division by the standard deviation."""
+    return values - mean[group_index]
+
+
+def flow_grpo_broadcast(trajectory_advantages: np.ndarray, decision_counts: np.ndarray) -> np.ndarray:
+    """Flow-GRPO: every decision of a trajectory gets the trajectory's advantage (flat, in order)."""
+    return np.repeat(trajectory_advantages, decision_counts)
+
+
+def discounted_returns(rewards: np.ndarray, gamma: float) -> np.ndarray:
+    """`G[:, t] = sum_k>=t gamma^(k-t) rewards[:, k]` for a (trajectories x steps) matrix, zero-padded."""
+    returns = np.zeros_like(rewards)
+    running = np.zeros(rewards.shape[0], dtype=rewards.dtype)
+    for t in range(rewards.shape[1] - 1, -1, -1):
+        running = rewards[:, t] + gamma * running
+        returns[:, t] = running
+    return returns
+
+
+def step_reward_matrix(step_rewards: Sequence[np.ndarray], final_rewards: np.ndarray) -> np.ndarray:
+    """Rewards per (trajectory, step): each step's own reward, the trajectory reward added at its last
+    step (a trajectory without steps gets it at step 0); zero-padded to the longest trajectory."""
+    lengths = np.fromiter((max(1, len(r)) for r in step_rewards), dtype=np.int64, count=len(step_rewards))
+    matrix = np.zeros((len(step_rewards), int(lengths.max(initial=1))))
+    for row, rewards in enumerate(step_rewards):
+        matrix[row, : len(rewards)] = rewards
+    matrix[np.arange(len(step_rewards)), lengths - 1] += final_rewards
+    return matrix
+
+
+def discounted_decision_returns(
+    step_rewards: Sequence[np.ndarray],
+    final_rewards: np.ndarray,
+    decision_steps: Sequence[np.ndarray],
+    gamma: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Discounted returns from the start of each trajectory, and from the step of each decision (flat).
+
+    `decision_steps[i]` holds the step index (0-based, in `step_rewards[i]`) of each decision of
+    trajectory i; an index past the last step is clipped to it.
+    """
+    returns = discounted_returns(step_reward_matrix(step_rewards, final_rewards), gamma)
+    counts = [len(steps) for steps in decision_steps]
+    if sum(counts) == 0:
+        return returns[:, 0].copy(), np.zeros(0)
+    rows = np.repeat(np.arange(len(decision_steps)), counts)
+    lengths = np.fromiter((max(1, len(r)) for r in step_rewards), dtype=np.int64, count=len(step_rewards))
+    columns = np.minimum(np.concatenate(decision_steps), lengths[rows] - 1)
+    return returns[:, 0].copy(), returns[rows, columns]
+
+
+def normalize(
+    values: np.ndarray,
+    group_index: np.ndarray,
+    mean: np.ndarray,
+    std: np.ndarray,
+    *,
+    mean_only: bool,
+    epsilon: float = DEFAULT_EPSILON,
+) -> np.ndarray:
+    """GRPO or Dr. GRPO normalization of `values` against group statistics."""
+    if mean_only:
+        return dr_grpo_advantages(values, group_index, mean)
+    return grpo_advantages(values, group_index, mean, std, epsilon)
