@@ -4,6 +4,9 @@ cohort serve all | <service>...   run services in this process (Ctrl-C or SIGTER
 cohort demo                       the main job on the embedded default
 cohort health                     gRPC health of a running suite
 cohort keys create|list|revoke    API keys, straight in the configured database
+cohort train SPEC                 submit a training job and follow it live
+cohort jobs list|get|watch|...    training jobs
+cohort trajectories ...           stored trajectories: list, show, search, export, import, recover
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import logging
 import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import click
@@ -103,14 +107,19 @@ async def _serve(settings: Settings, services: Sequence[str]) -> None:
 
 @main.command()
 def demo() -> None:
-    """The main job: start the whole suite on the embedded default and show it working."""
+    """The main job: the suite on the embedded default trains an agent on toolbench, live."""
     settings = _settings()
     logging.basicConfig(level="WARNING")
     ok = _run(_demo(settings))
     sys.exit(0 if ok else 1)
 
 
+DEMO_SPEC = Path(__file__).parent / "specs" / "toolbench-demo.yaml"
+
+
 async def _demo(settings: Settings) -> bool:
+    from cohort.api.jobs.v1 import jobs_pb2, jobs_pb2_grpc
+    from cohort.cli.jobs import follow_job, load_job_spec, print_outcome
     from cohort.services.suite import start_suite
 
     click.echo("Starting the Cohort suite (embedded default: SQLite, in-process, gRPC between services)...")
@@ -119,12 +128,20 @@ async def _demo(settings: Settings) -> bool:
         click.echo(f"{len(suite.servers)} services started in {suite.startup_seconds:.2f} s\n")
         report = await health_report(suite.context.settings, list(suite.servers))
         click.echo(_table(report, ("service", "address", "health", "gRPC services (reflection)")))
-        healthy = all(row[2] == "SERVING" for row in report)
-        click.echo(f"\ndatabase: {suite.context.database.engine.url.render_as_string(hide_password=True)}")
+        if not all(row[2] == "SERVING" for row in report):
+            return False
+        job = load_job_spec(DEMO_SPEC)
+        click.echo(f"\nTraining on toolbench ({DEMO_SPEC.name}): a uniform policy learns which tools to use.")
+        stub = jobs_pb2_grpc.JobServiceStub(suite.context.channels.channel("jobs"))
+        created = await stub.CreateJob(jobs_pb2.CreateJobRequest(job=job))
+        final = await follow_job(stub, created.job.job_id)
+        print_outcome(final)
+        database = suite.context.database.engine.url.render_as_string(hide_password=True)
+        click.echo(f"\ntrajectories: {database}  (cohort trajectories list --job {created.job.job_id})")
+        click.echo(f"checkpoints:  {suite.settings.effective_checkpoint_dir.resolve()}")
         if settings.auth_enabled:
             click.echo(f"admin API key: {settings.admin_key_file}")
-        click.echo("Training arrives with the jobs issue; this demo then trains on toolbench.")
-        return healthy
+        return final is not None and final.state == jobs_pb2.Job.STATE_SUCCEEDED
     finally:
         await suite.stop(0)
 
@@ -267,9 +284,12 @@ def keys_revoke(key_id: str) -> None:
 
 def _register_command_groups() -> None:
     # Imported here: each group module imports the helpers above.
+    from cohort.cli.jobs import jobs, train
     from cohort.cli.trajectories import trajectories
 
     main.add_command(trajectories)
+    main.add_command(train)
+    main.add_command(jobs)
 
 
 _register_command_groups()
