@@ -1,0 +1,720 @@
+"""One training job's work, iteration by iteration, through the other services' gRPC APIs.
+
+An iteration (DESIGN.md §1): sample a batch of training queries → reserve budget → `CollectGroup`
+per query → commit the actual cost → `ScoreGroups` → `UpdatePolicy` → every N iterations
+`SaveCheckpoint`, every M iterations evaluate on the held-out split → a new job snapshot.
+
+Everything random is derived from the job's seed and the iteration number (which queries, the
+seeds of every rollout), and a checkpoint holds the policy parameters, the optimizer state and the
+counters, so a job stopped after iteration k and resumed from its checkpoint continues exactly as an
+uninterrupted run would. `TrainingLoop` is the loop over the services, usable on its own (the
+learning test and benchmark drive it directly); `TrainingRunner` runs it for the job manager.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import grpc
+import numpy as np
+from google.protobuf import duration_pb2
+
+from cohort import toolbench
+from cohort.api.budget.v1 import budget_pb2, budget_pb2_grpc
+from cohort.api.checkpoint.v1 import checkpoint_pb2, checkpoint_pb2_grpc
+from cohort.api.collector.v1 import collector_pb2, collector_pb2_grpc
+from cohort.api.jobs.v1 import jobs_pb2
+from cohort.api.reward.v1 import reward_pb2, reward_pb2_grpc
+from cohort.api.trainer.v1 import trainer_pb2, trainer_pb2_grpc
+from cohort.api.trajectory.v1 import trajectory_pb2
+from cohort.context import Identity, current_identity
+from cohort.errors import FailedPrecondition, InvalidArgument
+from cohort.rpc.client import ChannelPool
+from cohort.services.context import ServiceContext
+from cohort.services.jobs import evaluation
+from cohort.services.jobs.runner import JobHandle, JobOutcome, RunResult
+from cohort.trajectories.usage import PriceTable, price_micro_usd
+
+log = logging.getLogger(__name__)
+
+DEFAULT_GROUP_SIZE = 8
+DEFAULT_BATCH_SIZE = 4
+DEFAULT_CHECKPOINT_INTERVAL = 10
+DEFAULT_EVALUATION_INTERVAL = 10
+DEFAULT_HELDOUT_FRACTION = 0.2
+EVALUATION_ROLLOUTS_PER_QUERY = 2
+RESERVATION_HEADROOM = 1.5
+"""An iteration reserves this many times what the previous one cost (the first: the spec's estimate)."""
+
+POLICY_FILE = "policy.pb"
+OPTIMIZER_FILE = "optimizer.pb"
+STATE_FILE = "state.json"
+
+
+def derived_seed(*parts: object) -> int:
+    """A 40-bit seed from the parts, so rollout (x1000 per decision) seeds stay inside int64."""
+    digest = hashlib.blake2b(":".join(map(str, parts)).encode(), digest_size=5).digest()
+    return int.from_bytes(digest, "little")
+
+
+def request_key(job_id: str, *parts: object) -> str:
+    """An idempotency key for one step of a job, short enough for any job id."""
+    return f"{job_id[:100]}:{derived_seed(job_id, *parts):010x}"
+
+
+@dataclass
+class TrainingServices:
+    """Stubs of the services a job drives."""
+
+    collector: collector_pb2_grpc.CollectorServiceStub
+    reward: reward_pb2_grpc.RewardServiceStub
+    trainer: trainer_pb2_grpc.TrainerServiceStub
+    checkpoint: checkpoint_pb2_grpc.CheckpointServiceStub
+    budget: budget_pb2_grpc.BudgetServiceStub | None = None
+
+    @classmethod
+    def from_channels(cls, channels: ChannelPool, *, with_budget: bool = True) -> TrainingServices:
+        return cls(
+            collector=channels.stub("collector", collector_pb2_grpc.CollectorServiceStub),
+            reward=channels.stub("reward", reward_pb2_grpc.RewardServiceStub),
+            trainer=channels.stub("trainer", trainer_pb2_grpc.TrainerServiceStub),
+            checkpoint=channels.stub("checkpoint", checkpoint_pb2_grpc.CheckpointServiceStub),
+            budget=channels.stub("budget", budget_pb2_grpc.BudgetServiceStub) if with_budget else None,
+        )
+
+
+@dataclass
+class Dataset:
+    train: list[collector_pb2.Query]
+    heldout: list[collector_pb2.Query]
+
+
+def resolve_dataset(spec: jobs_pb2.JobSpec) -> Dataset:
+    """The job's training and held-out queries (held-out: given, else the last fraction of the queries)."""
+    source = spec.dataset.WhichOneof("source")
+    fraction = spec.dataset.heldout_fraction or DEFAULT_HELDOUT_FRACTION
+    if source == "toolbench":
+        bench = spec.dataset.toolbench
+        families = list(bench.task_families)
+        train = toolbench.generate_queries("train", bench.train_count, bench.seed, families)
+        heldout_count = bench.heldout_count or max(1, round(bench.train_count * fraction / (1 - fraction)))
+        heldout = toolbench.generate_queries("heldout", heldout_count, bench.seed, families)
+        return Dataset(train, heldout)
+    if source == "inline":
+        queries = list(spec.dataset.inline.train)
+        if spec.dataset.inline.heldout:
+            return Dataset(queries, list(spec.dataset.inline.heldout))
+        cut = max(1, round(len(queries) * fraction))
+        if cut >= len(queries):
+            raise InvalidArgument("job.spec.dataset.inline.train", "too few queries to hold some out")
+        return Dataset(queries[:-cut], queries[-cut:])
+    raise InvalidArgument("job.spec.dataset", "choose inline or toolbench queries")
+
+
+@dataclass
+class TrainingState:
+    """What a checkpoint restores: enough to continue exactly where the job was."""
+
+    iteration: int = 0
+    """Iterations completed."""
+    policy: trajectory_pb2.PolicyRef = field(default_factory=trajectory_pb2.PolicyRef)
+    baseline: trajectory_pb2.PolicyRef = field(default_factory=trajectory_pb2.PolicyRef)
+    """The starting policy version, which evaluations compare against."""
+    optimizer: trainer_pb2.OptimizerState | None = None
+    rollouts_completed: int = 0
+    cost_micro_usd: int = 0
+    last_iteration_cost_micro_usd: int = 0
+    reward_history: list[float] = field(default_factory=list)
+    success_history: list[float] = field(default_factory=list)
+
+    def to_json(self, seed: int) -> str:
+        return json.dumps(
+            {
+                "iteration": self.iteration,
+                "policy": {"policy_id": self.policy.policy_id, "version": self.policy.version},
+                "baseline": {"policy_id": self.baseline.policy_id, "version": self.baseline.version},
+                "rollouts_completed": self.rollouts_completed,
+                "cost_micro_usd": self.cost_micro_usd,
+                "last_iteration_cost_micro_usd": self.last_iteration_cost_micro_usd,
+                "reward_history": self.reward_history,
+                "success_history": self.success_history,
+                # Every random choice derives from (seed, iteration): the data cursor and RNG state.
+                "seed": seed,
+                "data_cursor": self.iteration,
+            },
+            sort_keys=True,
+        )
+
+
+@dataclass
+class IterationReport:
+    trajectories: int
+    success_rate: float
+    reward_mean: float
+    cost_micro_usd: int
+    update: trainer_pb2.UpdateMetrics
+
+
+class BudgetExhausted(Exception):
+    """The tenant's or the job's limit cannot cover the next iteration."""
+
+
+class TrainingLoop:
+    """A job's training through the services: collect, score, update, checkpoint, evaluate."""
+
+    def __init__(
+        self,
+        services: TrainingServices,
+        job_id: str,
+        spec: jobs_pb2.JobSpec,
+        *,
+        prices: PriceTable | None = None,
+        attempt: int = 0,
+    ) -> None:
+        self.services = services
+        self.attempt = attempt
+        """The job's attempt: group ids carry it, so a redone iteration's rollouts are told apart."""
+        self.prices = prices or PriceTable.load()
+        self.job_id = job_id
+        self.spec = spec
+        self.dataset = resolve_dataset(spec)
+        self.group_size = spec.group_size or DEFAULT_GROUP_SIZE
+        self.batch_size = min(spec.batch_size or DEFAULT_BATCH_SIZE, len(self.dataset.train))
+        self.checkpoint_interval = spec.checkpoint_interval or DEFAULT_CHECKPOINT_INTERVAL
+        self.evaluation_interval = spec.evaluation_interval or DEFAULT_EVALUATION_INTERVAL
+
+    # -- policy ---------------------------------------------------------------------------------
+
+    def policy_heads(self) -> list[trainer_pb2.DecisionHead]:
+        heads = list(self.spec.policy.new_policy.heads)
+        if not heads and self.spec.runtime.WhichOneof("kind") == "toolbench":
+            heads = toolbench.policy_heads()
+        if not heads:
+            raise InvalidArgument("job.spec.policy.new_policy.heads", "a new policy needs at least one head")
+        return heads
+
+    async def start_policy(self) -> trajectory_pb2.PolicyRef:
+        """The job's starting policy: the existing one named in the spec, or a new one (idempotently)."""
+        source = self.spec.policy.WhichOneof("source")
+        if source == "existing":
+            existing = self.spec.policy.existing
+            response = await self.services.trainer.GetPolicy(
+                trainer_pb2.GetPolicyRequest(policy_id=existing.policy_id, version=existing.version)
+            )
+            return trajectory_pb2.PolicyRef(
+                policy_id=response.policy.policy_id, version=response.policy.version
+            )
+        response = await self.services.trainer.CreatePolicy(
+            trainer_pb2.CreatePolicyRequest(
+                request_id=request_key(self.job_id, "policy"),
+                display_name=self.spec.policy.new_policy.display_name or f"policy of {self.job_id}",
+                heads=self.policy_heads(),
+            )
+        )
+        return trajectory_pb2.PolicyRef(policy_id=response.policy.policy_id, version=response.policy.version)
+
+    # -- collection -----------------------------------------------------------------------------
+
+    async def collect(
+        self,
+        query: collector_pb2.Query,
+        *,
+        policy: trajectory_pb2.PolicyRef,
+        group_id: str,
+        iteration: int,
+        seed: int,
+        size: int,
+        labels: dict[str, str],
+        request_id: str,
+    ) -> list[trajectory_pb2.Trajectory]:
+        """One group; each trajectory labelled with its rollout index (evaluations pair on it)."""
+        spec = self.spec
+        request = collector_pb2.CollectGroupRequest(
+            request_id=request_id,
+            runtime=spec.runtime,
+            query=query,
+            group_size=size,
+            policy=policy,
+            job_id=self.job_id,
+            group_id=group_id,
+            iteration=iteration,
+            max_concurrency=spec.max_concurrency,
+            seed=seed,
+            max_steps=spec.max_steps,
+            labels=labels,
+        )
+        if spec.HasField("rollout_timeout"):
+            request.rollout_timeout.CopyFrom(spec.rollout_timeout)
+        trajectories = []
+        # Collection may take long; the default deadline is for short calls.
+        async for response in self.services.collector.CollectGroup(request, timeout=24 * 3600):
+            trajectory = response.trajectory
+            trajectory.labels["rollout_index"] = str(response.rollout_index)
+            trajectories.append(trajectory)
+        return trajectories
+
+    def iteration_queries(self, iteration: int) -> list[tuple[int, collector_pb2.Query]]:
+        rng = np.random.default_rng([self.spec.seed & 0xFFFFFFFF, iteration])
+        picks = rng.choice(len(self.dataset.train), size=self.batch_size, replace=False)
+        return [(int(i), self.dataset.train[int(i)]) for i in picks]
+
+    # -- budget ---------------------------------------------------------------------------------
+
+    def estimated_iteration_cost(self, state: TrainingState) -> int:
+        if state.last_iteration_cost_micro_usd:
+            return int(state.last_iteration_cost_micro_usd * RESERVATION_HEADROOM)
+        runtime = self.spec.runtime
+        if runtime.WhichOneof("kind") == "toolbench" and runtime.toolbench.simulated_tokens_per_step:
+            steps = self.spec.max_steps or 6
+            tokens = runtime.toolbench.simulated_tokens_per_step * steps * self.group_size * self.batch_size
+            model = runtime.toolbench.simulated_model or "toolbench-sim"
+            # Priced as if every token were an output token: an upper bound, refined after one iteration.
+            usage = trajectory_pb2.TokenUsage(input_tokens=0, output_tokens=tokens)
+            return price_micro_usd(model, usage, self.prices) if self.prices.is_known(model) else 0
+        return 0
+
+    async def reserve(self, state: TrainingState) -> budget_pb2.Reservation | None:
+        if self.services.budget is None:
+            return None
+        amount = self.estimated_iteration_cost(state)
+        if amount <= 0:
+            return None
+        try:
+            response = await self.services.budget.Reserve(
+                budget_pb2.ReserveRequest(
+                    request_id=request_key(self.job_id, "reserve", self.attempt, state.iteration),
+                    job_id=self.job_id,
+                    amount_micro_usd=amount,
+                    ttl=duration_pb2.Duration(seconds=3600),
+                )
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                raise BudgetExhausted(exc.details()) from exc
+            raise
+        return response.reservation
+
+    async def settle(self, reservation: budget_pb2.Reservation | None, cost: int) -> None:
+        if reservation is None or self.services.budget is None:
+            return
+        await self.services.budget.Commit(
+            budget_pb2.CommitRequest(
+                request_id=request_key(self.job_id, "commit", reservation.reservation_id),
+                reservation_id=reservation.reservation_id,
+                cost_micro_usd=cost,
+            )
+        )
+
+    # -- one iteration --------------------------------------------------------------------------
+
+    async def run_iteration(self, state: TrainingState) -> IterationReport:
+        """Collect, score and update once; `state` moves to the next iteration on success."""
+        iteration = state.iteration
+        reservation = await self.reserve(state)
+        queries = self.iteration_queries(iteration)
+        groups = await asyncio.gather(
+            *(
+                self.collect(
+                    query,
+                    policy=state.policy,
+                    group_id=f"{self.job_id}-a{self.attempt}-i{iteration}-q{position}",
+                    iteration=iteration,
+                    seed=derived_seed(self.spec.seed, "train", iteration, index),
+                    size=self.group_size,
+                    labels={"purpose": "training"},
+                    request_id=request_key(
+                        self.job_id,
+                        "collect",
+                        state.policy.policy_id,
+                        state.policy.version,
+                        iteration,
+                        position,
+                    ),
+                )
+                for position, (index, query) in enumerate(queries)
+            )
+        )
+        trajectories = [t for group in groups for t in group]
+        cost = sum(t.cost_micro_usd for t in trajectories)
+        await self.settle(reservation, cost)
+        scored = await self.services.reward.ScoreGroups(
+            reward_pb2.ScoreGroupsRequest(
+                groups=[
+                    reward_pb2.TrajectoryGroup(group_id=group[0].group_id, trajectories=group)
+                    for group in groups
+                    if group
+                ],
+                reward=self.spec.reward,
+                advantage=self.spec.advantage,
+                failure_policy=self.spec.failure_policy,
+            )
+        )
+        for_update = apply_scores(groups, scored)
+        update = trainer_pb2.UpdateMetrics()
+        if for_update:
+            request = trainer_pb2.UpdatePolicyRequest(
+                request_id=request_key(
+                    self.job_id, "update", state.policy.policy_id, state.policy.version, iteration
+                ),
+                policy_id=state.policy.policy_id,
+                base_version=state.policy.version,
+                trajectories=for_update,
+                config=self.spec.grpo,
+                reference_version=state.baseline.version,
+            )
+            if state.optimizer is not None:
+                request.optimizer_state.CopyFrom(state.optimizer)
+            response = await self.services.trainer.UpdatePolicy(request)
+            state.policy = trajectory_pb2.PolicyRef(
+                policy_id=response.policy.policy_id, version=response.policy.version
+            )
+            state.optimizer = response.optimizer_state
+            update = response.metrics
+        update.groups_dropped = max(update.groups_dropped, scored.dropped_group_count)
+        success = [evaluation.solved(t) for t in trajectories]
+        rewards = [score.reward for group in scored.groups for score in group.trajectories]
+        report = IterationReport(
+            trajectories=len(trajectories),
+            success_rate=float(np.mean(success)) if success else 0.0,
+            reward_mean=float(np.mean(rewards)) if rewards else 0.0,
+            cost_micro_usd=cost,
+            update=update,
+        )
+        state.iteration += 1
+        state.rollouts_completed += len(trajectories)
+        state.cost_micro_usd += cost
+        state.last_iteration_cost_micro_usd = cost
+        state.reward_history.append(report.reward_mean)
+        state.success_history.append(report.success_rate)
+        return report
+
+    # -- evaluation -----------------------------------------------------------------------------
+
+    async def evaluate(
+        self,
+        baseline: trajectory_pb2.PolicyRef,
+        candidate: trajectory_pb2.PolicyRef,
+        *,
+        queries: Sequence[collector_pb2.Query] | None = None,
+        seed: int | None = None,
+        label: str = "",
+    ) -> jobs_pb2.Evaluation:
+        """Both policies on the same held-out queries with the same rollout seeds."""
+        queries = list(queries) if queries else self.dataset.heldout
+        seed = self.spec.seed if seed is None else seed
+
+        async def run(policy: trajectory_pb2.PolicyRef, role: str) -> list[trajectory_pb2.Trajectory]:
+            groups = await asyncio.gather(
+                *(
+                    self.collect(
+                        query,
+                        policy=policy,
+                        group_id=f"{self.job_id}-eval{label}-{role}-q{position}",
+                        iteration=0,
+                        seed=derived_seed(seed, "evaluation", query.query_id),
+                        size=EVALUATION_ROLLOUTS_PER_QUERY,
+                        labels={"purpose": "evaluation", "role": role},
+                        request_id=request_key(
+                            self.job_id,
+                            "evaluate",
+                            label,
+                            role,
+                            policy.policy_id,
+                            policy.version,
+                            position,
+                            seed,
+                        ),
+                    )
+                    for position, query in enumerate(queries)
+                )
+            )
+            return [t for group in groups for t in group]
+
+        base, cand = await asyncio.gather(run(baseline, "baseline"), run(candidate, "candidate"))
+        return evaluation.compare(base, cand, baseline_policy=baseline, candidate_policy=candidate, seed=seed)
+
+    # -- checkpoints ----------------------------------------------------------------------------
+
+    async def save_checkpoint(self, state: TrainingState) -> checkpoint_pb2.Checkpoint:
+        policy = await self.services.trainer.GetPolicy(
+            trainer_pb2.GetPolicyRequest(
+                policy_id=state.policy.policy_id, version=state.policy.version, include_parameters=True
+            )
+        )
+        files = [
+            checkpoint_pb2.CheckpointFile(name=POLICY_FILE, content=policy.policy.SerializeToString()),
+            checkpoint_pb2.CheckpointFile(name=STATE_FILE, content=state.to_json(self.spec.seed).encode()),
+        ]
+        if state.optimizer is not None:
+            files.append(
+                checkpoint_pb2.CheckpointFile(
+                    name=OPTIMIZER_FILE, content=state.optimizer.SerializeToString()
+                )
+            )
+        metrics = {"iteration": float(state.iteration)}
+        if state.reward_history:
+            metrics["reward_mean"] = state.reward_history[-1]
+            metrics["success_rate"] = state.success_history[-1]
+        retention = self.spec.retention
+        if not retention.metric:
+            retention = checkpoint_pb2.RetentionPolicy(
+                keep_best=retention.keep_best or 5,
+                metric="reward_mean",
+                direction=checkpoint_pb2.METRIC_DIRECTION_MAXIMIZE,
+            )
+        response = await self.services.checkpoint.SaveCheckpoint(
+            checkpoint_pb2.SaveCheckpointRequest(
+                request_id=request_key(
+                    self.job_id, "checkpoint", state.iteration, state.policy.policy_id, state.policy.version
+                ),
+                job_id=self.job_id,
+                iteration=state.iteration,
+                policy_id=state.policy.policy_id,
+                policy_version=state.policy.version,
+                metrics=metrics,
+                files=files,
+                retention=retention,
+                cumulative_cost_micro_usd=state.cost_micro_usd,
+            )
+        )
+        return response.checkpoint
+
+    async def restore(self, attempt: int) -> tuple[TrainingState, checkpoint_pb2.Checkpoint] | None:
+        """The state of the job's latest valid checkpoint, or None when it has none.
+
+        If the trainer has versions past the checkpoint (an attempt that died after it), the run
+        continues on a fork of the checkpointed parameters, so the redone iterations start from
+        exactly the checkpointed policy.
+        """
+        try:
+            response = await self.services.checkpoint.GetLatestCheckpoint(
+                checkpoint_pb2.GetLatestCheckpointRequest(job_id=self.job_id, include_files=True)
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
+                return None
+            raise
+        for skipped in response.skipped:
+            log.warning(
+                "job %s: checkpoint %s skipped: %s", self.job_id, skipped.checkpoint_id, skipped.reason
+            )
+        files = {f.name: f.content for f in response.files}
+        saved = json.loads(files[STATE_FILE])
+        state = TrainingState(
+            iteration=saved["iteration"],
+            policy=trajectory_pb2.PolicyRef(**saved["policy"]),
+            baseline=trajectory_pb2.PolicyRef(**saved["baseline"]),
+            rollouts_completed=saved["rollouts_completed"],
+            cost_micro_usd=saved["cost_micro_usd"],
+            last_iteration_cost_micro_usd=saved["last_iteration_cost_micro_usd"],
+            reward_history=saved["reward_history"],
+            success_history=saved["success_history"],
+        )
+        if OPTIMIZER_FILE in files:
+            state.optimizer = trainer_pb2.OptimizerState.FromString(files[OPTIMIZER_FILE])
+        latest = await self.services.trainer.GetPolicy(
+            trainer_pb2.GetPolicyRequest(policy_id=state.policy.policy_id)
+        )
+        if latest.policy.version != state.policy.version:
+            saved_policy = trainer_pb2.Policy.FromString(files[POLICY_FILE])
+            fork = await self.services.trainer.CreatePolicy(
+                trainer_pb2.CreatePolicyRequest(
+                    request_id=request_key(self.job_id, "fork", response.checkpoint.checkpoint_id, attempt),
+                    display_name=f"{saved_policy.display_name} (attempt {attempt})",
+                    heads=saved_policy.heads,
+                    initial_parameters=saved_policy.parameters,
+                )
+            )
+            log.info(
+                "job %s: resuming on %s, a fork of %s v%d (checkpoint %s)",
+                self.job_id,
+                fork.policy.policy_id,
+                state.policy.policy_id,
+                state.policy.version,
+                response.checkpoint.checkpoint_id,
+            )
+            state.policy = trajectory_pb2.PolicyRef(
+                policy_id=fork.policy.policy_id, version=fork.policy.version
+            )
+        return state, response.checkpoint
+
+
+def apply_scores(
+    groups: Sequence[Sequence[trajectory_pb2.Trajectory]], scored: reward_pb2.ScoreGroupsResponse
+) -> list[trajectory_pb2.Trajectory]:
+    """Writes rewards and advantages onto the trajectories; returns those an update should use."""
+    by_id = {t.trajectory_id: t for group in groups for t in group}
+    used = []
+    for group in scored.groups:
+        for score in group.trajectories:
+            trajectory = by_id.get(score.trajectory_id)
+            if trajectory is None:
+                continue
+            trajectory.reward = score.reward
+            del trajectory.reward_components[:]
+            trajectory.reward_components.extend(score.components)
+            trajectory.advantage = score.advantage
+            if len(score.decision_advantages) == len(trajectory.decisions):
+                for decision, advantage in zip(trajectory.decisions, score.decision_advantages, strict=True):
+                    decision.advantage = advantage
+            if not group.dropped and not score.dropped and not score.HasField("error"):
+                used.append(trajectory)
+    return used
+
+
+class TrainingRunner:
+    """The job manager's runner: a `TrainingLoop` per job attempt, reporting progress on the handle."""
+
+    def __init__(self, context: ServiceContext) -> None:
+        self._context = context
+        self._prices = PriceTable.load(context.settings.price_table_file)
+
+    def _loop(self, job: jobs_pb2.Job) -> TrainingLoop:
+        # Channels are read per job: the suite sets them once every server of the process is bound.
+        services = TrainingServices.from_channels(self._context.channels)
+        return TrainingLoop(services, job.job_id, job.spec, prices=self._prices, attempt=job.progress.attempt)
+
+    async def run(self, handle: JobHandle) -> RunResult:
+        job = handle.job
+        current_identity.set(Identity(tenant_id=job.tenant_id, key_id="jobs", is_admin=True))
+        loop = self._loop(job)
+        attempt = job.progress.attempt
+        restored = await loop.restore(attempt)
+        if restored is None:
+            policy = await loop.start_policy()
+            state = TrainingState(policy=policy, baseline=policy)
+            await self._set_job_limit(loop)
+        else:
+            state, checkpoint = restored
+            await handle.update_progress(
+                lambda p: p.MergeFrom(jobs_pb2.JobProgress(latest_checkpoint_id=checkpoint.checkpoint_id))
+            )
+        total = loop.spec.iterations
+        started = time.monotonic()
+        first_iteration = state.iteration
+        while state.iteration < total:
+            if handle.cancelled.is_set():
+                return RunResult(JobOutcome.CANCELLED)
+            if handle.pause_requested:
+                await self._checkpoint(loop, state, handle)
+                return RunResult(JobOutcome.PAUSED, jobs_pb2.PAUSE_REASON_REQUESTED)
+            try:
+                report = await _unless_cancelled(loop.run_iteration(state), handle.cancelled)
+            except BudgetExhausted as exc:
+                log.info("job %s paused: %s", job.job_id, exc)
+                await self._checkpoint(loop, state, handle)
+                return RunResult(JobOutcome.PAUSED, jobs_pb2.PAUSE_REASON_BUDGET_EXHAUSTED)
+            if report is None:
+                return RunResult(JobOutcome.CANCELLED)
+            elapsed = time.monotonic() - started
+            done_here = state.iteration - first_iteration
+            remaining = (total - state.iteration) * elapsed / max(1, done_here)
+            await handle.update_progress(_progress_update(state, report, total, remaining))
+            if state.iteration % loop.checkpoint_interval == 0 or state.iteration == total:
+                await self._checkpoint(loop, state, handle)
+            if state.iteration % loop.evaluation_interval == 0 or state.iteration == total:
+                evaluated = await _unless_cancelled(
+                    loop.evaluate(state.baseline, state.policy, label=f"-i{state.iteration}"),
+                    handle.cancelled,
+                )
+                if evaluated is None:
+                    return RunResult(JobOutcome.CANCELLED)
+                evaluated.iteration = state.iteration
+                evaluated.checkpoint_id = handle.job.progress.latest_checkpoint_id
+                evaluated.create_time.GetCurrentTime()
+                await handle.update_progress(lambda p, e=evaluated: p.evaluations.append(e))
+        return RunResult(JobOutcome.SUCCEEDED)
+
+    async def evaluate(self, job: jobs_pb2.Job, request: jobs_pb2.EvaluateJobRequest) -> jobs_pb2.Evaluation:
+        """`EvaluateJob`: the named (or latest) checkpoint against the job's starting policy."""
+        current_identity.set(Identity(tenant_id=job.tenant_id, key_id="jobs", is_admin=True))
+        loop = self._loop(job)
+        services = loop.services
+        if request.checkpoint_id:
+            response = await services.checkpoint.GetCheckpoint(
+                checkpoint_pb2.GetCheckpointRequest(checkpoint_id=request.checkpoint_id, include_files=True)
+            )
+            checkpoint, files = response.checkpoint, response.files
+            if checkpoint.job_id != job.job_id:
+                raise InvalidArgument("checkpoint_id", f"{request.checkpoint_id} belongs to another job")
+        else:
+            try:
+                response = await services.checkpoint.GetLatestCheckpoint(
+                    checkpoint_pb2.GetLatestCheckpointRequest(job_id=job.job_id, include_files=True)
+                )
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() == grpc.StatusCode.NOT_FOUND:
+                    raise FailedPrecondition(f"job {job.job_id} has no checkpoint to evaluate yet") from exc
+                raise
+            checkpoint, files = response.checkpoint, response.files
+        saved = json.loads({f.name: f.content for f in files}[STATE_FILE])
+        baseline = trajectory_pb2.PolicyRef(**saved["baseline"])
+        candidate = trajectory_pb2.PolicyRef(
+            policy_id=checkpoint.policy_id, version=checkpoint.policy_version
+        )
+        result = await loop.evaluate(
+            baseline,
+            candidate,
+            queries=list(request.queries) or None,
+            seed=request.seed or None,
+            label=f"-{checkpoint.checkpoint_id}",
+        )
+        result.checkpoint_id = checkpoint.checkpoint_id
+        result.iteration = checkpoint.iteration
+        result.create_time.GetCurrentTime()
+        return result
+
+    async def _checkpoint(self, loop: TrainingLoop, state: TrainingState, handle: JobHandle) -> None:
+        checkpoint = await loop.save_checkpoint(state)
+        await handle.update_progress(lambda p: setattr(p, "latest_checkpoint_id", checkpoint.checkpoint_id))
+
+    async def _set_job_limit(self, loop: TrainingLoop) -> None:
+        limit = loop.spec.budget.limit_micro_usd
+        if not limit or loop.services.budget is None:
+            return
+        await loop.services.budget.SetLimit(
+            budget_pb2.SetLimitRequest(
+                request_id=request_key(loop.job_id, "limit", limit),
+                scope=budget_pb2.LIMIT_SCOPE_JOB,
+                job_id=loop.job_id,
+                limit_micro_usd=limit,
+            )
+        )
+
+
+def _progress_update(state: TrainingState, report: IterationReport, total: int, remaining_seconds: float):
+    def mutate(progress: jobs_pb2.JobProgress) -> None:
+        progress.iteration = state.iteration
+        progress.iterations_total = total
+        progress.rollouts_completed = state.rollouts_completed
+        progress.latest_update.CopyFrom(report.update)
+        progress.success_rate = report.success_rate
+        progress.reward_mean = report.reward_mean
+        progress.policy.CopyFrom(state.policy)
+        progress.cost_micro_usd = state.cost_micro_usd
+        progress.eta.FromNanoseconds(int(max(0.0, remaining_seconds) * 1e9))
+
+    return mutate
+
+
+async def _unless_cancelled(work, cancelled: asyncio.Event):
+    """Awaits `work`, or cancels it (reaching in-flight rollouts) and returns None once `cancelled` is set."""
+    task = asyncio.ensure_future(work)
+    waiter = asyncio.ensure_future(cancelled.wait())
+    try:
+        done, _ = await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        if task in done:
+            return task.result()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return None
+    finally:
+        waiter.cancel()
+        if not task.done():
+            task.cancel()
