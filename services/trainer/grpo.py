@@ -1,0 +1,462 @@
+"""Exact GRPO for decision-head policies (DESIGN.md §2), vectorized over decisions.
+
+Each head is `pi(a|x) = softmax(W . phi(x, a) / temperature)` over the options a decision offered
+(`DecisionBatch.option_mask`), so log-probabilities and their gradients are exact and analytic.
+Per decision d with advantage A and ratio `rho = exp(logpi_new(chosen) - old_log_prob)`:
+
+    loss_d = -min(rho * A, clip(rho, 1 - eps_low, 1 + eps_high) * A)     clipped surrogate
+           + kl_beta * (exp(r) - r - 1),  r = logpi_ref(chosen) - logpi_new(chosen)   k3 KL
+           - entropy_coefficient * H(pi)                                  entropy bonus
+
+and the loss is the mean over every decision of every head. The gradient of each term with respect
+to a decision's logits z is a few array operations (below); the chain rule through
+`z_o = W[indices[o]] . values[o] / temperature` is one `np.bincount` scatter per head. The update is
+full-batch: each of `inner_epochs` passes recomputes logpi_new, clips the global gradient norm and
+takes one Adam step; `old_log_prob` stays fixed. Nothing here is random, so the same inputs give the
+same result; callers run `grpo_update` in a thread because it is CPU work.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass, fields, replace
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from cohort.api.trainer.v1 import trainer_pb2
+from cohort.errors import InvalidArgument
+
+if TYPE_CHECKING:
+    from cohort.policy import DecisionBatch
+
+MAX_INNER_EPOCHS = 100
+
+
+@dataclass(frozen=True)
+class GrpoSettings:
+    """GRPO hyper-parameters; construction validates them (errors name `config.<field>`)."""
+
+    learning_rate: float = 0.05
+    clip_epsilon_low: float = 0.2
+    clip_epsilon_high: float = 0.28
+    kl_beta: float = 0.0
+    entropy_coefficient: float = 0.0
+    inner_epochs: int = 4
+    max_grad_norm: float = 1.0
+    positive_advantage_only: bool = False
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_epsilon: float = 1e-8
+    seed: int = 0
+    # Used by the trainer service to reject trajectories from old versions, not by the math here.
+    max_policy_staleness: int = 1
+
+    def __post_init__(self) -> None:
+        def check(name: str, ok: bool, requirement: str) -> None:
+            if not ok:
+                raise InvalidArgument(f"config.{name}", f"must be {requirement}, got {getattr(self, name)!r}")
+
+        def finite(value: float) -> bool:
+            return isinstance(value, numbers.Real) and math.isfinite(value)
+
+        check("learning_rate", finite(self.learning_rate) and self.learning_rate > 0, "a finite number > 0")
+        for name in ("clip_epsilon_low", "clip_epsilon_high"):
+            value = getattr(self, name)
+            check(name, finite(value) and 0 < value < 1, "strictly between 0 and 1")
+        for name in ("kl_beta", "entropy_coefficient"):
+            value = getattr(self, name)
+            check(name, finite(value) and value >= 0, "a finite number >= 0")
+        check(
+            "inner_epochs",
+            isinstance(self.inner_epochs, numbers.Integral) and 1 <= self.inner_epochs <= MAX_INNER_EPOCHS,
+            f"an integer from 1 to {MAX_INNER_EPOCHS}",
+        )
+        check("max_grad_norm", finite(self.max_grad_norm) and self.max_grad_norm > 0, "a finite number > 0")
+        for name in ("adam_beta1", "adam_beta2"):
+            value = getattr(self, name)
+            check(name, finite(value) and 0 <= value < 1, "in [0, 1)")
+        check("adam_epsilon", finite(self.adam_epsilon) and self.adam_epsilon > 0, "a finite number > 0")
+        check(
+            "max_policy_staleness",
+            isinstance(self.max_policy_staleness, numbers.Integral) and self.max_policy_staleness >= 0,
+            "an integer >= 0",
+        )
+
+    @classmethod
+    def from_proto(cls, config: trainer_pb2.GrpoConfig) -> GrpoSettings:
+        """Settings from a request's `GrpoConfig`: zero (unset) fields take the defaults."""
+        defaults = {f.name: f.default for f in fields(cls)}
+        values = {}
+        for name in (
+            "learning_rate",
+            "clip_epsilon_low",
+            "clip_epsilon_high",
+            "kl_beta",
+            "entropy_coefficient",
+            "inner_epochs",
+            "max_grad_norm",
+            "max_policy_staleness",
+            "adam_beta1",
+            "adam_beta2",
+            "seed",
+        ):
+            value = getattr(config, name)
+            values[name] = value if value != 0 else defaults[name]  # NaN != 0, so NaN is validated
+        values["positive_advantage_only"] = bool(config.positive_advantage_only)
+        return cls(**values)
+
+
+@dataclass
+class AdamState:
+    """Adam moments per head and the number of steps taken (bias correction uses `step`)."""
+
+    step: int
+    first_moments: dict[str, np.ndarray]
+    second_moments: dict[str, np.ndarray]
+
+    @classmethod
+    def zeros(cls, weights: dict[str, np.ndarray]) -> AdamState:
+        return cls(
+            step=0,
+            first_moments={head: np.zeros_like(w, dtype=np.float64) for head, w in weights.items()},
+            second_moments={head: np.zeros_like(w, dtype=np.float64) for head, w in weights.items()},
+        )
+
+    @classmethod
+    def from_proto(cls, state: trainer_pb2.OptimizerState, weights: dict[str, np.ndarray]) -> AdamState:
+        """The state in `state`, checked against the policy's `weights`; heads it omits start at zero."""
+        if state.step < 0:
+            raise InvalidArgument("optimizer_state.step", f"must be >= 0, got {state.step}")
+        result = cls.zeros(weights)
+        result.step = int(state.step)
+        for kind, entries, target in (
+            ("first_moments", state.first_moments, result.first_moments),
+            ("second_moments", state.second_moments, result.second_moments),
+        ):
+            seen: set[str] = set()
+            for i, entry in enumerate(entries):
+                where = f"optimizer_state.{kind}[{i}]"
+                if entry.head not in weights:
+                    raise InvalidArgument(f"{where}.head", f"the policy has no head {entry.head!r}")
+                if entry.head in seen:
+                    raise InvalidArgument(f"{where}.head", f"head {entry.head!r} appears twice")
+                seen.add(entry.head)
+                values = np.asarray(entry.weights, dtype=np.float64)
+                expected = weights[entry.head].shape[0]
+                if values.shape[0] != expected:
+                    raise InvalidArgument(
+                        f"{where}.weights",
+                        f"head {entry.head!r} has {expected} weights, the moments have {values.shape[0]}",
+                    )
+                if not np.all(np.isfinite(values)) or (kind == "second_moments" and np.any(values < 0)):
+                    raise InvalidArgument(f"{where}.weights", "must be finite (and >= 0 for second moments)")
+                target[entry.head] = values
+        return result
+
+    def to_proto(self) -> trainer_pb2.OptimizerState:
+        return trainer_pb2.OptimizerState(
+            step=self.step,
+            first_moments=[
+                trainer_pb2.HeadParameters(head=head, weights=m.tolist())
+                for head, m in sorted(self.first_moments.items())
+            ],
+            second_moments=[
+                trainer_pb2.HeadParameters(head=head, weights=v.tolist())
+                for head, v in sorted(self.second_moments.items())
+            ],
+        )
+
+
+@dataclass(frozen=True)
+class HeadBatch:
+    """One head's decisions for an update: the encoded batch, the log-probability each chosen option
+    had when it was sampled, its advantage, and the reference policy's weights for the KL term."""
+
+    batch: DecisionBatch
+    old_log_prob: np.ndarray
+    advantage: np.ndarray
+    reference_weights: np.ndarray | None = None
+
+
+@dataclass
+class UpdateResult:
+    """New weights and optimizer state, with the metrics of the last inner epoch."""
+
+    weights: dict[str, np.ndarray]
+    optimizer: AdamState
+    loss: float
+    kl: float
+    entropy: float
+    clip_fraction: float
+    grad_norm: float
+    grad_norm_clipped: float
+    decisions: int
+
+
+@dataclass
+class LossTerms:
+    """The pooled loss of one pass and its gradient per head (before norm clipping)."""
+
+    loss: float
+    gradients: dict[str, np.ndarray]
+    kl: float
+    entropy: float
+    clip_fraction: float
+    decisions: int
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """A head's arrays after the positive-advantage filter, flattened once for all epochs."""
+
+    flat_indices: np.ndarray  # intp[D*O*K]
+    values: np.ndarray  # float64[D, O, K]
+    temperature: float
+    option_mask: np.ndarray  # bool[D, O]
+    chosen: np.ndarray  # int64[D]
+    old_log_prob: np.ndarray
+    advantage: np.ndarray
+    reference_log_prob: np.ndarray | None  # logpi_ref(chosen), fixed during the update
+    buckets: int
+    # One [D, O, K] work array reused by every pass (gathered weights, then gradient contributions):
+    # a fresh array of that size per pass costs more in page faults than the arithmetic on it.
+    scratch: np.ndarray
+
+
+def _log_softmax(logits: np.ndarray, option_mask: np.ndarray) -> np.ndarray:
+    """Row-wise log-softmax over the options in `option_mask`; -inf elsewhere."""
+    masked = np.where(option_mask, logits, -np.inf)
+    top = masked.max(axis=1, keepdims=True)
+    shifted = masked - top
+    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+
+
+def _logits(weights: np.ndarray, p: _Prepared) -> np.ndarray:
+    # mode="clip" skips take's internal copy; the indices were checked to be in range.
+    np.take(weights, p.flat_indices, out=p.scratch.reshape(-1), mode="clip")
+    return np.einsum("dok,dok->do", p.scratch, p.values) / p.temperature
+
+
+def _scatter_gradient(logit_gradient: np.ndarray, p: _Prepared) -> np.ndarray:
+    """Chain rule through the logits: sum of dL/dz_do * values_dok / temperature per bucket."""
+    np.multiply(logit_gradient[:, :, None], p.values, out=p.scratch)
+    return np.bincount(p.flat_indices, weights=p.scratch.reshape(-1), minlength=p.buckets) / p.temperature
+
+
+def _prepare(head: str, weights: np.ndarray, head_batch: HeadBatch, settings: GrpoSettings) -> _Prepared:
+    batch = head_batch.batch
+    where = f"batches[{head!r}]"
+    indices = np.asarray(batch.indices)
+    values = np.asarray(batch.values, dtype=np.float64)
+    option_mask = np.asarray(batch.option_mask, dtype=bool)
+    chosen = np.asarray(batch.chosen, dtype=np.int64)
+    old_log_prob = np.asarray(head_batch.old_log_prob, dtype=np.float64)
+    advantage = np.asarray(head_batch.advantage, dtype=np.float64)
+    if indices.ndim != 3 or values.shape != indices.shape:
+        raise InvalidArgument(f"{where}.batch", "indices and values must share a [D, O, K] shape")
+    decisions, options, _ = indices.shape
+    if option_mask.shape != (decisions, options) or chosen.shape != (decisions,):
+        raise InvalidArgument(f"{where}.batch", "option_mask must be [D, O] and chosen [D]")
+    if old_log_prob.shape != (decisions,) or advantage.shape != (decisions,):
+        raise InvalidArgument(where, "old_log_prob and advantage must have one entry per decision")
+    temperature = float(batch.temperature)
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise InvalidArgument(f"{where}.batch.temperature", f"must be > 0, got {temperature}")
+    buckets = weights.shape[0]
+    if indices.size and (indices.min() < 0 or indices.max() >= buckets):
+        raise InvalidArgument(f"{where}.batch.indices", f"must lie in [0, {buckets})")
+    # A sum is finite when every term is (the exact check runs only if it is not).
+    values_finite = math.isfinite(values.sum()) or bool(np.all(np.isfinite(values)))
+    if not (values_finite and np.all(np.isfinite(advantage))):
+        raise InvalidArgument(where, "feature values and advantages must be finite")
+    if np.any(old_log_prob > 0) or not np.all(np.isfinite(old_log_prob)):
+        raise InvalidArgument(f"{where}.old_log_prob", "must be finite log-probabilities (<= 0)")
+    rows = np.arange(decisions)
+    if np.any((chosen < 0) | (chosen >= options)) or not np.all(option_mask[rows, np.clip(chosen, 0, None)]):
+        raise InvalidArgument(f"{where}.batch.chosen", "must index an option the decision offered")
+
+    if settings.positive_advantage_only:
+        keep = advantage > 0
+        indices, values, option_mask = indices[keep], values[keep], option_mask[keep]
+        chosen, old_log_prob, advantage = chosen[keep], old_log_prob[keep], advantage[keep]
+    prepared = _Prepared(
+        flat_indices=indices.reshape(-1).astype(np.intp, copy=False),
+        values=values,
+        temperature=temperature,
+        option_mask=option_mask,
+        chosen=chosen,
+        old_log_prob=old_log_prob,
+        advantage=advantage,
+        reference_log_prob=None,
+        buckets=buckets,
+        scratch=np.empty(values.shape),
+    )
+    reference = head_batch.reference_weights
+    if reference is not None and settings.kl_beta > 0 and chosen.size:
+        reference = np.asarray(reference, dtype=np.float64)
+        if reference.shape != weights.shape:
+            raise InvalidArgument(f"{where}.reference_weights", f"must have {buckets} weights")
+        log_probs = _log_softmax(_logits(reference, prepared), option_mask)
+        reference_log_prob = log_probs[np.arange(chosen.size), chosen]
+        prepared = replace(prepared, reference_log_prob=reference_log_prob)
+    return prepared
+
+
+def _head_terms(weights: np.ndarray, p: _Prepared, settings: GrpoSettings) -> dict:
+    """Summed (not yet averaged) loss terms of one head and the gradient of their sum w.r.t. W."""
+    rows = np.arange(p.chosen.size)
+    log_probs = _log_softmax(_logits(weights, p), p.option_mask)
+    probabilities = np.exp(log_probs)  # exactly 0 on masked options
+    new_log_prob = log_probs[rows, p.chosen]
+    ratio = np.exp(new_log_prob - p.old_log_prob)
+    advantage = p.advantage
+    clipped_ratio = np.clip(ratio, 1 - settings.clip_epsilon_low, 1 + settings.clip_epsilon_high)
+    surrogate = -np.minimum(ratio * advantage, clipped_ratio * advantage)
+    # The clipped branch is the minimum (and carries no gradient) only outside the trust region in
+    # the direction the advantage pushes: above 1+eps_high for A > 0, below 1-eps_low for A < 0.
+    clipped = ((advantage > 0) & (ratio > 1 + settings.clip_epsilon_high)) | (
+        (advantage < 0) & (ratio < 1 - settings.clip_epsilon_low)
+    )
+    # d loss_d / d logpi_new(chosen) for the terms that depend only on the chosen option.
+    chosen_weight = np.where(clipped, 0.0, -ratio * advantage)
+
+    loss = surrogate.sum()
+    kl_sum = 0.0
+    if p.reference_log_prob is not None:
+        log_ratio = p.reference_log_prob - new_log_prob
+        k3 = np.expm1(log_ratio) - log_ratio
+        kl_sum = float(k3.sum())
+        loss += settings.kl_beta * kl_sum
+        chosen_weight = chosen_weight + settings.kl_beta * -np.expm1(log_ratio)
+
+    # d logpi(chosen) / dz = onehot(chosen) - pi.
+    logit_gradient = -chosen_weight[:, None] * probabilities
+    logit_gradient[rows, p.chosen] += chosen_weight
+
+    safe_log = np.where(p.option_mask, log_probs, 0.0)  # masked options: pi = 0, and 0 * log 0 = 0
+    entropy = -(probabilities * safe_log).sum(axis=1)
+    if settings.entropy_coefficient > 0:
+        loss -= settings.entropy_coefficient * entropy.sum()
+        # dH/dz_j = -pi_j (log pi_j + H); the loss carries -c * H.
+        logit_gradient += settings.entropy_coefficient * probabilities * (safe_log + entropy[:, None])
+
+    gradient = _scatter_gradient(logit_gradient, p)
+    return {
+        "loss": float(loss),
+        "gradient": gradient,
+        "kl": kl_sum,
+        "kl_decisions": p.chosen.size if p.reference_log_prob is not None else 0,
+        "entropy": float(entropy.sum()),
+        "clipped": int(clipped.sum()),
+    }
+
+
+def _pooled_terms(
+    weights: dict[str, np.ndarray], prepared: dict[str, _Prepared], settings: GrpoSettings
+) -> LossTerms:
+    decisions = sum(p.chosen.size for p in prepared.values())
+    gradients: dict[str, np.ndarray] = {}
+    loss = kl = entropy = 0.0
+    kl_decisions = clipped = 0
+    for head, p in prepared.items():
+        if p.chosen.size == 0:
+            continue
+        terms = _head_terms(weights[head], p, settings)
+        gradients[head] = terms["gradient"] / decisions
+        loss += terms["loss"]
+        kl += terms["kl"]
+        kl_decisions += terms["kl_decisions"]
+        entropy += terms["entropy"]
+        clipped += terms["clipped"]
+    scale = 1.0 / decisions if decisions else 0.0
+    return LossTerms(
+        loss=loss * scale,
+        gradients=gradients,
+        kl=kl / kl_decisions if kl_decisions else 0.0,
+        entropy=entropy * scale,
+        clip_fraction=clipped * scale,
+        decisions=decisions,
+    )
+
+
+def _prepare_all(
+    weights: dict[str, np.ndarray], batches: dict[str, HeadBatch], settings: GrpoSettings
+) -> dict[str, _Prepared]:
+    prepared = {}
+    for head, head_batch in batches.items():
+        if head not in weights:
+            raise InvalidArgument(f"batches[{head!r}]", f"the policy has no head {head!r}")
+        prepared[head] = _prepare(head, np.asarray(weights[head], dtype=np.float64), head_batch, settings)
+    return prepared
+
+
+def grpo_loss(
+    weights: dict[str, np.ndarray], batches: dict[str, HeadBatch], settings: GrpoSettings
+) -> LossTerms:
+    """The pooled GRPO loss at `weights` and its exact gradient per head (no update is made)."""
+    return _pooled_terms(weights, _prepare_all(weights, batches, settings), settings)
+
+
+def grpo_update(
+    weights: dict[str, np.ndarray],
+    batches: dict[str, HeadBatch],
+    optimizer: AdamState,
+    settings: GrpoSettings,
+) -> UpdateResult:
+    """`settings.inner_epochs` full-batch Adam steps on the GRPO loss; inputs are not modified.
+
+    Heads with no decisions in `batches` (after the positive-advantage filter) keep their weights
+    and moments: like a framework parameter with no gradient, they take no step.
+    """
+    for head in weights:
+        for moments in (optimizer.first_moments, optimizer.second_moments):
+            if head in moments and moments[head].shape != np.shape(weights[head]):
+                raise InvalidArgument("optimizer_state", f"moments of head {head!r} do not match its weights")
+    new_weights = {head: np.array(w, dtype=np.float64) for head, w in weights.items()}
+    first = {head: np.array(m, dtype=np.float64) for head, m in optimizer.first_moments.items()}
+    second = {head: np.array(v, dtype=np.float64) for head, v in optimizer.second_moments.items()}
+    step = optimizer.step
+    prepared = _prepare_all(new_weights, batches, settings)
+
+    terms = LossTerms(0.0, {}, 0.0, 0.0, 0.0, 0)
+    grad_norm = clipped_norm = 0.0
+    beta1, beta2 = settings.adam_beta1, settings.adam_beta2
+    for _ in range(settings.inner_epochs):
+        terms = _pooled_terms(new_weights, prepared, settings)
+        if terms.decisions == 0:
+            break
+        grad_norm = math.sqrt(sum(float(g @ g) for g in terms.gradients.values()))
+        scale = settings.max_grad_norm / grad_norm if grad_norm > settings.max_grad_norm else 1.0
+        clipped_norm = grad_norm * scale
+        step += 1
+        first_correction = 1 - beta1**step
+        second_correction = 1 - beta2**step
+        for head, gradient in terms.gradients.items():
+            gradient = gradient * scale
+            m = first.setdefault(head, np.zeros_like(gradient))
+            v = second.setdefault(head, np.zeros_like(gradient))
+            m *= beta1
+            m += (1 - beta1) * gradient
+            v *= beta2
+            v += (1 - beta2) * gradient * gradient
+            new_weights[head] -= (
+                settings.learning_rate
+                * (m / first_correction)
+                / (np.sqrt(v / second_correction) + settings.adam_epsilon)
+            )
+    for head, w in new_weights.items():  # heads the state did not cover yet
+        first.setdefault(head, np.zeros_like(w))
+        second.setdefault(head, np.zeros_like(w))
+    return UpdateResult(
+        weights=new_weights,
+        optimizer=AdamState(step=step, first_moments=first, second_moments=second),
+        loss=terms.loss,
+        kl=terms.kl,
+        entropy=terms.entropy,
+        clip_fraction=terms.clip_fraction,
+        grad_norm=grad_norm,
+        grad_norm_clipped=clipped_norm,
+        decisions=terms.decisions,
+    )
