@@ -170,8 +170,6 @@ def _check_weight(value: float, name: str) -> None:
 
 def resolve_terms(registry: RewardFunctionRegistry, tenant_id: str, spec: RewardSpec) -> list[_Term]:
     """The request's weighted terms with zero-weight ones left out; `InvalidArgument`/`NotFound` when bad."""
-    if spec.is_empty():
-        spec = DEFAULT_REWARD
     for name in ("outcome_weight", "tool_usage_weight", "verification_weight", "length_penalty_weight"):
         _check_weight(getattr(spec, name), f"reward.{name}")
     if spec.step_budget < 0:
@@ -182,6 +180,8 @@ def resolve_terms(registry: RewardFunctionRegistry, tenant_id: str, spec: Reward
         raise InvalidArgument(
             "reward.length_penalty_weight", "is set but neither reward.step_budget nor reward.token_budget is"
         )
+    if spec.is_empty():
+        spec = DEFAULT_REWARD
     terms = []
     for name, weight, params in (
         ("outcome", spec.outcome_weight, {}),

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
+import time
 
 import numpy as np
 import pytest
@@ -10,7 +12,7 @@ import pytest
 from cohort.api.trajectory.v1 import trajectory_pb2 as tpb
 from cohort.errors import InvalidArgument, NotFound
 from cohort.services.reward import scoring
-from cohort.services.reward.functions import RewardFunctionRegistry
+from cohort.services.reward.functions import FunctionKind, RewardFunction, RewardFunctionRegistry
 from cohort.services.reward.service import (
     AdvantageSpec,
     CreditAssignment,
@@ -64,8 +66,6 @@ def make(
 
 
 def run(groups, **kwargs):
-    import asyncio
-
     scorer = RewardScorer(RewardFunctionRegistry())
     return asyncio.run(scorer.score_groups("tenant", groups, **kwargs))
 
@@ -356,3 +356,28 @@ def test_builtin_named_as_custom_function_takes_params():
     no = make("b", steps=[[("verify", True)], [("answer", True)]])
     result = run([GroupInput("g", [yes, no])], reward=spec)
     assert [t.reward for t in result.groups[0].trajectories] == [1.0, 0.0]
+
+
+def slow_on_b(trajectory: tpb.Trajectory) -> float:
+    """A sync custom function that hangs on the trajectory named `b`."""
+    if trajectory.trajectory_id == "b":
+        time.sleep(1.0)
+    return 1.0 if trajectory.success else 0.0
+
+
+def test_a_custom_function_that_times_out_fails_only_its_trajectory():
+    registry = RewardFunctionRegistry(call_timeout_seconds=0.1)
+    registry.register(
+        "tenant",
+        RewardFunction("slow", FunctionKind.PYTHON, entry_point="test_reward_scoring:slow_on_b"),
+        is_admin=True,
+    )
+    spec = RewardSpec(outcome_weight=0.0, custom_functions=(WeightedFunction("slow", 1.0),))
+    group = GroupInput("g", [make("a", success=True), make("b"), make("c", success=False)])
+    result = asyncio.run(RewardScorer(registry).score_groups("tenant", [group], reward=spec))
+    a, b, c = result.groups[0].trajectories
+    assert b.error is not None and b.error.reason == "REWARD_FUNCTION_TIMEOUT"
+    assert (a.reward, c.reward) == (1.0, 0.0)
+    assert result.groups[0].size == 2
+    with pytest.raises(NotFound):
+        asyncio.run(RewardScorer(registry).score_groups("other-tenant", [group], reward=spec))
