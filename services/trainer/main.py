@@ -5,6 +5,7 @@ from __future__ import annotations
 from cohort.api.trainer.v1 import trainer_pb2_grpc
 from cohort.rpc.server import ServiceRegistration
 from cohort.services.context import ServiceContext
+from cohort.services.trainer.service import TrainerService
 from cohort.services.trainer.servicer import TrainerServiceServicer
 
 
@@ -12,7 +13,7 @@ def registrations(context: ServiceContext) -> list[ServiceRegistration]:
     return [
         ServiceRegistration(
             service_name="cohort.api.trainer.v1.TrainerService",
-            servicer=TrainerServiceServicer(),
+            servicer=TrainerServiceServicer(TrainerService(context.database)),
             add_to_server=trainer_pb2_grpc.add_TrainerServiceServicer_to_server,
         )
     ]

@@ -3,10 +3,32 @@
 from __future__ import annotations
 
 from cohort.api.trainer.v1 import trainer_pb2, trainer_pb2_grpc
-from cohort.rpc.pending import pending_servicer
+from cohort.policy import decision_request_from_proto
+from cohort.services.trainer.service import TrainerService
 
-TrainerServiceServicer = pending_servicer(
-    trainer_pb2_grpc.TrainerServiceServicer,
-    trainer_pb2.DESCRIPTOR.services_by_name["TrainerService"],
-    "the rollouts and learning issues (#4, #5)",
-)
+
+class TrainerServiceServicer(trainer_pb2_grpc.TrainerServiceServicer):
+    def __init__(self, service: TrainerService) -> None:
+        self._service = service
+
+    async def CreatePolicy(self, request, context):
+        return await self._service.create_policy(request)
+
+    async def GetPolicy(self, request, context):
+        policy = await self._service.get_policy(
+            request.policy_id, request.version, request.include_parameters
+        )
+        return trainer_pb2.GetPolicyResponse(policy=policy)
+
+    async def ListPolicies(self, request, context):
+        policies, next_token = await self._service.list_policies(request.page_size, request.page_token)
+        return trainer_pb2.ListPoliciesResponse(policies=policies, next_page_token=next_token)
+
+    async def Decide(self, request, context):
+        decision = await self._service.decide(
+            request.policy_id, request.version, decision_request_from_proto(request)
+        )
+        return trainer_pb2.DecideResponse(decision=decision)
+
+    async def UpdatePolicy(self, request, context):
+        return await self._service.update_policy(request)

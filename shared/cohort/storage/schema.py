@@ -199,6 +199,42 @@ class IdempotencyRecord(Base):
 
 
 # --- Policies (migration 0004) --------------------------------------------------------------------
+#
+# A policy row (identity, heads, the latest version) and one immutable row per version. Weights are
+# raw float64 little-endian bytes, the heads' vectors one after another in the policy's head order
+# (8 bytes a weight, decoded with one `np.frombuffer`); the Adam state after the update that made a
+# version is an `OptimizerState` protobuf (packed doubles), so the next update continues from it.
+
+
+class PolicyRow(Base):
+    """A policy: its heads (a `Policy` protobuf holding only `heads`) and its latest version."""
+
+    __tablename__ = "policies"
+    __table_args__ = (Index("ix_policies_tenant_create", "tenant_id", "create_time", "policy_id"),)
+
+    tenant_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    policy_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    display_name: Mapped[str] = mapped_column(String(200))
+    heads: Mapped[bytes] = mapped_column(LargeBinary())
+    latest_version: Mapped[int] = mapped_column(BigInteger())
+    create_time: Mapped[datetime] = mapped_column(UtcDateTime())
+    update_time: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class PolicyVersionRow(Base):
+    """One immutable version of a policy: weights, their sha256, and the optimizer state that made it."""
+
+    __tablename__ = "policy_versions"
+
+    tenant_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    policy_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger(), primary_key=True)
+    parent_version: Mapped[int] = mapped_column(BigInteger())
+    parameters: Mapped[bytes] = mapped_column(LargeBinary())
+    parameters_sha256: Mapped[str] = mapped_column(String(64))
+    optimizer_state: Mapped[bytes | None] = mapped_column(LargeBinary(), nullable=True)
+    """`cohort.api.trainer.v1.OptimizerState`, protobuf binary; NULL for version 1 (fresh Adam)."""
+    create_time: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
 # --- Checkpoints (migration 0005) -----------------------------------------------------------------
