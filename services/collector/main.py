@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from cohort.api.collector.v1 import collector_pb2_grpc
 from cohort.rpc.server import ServiceRegistration
+from cohort.services.collector.collection import Collector
 from cohort.services.collector.servicer import CollectorServiceServicer
 from cohort.services.collector.store import TrajectoryStore
 from cohort.services.context import ServiceContext
@@ -11,11 +12,13 @@ from cohort.trajectories.usage import PriceTable
 
 
 def registrations(context: ServiceContext) -> list[ServiceRegistration]:
-    store = TrajectoryStore(context.database, prices=PriceTable.load(context.settings.price_table_file))
+    prices = PriceTable.load(context.settings.price_table_file)
+    store = TrajectoryStore(context.database, prices=prices)
+    collector = Collector(context, store, prices=prices)
     return [
         ServiceRegistration(
             service_name="cohort.api.collector.v1.CollectorService",
-            servicer=CollectorServiceServicer(store),
+            servicer=CollectorServiceServicer(store, collector),
             add_to_server=collector_pb2_grpc.add_CollectorServiceServicer_to_server,
         )
     ]

@@ -1,6 +1,7 @@
 """gRPC servicer of `cohort.api.collector.v1.CollectorService`: proto <-> domain conversion only.
 
-The trajectory-store RPCs call `TrajectoryStore`; `CollectGroup` arrives with the rollouts issue.
+The trajectory-store RPCs call `TrajectoryStore`; `CollectGroup` calls `Collector.collect_group`
+(`collection.py`) with the caller's bearer token, which remote agents get to call `Decide`.
 `IngestTrajectories` reads the client stream into batches (`INGEST_BATCH_ITEMS` items,
 `INGEST_BATCH_BYTES` bytes or `INGEST_BATCH_SECONDS` after the batch's first item, whichever comes
 first) and stores each batch as it fills, while the next one is being read, so memory stays bounded
@@ -16,13 +17,15 @@ from collections import deque
 from collections.abc import AsyncIterator
 from datetime import UTC as _UTC
 
+import grpc.aio
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from cohort.api.collector.v1 import collector_pb2, collector_pb2_grpc
 from cohort.api.trajectory.v1 import trajectory_pb2
 from cohort.context import require_identity
 from cohort.errors import NotImplementedYet
-from cohort.rpc.interceptors import status_of
+from cohort.rpc.interceptors import AUTHORIZATION_KEY, metadata_value, status_of
+from cohort.services.collector.collection import Collector
 from cohort.services.collector.export import render_records, renderer_for
 from cohort.services.collector.store import (
     IngestResult,
@@ -60,20 +63,27 @@ def filter_from_proto(message: collector_pb2.TrajectoryFilter) -> TrajectoryFilt
     )
 
 
+def _bearer_token(context: grpc.aio.ServicerContext) -> str:
+    """The caller's API key, handed to remote agents for `Decide` ("" when the call carried none)."""
+    scheme, _, token = (metadata_value(context, AUTHORIZATION_KEY) or "").strip().partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
 def _view(value: int) -> View:
     return View.FULL if value == collector_pb2.TRAJECTORY_VIEW_FULL else View.BASIC
 
 
 class CollectorServiceServicer(collector_pb2_grpc.CollectorServiceServicer):
-    def __init__(self, store: TrajectoryStore) -> None:
+    def __init__(self, store: TrajectoryStore, collector: Collector | None = None) -> None:
         self._store = store
+        self._collector = collector
 
     async def CollectGroup(self, request, context):
-        raise NotImplementedYet(
-            "cohort.api.collector.v1.CollectorService.CollectGroup is not implemented yet; "
-            "it arrives with the rollouts issue (#4)"
-        )
-        yield  # an async generator, as grpc.aio expects of a server-streaming handler
+        if self._collector is None:
+            raise NotImplementedYet("CollectGroup is not served by this collector")
+        responses = self._collector.collect_group(request, caller_api_key=_bearer_token(context))
+        async for response in responses:
+            yield response
 
     async def IngestTrajectories(self, request_iterator, context):
         tenant_id = require_identity().tenant_id

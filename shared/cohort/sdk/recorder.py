@@ -46,6 +46,7 @@ from typing import Any, Literal
 
 from cohort.errors import InvalidArgument
 from cohort.sdk.journal import (
+    COHORT_KEY,
     INTERACTION_REF,
     JOURNAL_FORMAT,
     JournalWriter,
@@ -54,15 +55,17 @@ from cohort.sdk.journal import (
     finish,
     iso,
     journal_path_for,
+    load_recorded,
     outcome_name,
     termination_name,
     utc_now,
 )
 from cohort.sdk.sinks import CollectorSink, FileSink
+from cohort.trajectories.usage import PriceTable, fill_usage_and_cost
 
 log = logging.getLogger(__name__)
 
-SinkKind = Literal["file", "collector", "both"]
+SinkKind = Literal["file", "collector", "both", "memory"]
 DEFAULT_DIRECTORY = Path("trajectories")
 
 
@@ -317,7 +320,10 @@ class TrajectoryRecorder:
     `sink`: `"file"` writes the Trae file at `trajectory_path`; `"collector"` sends the finished
     trajectory with `collector` (a `CollectorSink`) and deletes the local file once the collector
     stored it (it stays when sending fails); `"both"` keeps the file and sends. The journal is
-    written in every mode. `fsync="event"` fsyncs the journal after every event (durable against
+    written in these three modes. `"memory"` writes nothing: no journal, no file, nothing sent;
+    `finalize_recording` only builds `.trajectory` (for a caller that stores it itself, like the
+    collector recording its in-process rollouts, where a journal per rollout would cost more than
+    the rollout). `fsync="event"` fsyncs the journal after every event (durable against
     power loss, measured far slower); the default `"finalize"` fsyncs once at the end.
     """
 
@@ -339,15 +345,18 @@ class TrajectoryRecorder:
         query_id: str = "",
         fsync: Literal["finalize", "event"] = "finalize",
     ) -> None:
-        if sink not in ("file", "collector", "both"):
-            raise InvalidArgument("sink", f"must be 'file', 'collector' or 'both', not {sink!r}")
-        if sink != "file" and collector is None:
+        if sink not in ("file", "collector", "both", "memory"):
+            raise InvalidArgument("sink", f"must be 'file', 'collector', 'both' or 'memory', not {sink!r}")
+        if sink in ("collector", "both") and collector is None:
             raise InvalidArgument("collector", f"sink={sink!r} needs a CollectorSink")
         if fsync not in ("finalize", "event"):
             raise InvalidArgument("fsync", f"must be 'finalize' or 'event', not {fsync!r}")
-        self.trajectory_path: Path = (
-            Path(trajectory_path) if trajectory_path is not None else default_trajectory_path()
-        )
+        if trajectory_path is not None:
+            self.trajectory_path: Path = Path(trajectory_path)
+        elif sink == "memory":
+            self.trajectory_path = Path(f"memory-{trajectory_id or 'trajectory'}.json")  # never written
+        else:
+            self.trajectory_path = default_trajectory_path()
         self.journal_path: Path = journal_path_for(self.trajectory_path)
         self.sink: SinkKind = sink
         self.collector = collector
@@ -357,7 +366,7 @@ class TrajectoryRecorder:
         self._file_sink = FileSink()
         self._lock = threading.RLock()
         self._journal: JournalWriter | None = None
-        self._journal_failed = False
+        self._journal_failed = sink == "memory"  # memory mode: never open a journal
         self._state = TrajectoryState()
         self._identity = {
             "trajectory_id": trajectory_id or str(uuid.uuid4()),
@@ -495,6 +504,8 @@ class TrajectoryRecorder:
             }
             self._emit("finalize", moment, data)
             self.finalized = True
+            if self.sink == "memory":
+                return self._finish_in_memory()
             journal = self._journal
             try:
                 if journal is not None:
@@ -524,6 +535,18 @@ class TrajectoryRecorder:
                     trajectory, local_path=self.final_path, delete_local_on_success=self.sink == "collector"
                 )
             return self.final_path
+
+    def _finish_in_memory(self) -> None:
+        """Memory mode: the `Trajectory` message only (no Trae document, no file); None returned."""
+        try:
+            trajectory = load_recorded({**self._state.trae, COHORT_KEY: self._state.cohort})
+            fill_usage_and_cost(trajectory, self.prices if self.prices is not None else _default_prices())
+            self._redact.redactor.redact_trajectory(trajectory)
+        except Exception:
+            log.exception("%s: could not build the final trajectory", self.trajectory_path)
+            return None
+        self.trajectory = trajectory
+        return None
 
     # -- Cohort's additions ---------------------------------------------------------------------
 
@@ -683,6 +706,11 @@ class TrajectoryRecorder:
             journal.close()
             raise
         self._journal = journal
+
+
+@functools.cache
+def _default_prices() -> PriceTable:
+    return PriceTable.load(None)
 
 
 def _same_items(a: list[Any], b: list[Any]) -> bool:
