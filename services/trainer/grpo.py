@@ -32,6 +32,9 @@ if TYPE_CHECKING:
     from cohort.policy import DecisionBatch
 
 MAX_INNER_EPOCHS = 100
+MAX_LOG_RATIO = 20.0
+# Recorded log-probabilities may come from another implementation; allow its rounding above 0.
+LOG_PROB_TOLERANCE = 1e-9
 
 
 @dataclass(frozen=True)
@@ -271,7 +274,7 @@ def _prepare(head: str, weights: np.ndarray, head_batch: HeadBatch, settings: Gr
     values_finite = math.isfinite(values.sum()) or bool(np.all(np.isfinite(values)))
     if not (values_finite and np.all(np.isfinite(advantage))):
         raise InvalidArgument(where, "feature values and advantages must be finite")
-    if np.any(old_log_prob > 0) or not np.all(np.isfinite(old_log_prob)):
+    if np.any(old_log_prob > LOG_PROB_TOLERANCE) or not np.all(np.isfinite(old_log_prob)):
         raise InvalidArgument(f"{where}.old_log_prob", "must be finite log-probabilities (<= 0)")
     rows = np.arange(decisions)
     if np.any((chosen < 0) | (chosen >= options)) or not np.all(option_mask[rows, np.clip(chosen, 0, None)]):
@@ -310,7 +313,11 @@ def _head_terms(weights: np.ndarray, p: _Prepared, settings: GrpoSettings) -> di
     log_probs = _log_softmax(_logits(weights, p), p.option_mask)
     probabilities = np.exp(log_probs)  # exactly 0 on masked options
     new_log_prob = log_probs[rows, p.chosen]
-    ratio = np.exp(new_log_prob - p.old_log_prob)
+    # The log-ratio is capped (as verl does) so that a decision from a far-off policy cannot overflow
+    # the ratio; beyond the cap the ratio is constant, so it carries no gradient there.
+    log_ratio_new_old = new_log_prob - p.old_log_prob
+    within_cap = np.abs(log_ratio_new_old) < MAX_LOG_RATIO
+    ratio = np.exp(np.clip(log_ratio_new_old, -MAX_LOG_RATIO, MAX_LOG_RATIO))
     advantage = p.advantage
     clipped_ratio = np.clip(ratio, 1 - settings.clip_epsilon_low, 1 + settings.clip_epsilon_high)
     surrogate = -np.minimum(ratio * advantage, clipped_ratio * advantage)
@@ -320,7 +327,7 @@ def _head_terms(weights: np.ndarray, p: _Prepared, settings: GrpoSettings) -> di
         (advantage < 0) & (ratio < 1 - settings.clip_epsilon_low)
     )
     # d loss_d / d logpi_new(chosen) for the terms that depend only on the chosen option.
-    chosen_weight = np.where(clipped, 0.0, -ratio * advantage)
+    chosen_weight = np.where(clipped | ~within_cap, 0.0, -ratio * advantage)
 
     loss = surrogate.sum()
     kl_sum = 0.0

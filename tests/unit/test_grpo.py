@@ -11,21 +11,8 @@ import pytest
 
 from cohort.api.trainer.v1 import trainer_pb2
 from cohort.errors import InvalidArgument
+from cohort.policy import DecisionBatch, log_probabilities
 from cohort.services.trainer.grpo import AdamState, GrpoSettings, HeadBatch, grpo_loss, grpo_update
-
-try:
-    from cohort.policy import DecisionBatch
-except ImportError:  # cohort.policy is being written; the same fields, for these tests only
-    from dataclasses import dataclass
-
-    @dataclass(frozen=True)
-    class DecisionBatch:
-        indices: np.ndarray
-        values: np.ndarray
-        option_mask: np.ndarray
-        chosen: np.ndarray
-        temperature: float
-
 
 BUCKETS = 32  # small, so decisions and options share buckets and the scatter-add must sum them
 
@@ -223,6 +210,17 @@ def test_clipped_decisions_carry_no_gradient(ratio, advantage, clipped):
     else:
         assert np.linalg.norm(terms.gradients["h"]) > 1e-3
         assert terms.loss == pytest.approx(-ratio * advantage)
+
+
+@pytest.mark.parametrize("advantage", [1.0, -1.0])
+def test_a_decision_from_a_far_off_policy_stays_finite(advantage):
+    """A ratio of e^500 is capped: the loss stays finite and the decision adds no gradient."""
+    weights, batches = one_decision(1.0, advantage)
+    hb = batches["h"]
+    far = {"h": replace(hb, old_log_prob=hb.old_log_prob - 500)}
+    result = grpo_update(weights, far, AdamState.zeros(weights), GrpoSettings(inner_epochs=2))
+    assert math.isfinite(result.loss) and result.grad_norm == 0.0
+    np.testing.assert_array_equal(result.weights["h"], weights["h"])
 
 
 def test_positive_advantage_only_drops_the_other_decisions():
@@ -547,9 +545,23 @@ def test_bad_batches_are_rejected(case):
 
 
 def test_log_probabilities_agree_with_the_policy_package():
-    policy = pytest.importorskip("cohort.policy")
+    """The reference loops here and `cohort.policy.log_probabilities` (what Decide records) agree."""
     weights, batches = make_problem(seed=13, heads=("tool",))
     b = batches["tool"].batch
     np.testing.assert_allclose(
-        policy.log_probabilities(weights["tool"], b), reference_log_probs(weights["tool"], b), rtol=1e-12
+        log_probabilities(weights["tool"], b), reference_log_probs(weights["tool"], b), rtol=1e-12
     )
+
+
+def test_on_policy_ratios_are_one():
+    """With old log-probs from the policy package at the same weights, every ratio is exactly 1."""
+    weights, batches = make_problem(seed=14)
+    on_policy = {}
+    for head, hb in batches.items():
+        b = hb.batch
+        recorded = log_probabilities(weights[head], b)[np.arange(len(b)), b.chosen]
+        on_policy[head] = replace(hb, old_log_prob=recorded)
+    terms = grpo_loss(weights, on_policy, GrpoSettings())
+    advantages = np.concatenate([hb.advantage for hb in on_policy.values()])
+    assert terms.clip_fraction == 0.0
+    assert terms.loss == pytest.approx(-advantages.mean(), rel=1e-12)
