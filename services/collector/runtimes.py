@@ -345,9 +345,11 @@ class StreamRecording:
             )
 
     def fail(self, reason: str, detail: str) -> None:
-        if self.ended or self.finished:
+        if self.ended:
             return
         self.ended = True
+        if self.finished:  # `finished` came, then the stream broke the contract or ran out of time
+            self.t.ClearField("outcome")
         _end(self.t, trajectory_pb2.TerminationReason.Value(termination_name(reason)), detail)
 
     def trajectory(self) -> trajectory_pb2.Trajectory:
