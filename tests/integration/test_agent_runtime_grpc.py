@@ -6,12 +6,14 @@ import asyncio
 import json
 import uuid
 
+import numpy as np
 import pytest
 from agents import grpc_agent
 from google.protobuf.duration_pb2 import Duration
 
 from cohort.api.collector.v1 import collector_pb2 as cpb
 from cohort.api.collector.v1 import collector_pb2_grpc
+from cohort.api.trainer.v1 import trainer_pb2, trainer_pb2_grpc
 from cohort.api.trajectory.v1 import trajectory_pb2 as tpb
 from cohort.config import Settings
 from cohort.services.suite import start_suite
@@ -153,3 +155,36 @@ async def _until(condition, seconds: float = 5.0) -> None:
             return
         await asyncio.sleep(0.02)
     raise AssertionError("condition not reached in time")
+
+
+async def test_a_remote_agent_deciding_through_decide_matches_local_decisions(suite, agent):
+    """Same policy version, inputs and seed: `Decide` over gRPC and the collector's local snapshot agree."""
+    trainer = trainer_pb2_grpc.TrainerServiceStub(suite.context.channels.channel("trainer"))
+    weights = np.random.default_rng(5).normal(0, 2.0, 64).tolist()
+    created = await trainer.CreatePolicy(
+        trainer_pb2.CreatePolicyRequest(
+            policy_id="shared",
+            heads=[trainer_pb2.DecisionHead(name="next_tool", feature_buckets=64)],
+            initial_parameters=[trainer_pb2.HeadParameters(head="next_tool", weights=weights)],
+        ),
+        timeout=10,
+    )
+    policy = tpb.PolicyRef(policy_id="shared", version=created.policy.version)
+    stub = collector(suite)
+    remote = await collect(stub, request(agent, "good", group_size=8, seed=70, policy=policy))
+    local_runtime = cpb.RuntimeSpec(python=cpb.PythonRuntime(entry_point="agents.python_agents:ok_agent"))
+    local_request = request(agent, "good", group_size=8, seed=70, policy=policy)
+    local_request.runtime.CopyFrom(local_runtime)
+    local = await collect(stub, local_request)
+    first = {r.rollout_index: r.trajectory.decisions[0] for r in local}
+    chosen = set()
+    for response in remote:
+        t = response.trajectory
+        assert t.termination_reason == tpb.TERMINATION_REASON_COMPLETED, t.termination_detail
+        assert t.policy == policy
+        mine, theirs = first[response.rollout_index], t.decisions[0]
+        assert (theirs.chosen, theirs.policy) == (mine.chosen, mine.policy)
+        assert theirs.log_prob == pytest.approx(mine.log_prob, abs=1e-12)
+        assert list(theirs.probabilities) == pytest.approx(list(mine.probabilities), abs=1e-12)
+        chosen.add(theirs.chosen)
+    assert len(chosen) > 1  # sampled with different seeds, not a constant

@@ -7,11 +7,13 @@ import uuid
 
 import grpc
 import pytest
-from agents import python_agents
+from agents import grpc_agent, python_agents
 from google.protobuf.duration_pb2 import Duration
 
+from cohort import toolbench
 from cohort.api.collector.v1 import collector_pb2 as cpb
 from cohort.api.collector.v1 import collector_pb2_grpc
+from cohort.api.trainer.v1 import trainer_pb2, trainer_pb2_grpc
 from cohort.api.trajectory.v1 import trajectory_pb2 as tpb
 from cohort.config import Settings
 from cohort.rpc.client import bad_request
@@ -322,3 +324,100 @@ async def test_an_unreachable_agent_address_is_refused_before_the_group_starts(s
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert address in caught.value.details()
     assert await stored(stub) == []
+
+
+# --- with policies (TrainerService) ------------------------------------------------------------------
+
+
+async def create_policy(suite, policy_id: str, heads) -> tpb.PolicyRef:
+    trainer = trainer_pb2_grpc.TrainerServiceStub(suite.context.channels.channel("trainer"))
+    created = await trainer.CreatePolicy(
+        trainer_pb2.CreatePolicyRequest(policy_id=policy_id, heads=heads), timeout=10
+    )
+    return tpb.PolicyRef(policy_id=created.policy.policy_id, version=created.policy.version)
+
+
+async def test_toolbench_group_of_8_decides_with_the_policy_and_is_stored(suite):
+    stub = collector(suite)
+    policy = await create_policy(suite, "toolbench-policy", toolbench.policy_heads())
+    query = toolbench.generate_queries("train", 1, seed=3)[0]
+    runtime = cpb.RuntimeSpec(toolbench=cpb.ToolbenchRuntime(simulated_tokens_per_step=40))
+    req = cpb.CollectGroupRequest(
+        runtime=runtime,
+        query=query,
+        policy=tpb.PolicyRef(policy_id=policy.policy_id),
+        seed=11,
+        job_id="job-tb",
+    )
+    responses = await collect(stub, req)
+    assert sorted(r.rollout_index for r in responses) == list(range(8))
+    task = toolbench.task_from_query(query)
+    for response in responses:
+        t = response.trajectory
+        assert t.termination_reason in (COMPLETED, tpb.TERMINATION_REASON_MAX_STEPS), t.termination_detail
+        assert t.agent.name == "toolbench-agent" and t.query_id == query.query_id
+        assert t.policy == policy  # version 0 asked: the group is pinned to the latest, 1
+        assert t.decisions and all(d.head == toolbench.HEAD and d.policy == policy for d in t.decisions)
+        assert all(d.log_prob <= 0 and len(d.probabilities) == len(d.options) for d in t.decisions)
+        assert t.agent_steps and len(t.agent_steps) == len(t.decisions)
+        assert t.success == (
+            t.termination_reason == COMPLETED and toolbench.check_answer(task, t.final_result)
+        )
+        assert t.total_usage.simulated and t.total_usage.input_tokens == 30 * len(t.decisions)
+        assert t.cost_micro_usd > 0
+    found = await stored(stub, job_id="job-tb", group_id=responses[0].trajectory.group_id)
+    assert len(found) == 8
+    # The same seed decides the same way again (immutable version, seeded sampling).
+    again = await collect(stub, req)
+    chosen = {r.rollout_index: [d.chosen for d in r.trajectory.decisions] for r in responses}
+    assert {r.rollout_index: [d.chosen for d in r.trajectory.decisions] for r in again} == chosen
+
+
+async def test_policy_problems(suite):
+    stub = collector(suite)
+    policy = await create_policy(
+        suite, "other-heads", [trainer_pb2.DecisionHead(name="next_tool", feature_buckets=64)]
+    )
+    cases = [
+        (
+            "unknown policy",
+            tpb.PolicyRef(policy_id="no-such-policy"),
+            cpb.RuntimeSpec(toolbench=cpb.ToolbenchRuntime()),
+        ),
+        ("unknown version", tpb.PolicyRef(policy_id=policy.policy_id, version=9), python_runtime("ok_agent")),
+        ("unknown version, remote agent", tpb.PolicyRef(policy_id=policy.policy_id, version=9), None),
+    ]
+    server, address = await grpc_agent.start_agent()
+    try:
+        for name, ref, runtime in cases:
+            runtime = runtime or cpb.RuntimeSpec(grpc=cpb.GrpcRuntime(address=address))
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await collect(stub, request(runtime, policy=ref))
+            assert caught.value.code() == grpc.StatusCode.NOT_FOUND, (name, caught.value.details())
+            assert ref.policy_id in caught.value.details(), name
+    finally:
+        await server.stop(0)
+    # toolbench decides with `next_tool` over fixed options; a policy whose head has other options is
+    # usable only if it has the head at all: a policy without it is refused naming the head.
+    headless = await create_policy(
+        suite, "no-next-tool", [trainer_pb2.DecisionHead(name="route", options=["a", "b"])]
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await collect(stub, request(cpb.RuntimeSpec(toolbench=cpb.ToolbenchRuntime()), policy=headless))
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND and "'next_tool'" in caught.value.details()
+    assert await stored(stub) == []
+    # Problems only the agent's decision reveals end that rollout as ERROR, with the reason.
+    for payload, reason in (
+        ('{"head": "no_such_head"}', "no_such_head"),
+        ('{"options": ["a", "a"]}', "options"),
+        ('{"options": []}', "options"),
+    ):
+        responses = await collect(
+            stub, request(python_runtime("deciding_agent"), payload, group_size=2, policy=policy)
+        )
+        for response in responses:
+            t = response.trajectory
+            assert t.termination_reason == ERROR and reason in t.termination_detail, (
+                payload,
+                t.termination_detail,
+            )
