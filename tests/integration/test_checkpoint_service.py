@@ -371,40 +371,42 @@ def flip_byte(path: Path, offset: int = 100) -> None:
     path.write_bytes(bytes(data))
 
 
-@pytest.mark.parametrize(
-    ("damage", "reason"),
-    [
-        (lambda d: flip_byte(d / "policy.npz"), "policy.npz: sha256 mismatch"),
-        (lambda d: (d / "optimizer.npz").write_bytes((d / "optimizer.npz").read_bytes()[:-10]), "truncated"),
-        (lambda d: (d / "state.json").unlink(), "missing file state.json"),
-        (lambda d: flip_byte(d / MANIFEST_NAME, 5), "MANIFEST.json: sha256 mismatch"),
-    ],
-    ids=["flipped-byte", "truncated", "missing", "manifest"],
-)
-async def test_a_damaged_newest_checkpoint_is_detected_and_the_previous_one_used(
-    suite, caplog, damage, reason
-):
+DAMAGES = {
+    "flipped-byte": (lambda d: flip_byte(d / "policy.npz"), "policy.npz: sha256 mismatch"),
+    "truncated": (
+        lambda d: (d / "optimizer.npz").write_bytes((d / "optimizer.npz").read_bytes()[:-10]),
+        "optimizer.npz: truncated",
+    ),
+    "missing": (lambda d: (d / "state.json").unlink(), "missing file state.json"),
+    "manifest": (lambda d: flip_byte(d / MANIFEST_NAME, 5), "MANIFEST.json: sha256 mismatch"),
+}
+
+
+async def test_a_damaged_newest_checkpoint_is_detected_and_the_previous_one_used(suite, caplog):
     stub = stub_of(suite)
-    older = await stub.SaveCheckpoint(save_request(1), timeout=10)
-    newer = (await save(stub, 2)).checkpoint
-    damage(checkpoint_dir(suite) / newer.checkpoint_id)
+    for job_id, (damage, reason) in DAMAGES.items():
+        older = await stub.SaveCheckpoint(save_request(1, job_id=job_id), timeout=10)
+        newer = (await save(stub, 2, job_id=job_id)).checkpoint
+        damage(checkpoint_dir(suite) / newer.checkpoint_id)
 
-    with caplog.at_level(logging.WARNING, logger="cohort.services.checkpoint"):
-        response = await latest(stub)
-    assert response.checkpoint == older.checkpoint
-    assert content_of(response) == {f.name: f.content for f in save_request(1).files}
-    assert [s.checkpoint_id for s in response.skipped] == [newer.checkpoint_id]
-    assert reason in response.skipped[0].reason
-    assert any(newer.checkpoint_id in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="cohort.services.checkpoint"):
+            response = await latest(stub, job_id)
+        assert response.checkpoint == older.checkpoint, job_id
+        assert content_of(response) == {f.name: f.content for f in save_request(1).files}
+        assert [s.checkpoint_id for s in response.skipped] == [newer.checkpoint_id]
+        assert reason in response.skipped[0].reason, job_id
+        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert any(newer.checkpoint_id in message and reason in message for message in warnings)
 
-    # Asking for the damaged one by id is DATA_LOSS with the reason; its metadata alone is still readable.
-    error = await rpc_error(
-        stub.GetCheckpoint(pb.GetCheckpointRequest(checkpoint_id=newer.checkpoint_id, include_files=True))
-    )
-    assert error.code() == grpc.StatusCode.DATA_LOSS and reason in error.details()
-    assert error_info(error).reason == "CHECKPOINT_CORRUPT"
-    meta = await stub.GetCheckpoint(pb.GetCheckpointRequest(checkpoint_id=newer.checkpoint_id), timeout=5)
-    assert meta.checkpoint == newer
+        # Asking for the damaged one by id is DATA_LOSS with the reason; its metadata is still readable.
+        error = await rpc_error(
+            stub.GetCheckpoint(pb.GetCheckpointRequest(checkpoint_id=newer.checkpoint_id, include_files=True))
+        )
+        assert error.code() == grpc.StatusCode.DATA_LOSS and reason in error.details()
+        assert error_info(error).reason == "CHECKPOINT_CORRUPT"
+        meta = await stub.GetCheckpoint(pb.GetCheckpointRequest(checkpoint_id=newer.checkpoint_id), timeout=5)
+        assert meta.checkpoint == newer
 
 
 async def test_when_every_checkpoint_is_damaged_latest_is_data_loss(suite):
@@ -427,38 +429,40 @@ def leftovers(root: Path, committed: set[str]) -> set[str]:
     return {p.name for p in root.iterdir()} - committed
 
 
-@pytest.mark.parametrize("stage", list(SaveStage))
-async def test_a_crash_at_any_stage_of_a_save_resumes_from_the_last_committed_checkpoint(start, stage):
+async def test_a_crash_at_any_stage_of_a_save_resumes_from_the_last_committed_checkpoint(start):
     suite = await start()
-    stub = stub_of(suite)
-    committed = await stub.SaveCheckpoint(save_request(1), timeout=10)
+    committed = (await stub_of(suite).SaveCheckpoint(save_request(1), timeout=10)).checkpoint
+    history = [committed.checkpoint_id]  # newest first
     root = checkpoint_dir(suite)
+    for stage in SaveStage:
 
-    def crash_at(reached: SaveStage) -> None:
-        if reached is stage:
-            raise SimulatedCrash(stage)
+        def crash_at(reached: SaveStage, stage=stage) -> None:
+            if reached is stage:
+                raise SimulatedCrash(stage)
 
-    crashing = CheckpointService(
-        suite.context.database, LocalBlobStore(root), max_content_bytes=MiB, on_stage=crash_at
-    )
-    token = current_identity.set(Identity(tenant_id="default", key_id="test"))
-    try:
-        with pytest.raises(SimulatedCrash):
-            await crashing.save(save_request(2))
-    finally:
-        current_identity.reset(token)
-    assert leftovers(root, {committed.checkpoint.checkpoint_id})  # the crash left something behind
-    await suite.stop(0)
+        crashing = CheckpointService(
+            suite.context.database, LocalBlobStore(root), max_content_bytes=MiB, on_stage=crash_at
+        )
+        token = current_identity.set(Identity(tenant_id="default", key_id="test"))
+        try:
+            with pytest.raises(SimulatedCrash):
+                await crashing.save(save_request(2))
+        finally:
+            current_identity.reset(token)
+        assert leftovers(root, set(history)), stage  # the crash left something behind
+        await suite.stop(0)
 
-    restarted = await start()
-    stub = stub_of(restarted)
-    resumed = await latest(stub)
-    assert resumed.checkpoint == committed.checkpoint and list(resumed.skipped) == []
-    assert content_of(resumed) == {f.name: f.content for f in save_request(1).files}
-    assert await listed(stub) == [committed.checkpoint.checkpoint_id]
-    assert on_disk(restarted) == {committed.checkpoint.checkpoint_id}  # orphans cleaned at start
-    after = await save(stub, 3)  # and saving goes on
-    assert set(await listed(stub)) == {committed.checkpoint.checkpoint_id, after.checkpoint.checkpoint_id}
+        # A fresh service on the same directory and database: orphans cleaned, the last commit intact.
+        suite = await start()
+        stub = stub_of(suite)
+        resumed = await latest(stub)
+        assert resumed.checkpoint == committed and list(resumed.skipped) == [], stage
+        assert content_of(resumed) == {f.name: f.content for f in save_request(committed.iteration).files}
+        assert await listed(stub) == history, stage
+        assert on_disk(suite) == set(history), stage  # orphans cleaned at start
+        committed = (await save(stub, committed.iteration + 1)).checkpoint  # and saving goes on
+        history.insert(0, committed.checkpoint_id)
+        assert await listed(stub) == history
 
 
 KILLED_SAVE = textwrap.dedent(
@@ -492,8 +496,10 @@ KILLED_SAVE = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("stage", list(SaveStage))
+@pytest.mark.parametrize("stage", [SaveStage.BEFORE_COMMIT])
 async def test_a_killed_saving_process_leaves_the_last_committed_checkpoint_intact(start, stage):
+    """A real process death (os._exit) after the files are in place, inside the uncommitted transaction;
+    the in-process test above covers every stage."""
     suite = await start()
     settings = suite.settings
     committed = await stub_of(suite).SaveCheckpoint(save_request(1), timeout=10)
