@@ -258,6 +258,9 @@ def test_heads_from_proto_validates_and_fills_defaults():
 
 def test_snapshot_proto_round_trip_and_checksum():
     policy = snapshot(seed=6)
+    mine = {"pick": np.zeros(16)}
+    PolicySnapshot("p", 1, {"pick": HeadSpec("pick", feature_buckets=16)}, mine)
+    mine["pick"][0] = 1.0  # the caller's array is neither frozen nor shared
     message = policy.to_proto(include_parameters=True)
     assert [p.head for p in message.parameters] == ["tool", "pick"]
     expected = hashlib.sha256(

@@ -202,11 +202,15 @@ class PolicySnapshot:
     def __post_init__(self) -> None:
         if set(self.heads) != set(self.weights):
             raise InvalidArgument("weights", "every head needs weights, and only heads have weights")
+        weights = {}
         for name, head in self.heads.items():
-            array = self.weights[name]
+            array = np.asarray(self.weights[name])
             if array.shape != (head.feature_buckets,):
                 raise InvalidArgument(f"weights[{name}]", f"must have shape ({head.feature_buckets},)")
-            self.weights[name] = _readonly(array)
+            weights[name] = _readonly(array)
+        # The snapshot's own dict of read-only arrays: the caller's dict and arrays stay as they were.
+        object.__setattr__(self, "heads", dict(self.heads))
+        object.__setattr__(self, "weights", weights)
 
     @cached_property
     def parameters_sha256(self) -> str:
