@@ -257,6 +257,8 @@ class TrainingLoop:
             trajectory = response.trajectory
             trajectory.labels["rollout_index"] = str(response.rollout_index)
             trajectories.append(trajectory)
+        # Rollouts finish in any order; a fixed order keeps every float sum downstream reproducible.
+        trajectories.sort(key=lambda t: int(t.labels["rollout_index"]))
         return trajectories
 
     def iteration_queries(self, iteration: int) -> list[tuple[int, collector_pb2.Query]]:

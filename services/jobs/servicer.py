@@ -11,13 +11,40 @@ from cohort.api.jobs.v1 import jobs_pb2, jobs_pb2_grpc
 from cohort.context import require_identity
 from cohort.identity import ApiKeyRecord, ApiKeyStore
 from cohort.paging import DEFAULT_PAGE_SIZE
-from cohort.rpc.pending import pending_servicer
+from cohort.services.jobs.service import JobService
 
-JobServiceServicer = pending_servicer(
-    jobs_pb2_grpc.JobServiceServicer,
-    jobs_pb2.DESCRIPTOR.services_by_name["JobService"],
-    "the jobs issue (#6)",
-)
+
+class JobServiceServicer(jobs_pb2_grpc.JobServiceServicer):
+    def __init__(self, service: JobService) -> None:
+        self._service = service
+
+    async def CreateJob(self, request, context):
+        return await self._service.create(request)
+
+    async def GetJob(self, request, context):
+        return jobs_pb2.GetJobResponse(job=await self._service.get(request.job_id))
+
+    async def ListJobs(self, request, context):
+        jobs, next_token = await self._service.list(
+            list(request.states), request.page_size or DEFAULT_PAGE_SIZE, request.page_token
+        )
+        return jobs_pb2.ListJobsResponse(jobs=jobs, next_page_token=next_token)
+
+    async def WatchJob(self, request, context):
+        async for job, heartbeat in self._service.watch(request.job_id, request.after_revision):
+            yield jobs_pb2.WatchJobResponse(job=job, heartbeat=heartbeat)
+
+    async def PauseJob(self, request, context):
+        return jobs_pb2.PauseJobResponse(job=await self._service.pause(request))
+
+    async def ResumeJob(self, request, context):
+        return jobs_pb2.ResumeJobResponse(job=await self._service.resume(request))
+
+    async def CancelJob(self, request, context):
+        return jobs_pb2.CancelJobResponse(job=await self._service.cancel(request))
+
+    async def EvaluateJob(self, request, context):
+        return jobs_pb2.EvaluateJobResponse(evaluation=await self._service.evaluate(request))
 
 
 def _timestamp(value: datetime | None) -> Timestamp | None:

@@ -1,0 +1,318 @@
+"""The job manager's domain: creating jobs (validation, budget pre-flight, idempotency), reading and
+watching them, pause/resume/cancel, evaluation; the scheduler runs them.
+
+Every change is committed first, then published to watchers and to the worker running the job.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+
+import grpc
+from sqlalchemy.exc import IntegrityError
+
+from cohort import idempotency
+from cohort.api.budget.v1 import budget_pb2, budget_pb2_grpc
+from cohort.api.jobs.v1 import jobs_pb2
+from cohort.config import Settings
+from cohort.context import current_tenant
+from cohort.errors import FailedPrecondition, InvalidArgument, ResourceExhausted, Unavailable
+from cohort.rpc.client import ChannelPool
+from cohort.services.jobs import watch as job_watch
+from cohort.services.jobs.runner import JobRunner
+from cohort.services.jobs.scheduler import RedisWakeups, Scheduler, Wakeups
+from cohort.services.jobs.spec import validate_new_job
+from cohort.services.jobs.store import TERMINAL_STATES, JobChange, JobStore
+from cohort.services.jobs.watch import JobNotifier, RedisJobNotifier
+from cohort.storage.engine import Database, write_transaction
+
+log = logging.getLogger(__name__)
+
+SCOPE = "cohort.api.jobs.v1.JobService."
+BUDGET_ESTIMATE_TIMEOUT_SECONDS = 5.0
+ESTIMATE_STEPS_PER_ROLLOUT = 10
+"""Agent steps assumed per rollout by the budget pre-flight when the spec sets no `max_steps`."""
+
+
+@dataclass(frozen=True)
+class RunnerUnavailable:
+    """Why no runner is installed; `CreateJob` answers FAILED_PRECONDITION with this reason."""
+
+    reason: str
+
+
+def planned_usage(spec: jobs_pb2.JobSpec) -> list[budget_pb2.ModelUsage]:
+    """The usage a job is expected to incur, for the budget pre-flight; empty when it cannot be told
+    before running (a user's agent reports its own tokens as it goes).
+
+    Toolbench's simulated tokens are known: every rollout of every iteration, and a baseline and a
+    candidate rollout per held-out query at every evaluation, at `max_steps` steps (or
+    `ESTIMATE_STEPS_PER_ROLLOUT`) each: an upper bound rather than a guess.
+    """
+    if spec.runtime.WhichOneof("kind") != "toolbench":
+        return []
+    toolbench = spec.runtime.toolbench
+    model = toolbench.simulated_model or spec.budget.pricing_model
+    if toolbench.simulated_tokens_per_step <= 0 or not model:
+        return []
+    dataset = spec.dataset
+    if dataset.WhichOneof("source") == "toolbench":
+        heldout = dataset.toolbench.heldout_count
+    elif dataset.inline.heldout:
+        heldout = len(dataset.inline.heldout)
+    else:
+        heldout = max(1, math.ceil(len(dataset.inline.train) * dataset.heldout_fraction))
+    evaluations = spec.iterations // spec.evaluation_interval + (
+        spec.iterations % spec.evaluation_interval != 0
+    )
+    rollouts = spec.iterations * spec.batch_size * spec.group_size + evaluations * heldout * 2
+    steps = spec.max_steps or ESTIMATE_STEPS_PER_ROLLOUT
+    return [
+        budget_pb2.ModelUsage(
+            model=model, input_tokens=rollouts * steps * toolbench.simulated_tokens_per_step
+        )
+    ]
+
+
+class JobService:
+    def __init__(
+        self,
+        settings: Settings,
+        database: Database,
+        runner: JobRunner | RunnerUnavailable,
+        channels: Callable[[], ChannelPool],
+    ) -> None:
+        """`channels` is read at call time: the process's channels exist only once every server is bound."""
+        self._settings = settings
+        self._database = database
+        self._store = JobStore(database)
+        self._runner = runner
+        self._channels = channels
+        self._redis = None
+        self.notifier: JobNotifier = JobNotifier()
+        self.scheduler: Scheduler | None = None
+        self._started = False
+
+    @property
+    def store(self) -> JobStore:
+        return self._store
+
+    async def start(self, ready: Callable[[], bool] = lambda: True) -> None:
+        settings = self._settings
+        wakeups = Wakeups()
+        if settings.redis_url:
+            from cohort.redis_client import connect_redis
+
+            self._redis = await connect_redis(settings.redis_url)
+            prefix = f"cohort:{settings.database_schema or 'public'}:jobs"
+            self.notifier = RedisJobNotifier(self._redis, f"{prefix}:changes")
+            wakeups = RedisWakeups(self._redis, f"{prefix}:queue")
+        await self.notifier.start()
+        if not isinstance(self._runner, RunnerUnavailable):
+            self.scheduler = Scheduler(
+                self._store,
+                self.notifier,
+                self._runner,
+                lease_seconds=settings.job_lease_seconds,
+                max_running_jobs=settings.max_running_jobs,
+                wakeups=wakeups,
+                lock_dir=settings.data_dir if settings.is_embedded and not settings.redis_url else None,
+            )
+            await self.scheduler.start(ready)
+        self._started = True
+
+    async def stop(self) -> None:
+        if self.scheduler is not None:
+            await self.scheduler.stop()
+        await self.notifier.stop()
+        if self._redis is not None:
+            await self._redis.aclose()
+            self._redis = None
+
+    async def _published(self, change: JobChange, *, wake: bool = False) -> None:
+        await self.notifier.publish(change)
+        if wake and self.scheduler is not None:
+            await self.scheduler.notify_queued([change.key])
+
+    # -- create --------------------------------------------------------------------------------
+
+    async def create(self, request: jobs_pb2.CreateJobRequest) -> jobs_pb2.CreateJobResponse:
+        scope = SCOPE + "CreateJob"
+        async with self._database.sessions() as session:
+            previous = await idempotency.find(session, scope, request, jobs_pb2.CreateJobResponse)
+        if previous is not None:
+            return previous
+        if not request.HasField("job"):
+            raise InvalidArgument("job", "is required")
+        new_job = validate_new_job(request.job, self._settings)
+        if isinstance(self._runner, RunnerUnavailable):
+            raise FailedPrecondition(
+                f"job orchestration is not available: {self._runner.reason}",
+                reason="ORCHESTRATION_UNAVAILABLE",
+            )
+        await self._check_budget(new_job.spec)
+        tenant = current_tenant()
+        created: list[JobChange] = []
+
+        async def work(session) -> jobs_pb2.CreateJobResponse:
+            change = await self._store.create(
+                session, tenant, new_job.job_id, new_job.display_name, new_job.spec
+            )
+            created.append(change)
+            return jobs_pb2.CreateJobResponse(job=change.job)
+
+        response = await idempotency.run_once(
+            self._database, scope, request, jobs_pb2.CreateJobResponse, work
+        )
+        if created and created[0].job.revision == response.job.revision:
+            await self._published(created[0], wake=True)
+        return response
+
+    async def _check_budget(self, spec: jobs_pb2.JobSpec) -> None:
+        usage = planned_usage(spec)
+        if not usage:
+            return
+        stub = self._channels().stub("budget", budget_pb2_grpc.BudgetServiceStub)
+        try:
+            estimate = await stub.Estimate(
+                budget_pb2.EstimateRequest(usage=usage), timeout=BUDGET_ESTIMATE_TIMEOUT_SECONDS
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
+                log.warning("budget pre-flight skipped: the budget service does not implement Estimate yet")
+                return
+            if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
+                field = (
+                    "job.spec.runtime.toolbench.simulated_model"
+                    if spec.runtime.toolbench.simulated_model
+                    else "job.spec.budget.pricing_model"
+                )
+                raise InvalidArgument(field, f"the budget service cannot price it: {exc.details()}") from exc
+            raise Unavailable(f"the budget pre-flight failed: {exc.code().name}: {exc.details()}") from exc
+        limit = spec.budget.limit_micro_usd
+        metadata = {"estimate_micro_usd": str(estimate.cost_micro_usd)}
+        if limit and estimate.cost_micro_usd > limit:
+            raise FailedPrecondition(
+                f"the job's estimated cost, {estimate.cost_micro_usd} micro-USD, exceeds its budget limit "
+                f"job.spec.budget.limit_micro_usd = {limit} micro-USD",
+                reason="BUDGET_ESTIMATE_EXCEEDS_LIMIT",
+                metadata={**metadata, "limit_micro_usd": str(limit)},
+            )
+        if not estimate.fits:
+            scope = (
+                budget_pb2.LimitScope.Name(estimate.limiting_scope) if estimate.limiting_scope else "budget"
+            )
+            raise ResourceExhausted(
+                f"the job's estimated cost, {estimate.cost_micro_usd} micro-USD, does not fit the "
+                f"{estimate.remaining_micro_usd} micro-USD left under the {scope} limit",
+                reason="BUDGET_ESTIMATE_DOES_NOT_FIT",
+                metadata={
+                    **metadata,
+                    "remaining_micro_usd": str(estimate.remaining_micro_usd),
+                    "scope": scope,
+                },
+            )
+
+    # -- read ----------------------------------------------------------------------------------
+
+    async def get(self, job_id: str) -> jobs_pb2.Job:
+        if not job_id:
+            raise InvalidArgument("job_id", "is required")
+        return await self._store.get(current_tenant(), job_id)
+
+    async def list(
+        self, states: Sequence[int], page_size: int, page_token: str
+    ) -> tuple[list[jobs_pb2.Job], str]:
+        for i, state in enumerate(states):
+            if state == jobs_pb2.Job.STATE_UNSPECIFIED or state not in jobs_pb2.Job.State.values():
+                raise InvalidArgument(f"states[{i}]", f"unknown job state {state}")
+        return await self._store.list(current_tenant(), states, page_size, page_token)
+
+    async def watch(self, job_id: str, after_revision: int) -> AsyncIterator[tuple[jobs_pb2.Job, bool]]:
+        """(snapshot, heartbeat) pairs: the current snapshot (when newer than `after_revision`), then
+        one per change, a heartbeat after `watch.HEARTBEAT_SECONDS` of silence; ends after a terminal
+        snapshot (at once for a finished job already seen)."""
+        if not job_id:
+            raise InvalidArgument("job_id", "is required")
+        if after_revision < 0:
+            raise InvalidArgument("after_revision", "must be >= 0")
+        tenant = current_tenant()
+        # Subscribe before reading, so a change committed in between is not missed.
+        with self.notifier.subscribe(tenant, job_id) as subscription:
+            latest = await self._store.get(tenant, job_id)
+            sent = after_revision
+            if latest.revision > sent:
+                yield latest, False
+                sent = latest.revision
+            if latest.state in TERMINAL_STATES:
+                return
+            while True:
+                job = await subscription.next(job_watch.HEARTBEAT_SECONDS)
+                heartbeat = False
+                if job is None:
+                    # Idle: the table is the truth, in case a fan-out message was lost.
+                    job = await self._store.get(tenant, job_id)
+                    heartbeat = job.revision <= sent
+                elif job.revision <= sent:
+                    continue
+                if not heartbeat:
+                    sent = job.revision
+                yield job, heartbeat
+                if job.state in TERMINAL_STATES:
+                    return
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def _transition(self, name: str, request, method) -> jobs_pb2.Job:
+        if not request.job_id:
+            raise InvalidArgument("job_id", "is required")
+        response_type = getattr(jobs_pb2, f"{name}Response")
+        tenant = current_tenant()
+        changes: list[JobChange] = []
+
+        async def work(session):
+            change = await method(session, tenant, request.job_id)
+            changes.append(change)
+            return response_type(job=change.job)
+
+        response = await idempotency.run_once(self._database, SCOPE + name, request, response_type, work)
+        if changes and changes[0].job.revision == response.job.revision:
+            await self._published(changes[0], wake=changes[0].job.state == jobs_pb2.Job.STATE_QUEUED)
+        return response.job
+
+    async def pause(self, request: jobs_pb2.PauseJobRequest) -> jobs_pb2.Job:
+        return await self._transition("PauseJob", request, self._store.request_pause)
+
+    async def resume(self, request: jobs_pb2.ResumeJobRequest) -> jobs_pb2.Job:
+        return await self._transition("ResumeJob", request, self._store.resume)
+
+    async def cancel(self, request: jobs_pb2.CancelJobRequest) -> jobs_pb2.Job:
+        return await self._transition("CancelJob", request, self._store.request_cancel)
+
+    async def evaluate(self, request: jobs_pb2.EvaluateJobRequest) -> jobs_pb2.Evaluation:
+        scope = SCOPE + "EvaluateJob"
+        job = await self.get(request.job_id)
+        async with self._database.sessions() as session:
+            previous = await idempotency.find(session, scope, request, jobs_pb2.EvaluateJobResponse)
+        if previous is not None:
+            return previous.evaluation
+        if isinstance(self._runner, RunnerUnavailable):
+            raise FailedPrecondition(
+                f"job orchestration is not available: {self._runner.reason}",
+                reason="ORCHESTRATION_UNAVAILABLE",
+            )
+        evaluation = await self._runner.evaluate(job, request)
+        response = jobs_pb2.EvaluateJobResponse(evaluation=evaluation)
+        try:
+            async with write_transaction(self._database.sessions) as session:
+                idempotency.remember(session, scope, request, response)
+        except IntegrityError:
+            async with self._database.sessions() as session:
+                previous = await idempotency.find(session, scope, request, jobs_pb2.EvaluateJobResponse)
+            if previous is None:
+                raise
+            return previous.evaluation
+        return evaluation

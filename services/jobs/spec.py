@@ -1,0 +1,298 @@
+"""Validating a `JobSpec` and filling in its defaults, before anything is stored.
+
+`normalize_job_spec` checks every field and raises `InvalidArgument` naming the first bad one by its
+full path (`job.spec.group_size`, `job.spec.dataset.inline.train`, ...). It returns a copy with the
+zero values replaced by the defaults the proto documents, which is what is stored and what the
+runner reads, so a job keeps the defaults it was created under.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import re
+from dataclasses import dataclass
+
+from google.protobuf.duration_pb2 import Duration
+
+from cohort.api.checkpoint.v1 import checkpoint_pb2
+from cohort.api.jobs.v1 import jobs_pb2
+from cohort.api.reward.v1 import reward_pb2
+from cohort.config import Settings
+from cohort.errors import InvalidArgument
+
+DEFAULT_GROUP_SIZE = 8
+DEFAULT_BATCH_SIZE = 4
+MAX_ITERATIONS = 100_000
+DEFAULT_HELDOUT_FRACTION = 0.2
+DEFAULT_TOOLBENCH_TRAIN_COUNT = 200
+DEFAULT_TOOLBENCH_HELDOUT_COUNT = 50
+MAX_TOOLBENCH_COUNT = 1_000_000
+DEFAULT_CHECKPOINT_INTERVAL = 10
+DEFAULT_EVALUATION_INTERVAL = 10
+DEFAULT_ROLLOUT_TIMEOUT_SECONDS = 60
+DEFAULT_MAX_CONCURRENCY = 16
+MAX_DISPLAY_NAME_LENGTH = 200
+MIN_FEATURE_BUCKETS = 16
+MAX_FEATURE_BUCKETS = 2**22
+
+JOB_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+ENTRY_POINT_PATTERN = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
+
+SPEC = "job.spec"
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """A validated `CreateJob` request: what gets stored."""
+
+    job_id: str
+    """Empty when the caller left it to the job manager."""
+    display_name: str
+    spec: jobs_pb2.JobSpec
+
+
+def validate_new_job(job: jobs_pb2.Job, settings: Settings) -> NewJob:
+    """Checks the request's `job` (id, name, spec); output-only fields are ignored."""
+    if job.job_id and not JOB_ID_PATTERN.fullmatch(job.job_id):
+        raise InvalidArgument(
+            "job.job_id", "must be 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit"
+        )
+    if len(job.display_name) > MAX_DISPLAY_NAME_LENGTH:
+        raise InvalidArgument("job.display_name", f"must be at most {MAX_DISPLAY_NAME_LENGTH} characters")
+    if not job.HasField("spec"):
+        raise InvalidArgument(SPEC, "is required")
+    return NewJob(job.job_id, job.display_name, normalize_job_spec(job.spec, settings))
+
+
+def normalize_job_spec(spec: jobs_pb2.JobSpec, settings: Settings) -> jobs_pb2.JobSpec:
+    """A validated copy of `spec` with every zero value that has a default replaced by it."""
+    result = jobs_pb2.JobSpec()
+    result.CopyFrom(spec)
+
+    _check_runtime(result)
+    _check_dataset(result.dataset, has_field=result.HasField("dataset"))
+    _check_policy(result)
+
+    if result.group_size == 0:
+        result.group_size = DEFAULT_GROUP_SIZE
+    elif not 1 <= result.group_size <= settings.max_group_size:
+        raise InvalidArgument(
+            f"{SPEC}.group_size", f"must be between 1 and {settings.max_group_size}, got {result.group_size}"
+        )
+    if result.iterations == 0:
+        raise InvalidArgument(f"{SPEC}.iterations", "is required (1 to 100000)")
+    if not 1 <= result.iterations <= MAX_ITERATIONS:
+        raise InvalidArgument(
+            f"{SPEC}.iterations", f"must be between 1 and {MAX_ITERATIONS}, got {result.iterations}"
+        )
+    if result.batch_size == 0:
+        result.batch_size = DEFAULT_BATCH_SIZE
+    elif result.batch_size < 1:
+        raise InvalidArgument(f"{SPEC}.batch_size", f"must be >= 1, got {result.batch_size}")
+
+    for name, default in (
+        ("checkpoint_interval", DEFAULT_CHECKPOINT_INTERVAL),
+        ("evaluation_interval", DEFAULT_EVALUATION_INTERVAL),
+    ):
+        value = getattr(result, name)
+        if value == 0:
+            setattr(result, name, default)
+        elif value < 1:
+            raise InvalidArgument(f"{SPEC}.{name}", f"must be >= 1 (0 means {default}), got {value}")
+
+    if result.budget.limit_micro_usd < 0:
+        raise InvalidArgument(
+            f"{SPEC}.budget.limit_micro_usd", f"must be >= 0, got {result.budget.limit_micro_usd}"
+        )
+    if result.HasField("rollout_timeout"):
+        _check_duration(result.rollout_timeout, f"{SPEC}.rollout_timeout", positive=True)
+    else:
+        result.rollout_timeout.CopyFrom(Duration(seconds=DEFAULT_ROLLOUT_TIMEOUT_SECONDS))
+    if result.max_concurrency == 0:
+        result.max_concurrency = DEFAULT_MAX_CONCURRENCY
+    elif result.max_concurrency < 0:
+        raise InvalidArgument(f"{SPEC}.max_concurrency", f"must be >= 0, got {result.max_concurrency}")
+    if result.max_steps < 0:
+        raise InvalidArgument(f"{SPEC}.max_steps", f"must be >= 0, got {result.max_steps}")
+
+    if result.failure_policy not in reward_pb2.FailurePolicy.values():
+        raise InvalidArgument(f"{SPEC}.failure_policy", f"unknown value {result.failure_policy}")
+    if result.failure_policy == reward_pb2.FAILURE_POLICY_UNSPECIFIED:
+        result.failure_policy = reward_pb2.FAILURE_POLICY_SCORE_AS_FAILURE
+
+    _check_grpo(result)
+    _check_reward(result)
+    _check_retention(result.retention)
+    return result
+
+
+def _check_duration(value: Duration, field: str, *, positive: bool) -> None:
+    if value.seconds < 0 or value.nanos < 0 or value.nanos >= 1_000_000_000:
+        raise InvalidArgument(field, "must be a valid, non-negative duration")
+    if positive and value.seconds == 0 and value.nanos == 0:
+        raise InvalidArgument(field, "must be > 0 when set")
+
+
+def _check_runtime(spec: jobs_pb2.JobSpec) -> None:
+    field = f"{SPEC}.runtime"
+    kind = spec.runtime.WhichOneof("kind") if spec.HasField("runtime") else None
+    if kind is None:
+        raise InvalidArgument(field, "is required: set one of python, grpc or toolbench")
+    if kind == "python":
+        if not ENTRY_POINT_PATTERN.fullmatch(spec.runtime.python.entry_point):
+            raise InvalidArgument(f"{field}.python.entry_point", "must be 'package.module:function'")
+    elif kind == "grpc":
+        host, sep, port = spec.runtime.grpc.address.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535:
+            raise InvalidArgument(f"{field}.grpc.address", "must be host:port")
+    else:
+        toolbench = spec.runtime.toolbench
+        if toolbench.simulated_tokens_per_step < 0:
+            raise InvalidArgument(f"{field}.toolbench.simulated_tokens_per_step", "must be >= 0")
+        if toolbench.HasField("simulated_step_latency"):
+            _check_duration(
+                toolbench.simulated_step_latency, f"{field}.toolbench.simulated_step_latency", positive=False
+            )
+
+
+def _check_queries(queries, field: str, seen: set[str]) -> None:
+    for i, query in enumerate(queries):
+        if not query.text:
+            raise InvalidArgument(f"{field}[{i}].text", "is required")
+        if query.query_id:
+            if query.query_id in seen:
+                raise InvalidArgument(f"{field}[{i}].query_id", f"{query.query_id!r} appears twice")
+            seen.add(query.query_id)
+
+
+def _check_dataset(dataset: jobs_pb2.DatasetSpec, *, has_field: bool) -> None:
+    field = f"{SPEC}.dataset"
+    source = dataset.WhichOneof("source") if has_field else None
+    if source is None:
+        raise InvalidArgument(field, "is required: set inline or toolbench")
+    if source == "inline":
+        if not dataset.inline.train:
+            raise InvalidArgument(f"{field}.inline.train", "must have at least one query")
+        seen: set[str] = set()
+        _check_queries(dataset.inline.train, f"{field}.inline.train", seen)
+        _check_queries(dataset.inline.heldout, f"{field}.inline.heldout", seen)
+    else:
+        toolbench = dataset.toolbench
+        for name, default in (
+            ("train_count", DEFAULT_TOOLBENCH_TRAIN_COUNT),
+            ("heldout_count", DEFAULT_TOOLBENCH_HELDOUT_COUNT),
+        ):
+            value = getattr(toolbench, name)
+            if value == 0:
+                setattr(toolbench, name, default)
+            elif not 1 <= value <= MAX_TOOLBENCH_COUNT:
+                raise InvalidArgument(
+                    f"{field}.toolbench.{name}",
+                    f"must be between 1 and {MAX_TOOLBENCH_COUNT} (0 means {default}), got {value}",
+                )
+    fraction = dataset.heldout_fraction
+    if fraction == 0:
+        dataset.heldout_fraction = DEFAULT_HELDOUT_FRACTION
+    elif not 0 < fraction < 1:  # NaN fails too
+        raise InvalidArgument(
+            f"{field}.heldout_fraction", f"must be between 0 and 1 (exclusive), got {fraction}"
+        )
+
+
+def _check_policy(spec: jobs_pb2.JobSpec) -> None:
+    field = f"{SPEC}.policy"
+    source = spec.policy.WhichOneof("source") if spec.HasField("policy") else None
+    if source is None:
+        raise InvalidArgument(field, "is required: set existing or new_policy")
+    if source == "existing":
+        if not spec.policy.existing.policy_id:
+            raise InvalidArgument(f"{field}.existing.policy_id", "is required")
+        if spec.policy.existing.version < 0:
+            raise InvalidArgument(f"{field}.existing.version", "must be >= 0 (0 means the latest)")
+        return
+    heads = spec.policy.new_policy.heads
+    if not heads and spec.runtime.WhichOneof("kind") != "toolbench":
+        raise InvalidArgument(
+            f"{field}.new_policy.heads", "must have at least one head (only toolbench has default heads)"
+        )
+    names: set[str] = set()
+    for i, head in enumerate(heads):
+        where = f"{field}.new_policy.heads[{i}]"
+        if not head.name:
+            raise InvalidArgument(f"{where}.name", "is required")
+        if head.name in names:
+            raise InvalidArgument(f"{where}.name", f"{head.name!r} appears twice")
+        names.add(head.name)
+        buckets = head.feature_buckets
+        if buckets != 0 and (
+            not MIN_FEATURE_BUCKETS <= buckets <= MAX_FEATURE_BUCKETS or buckets & (buckets - 1)
+        ):
+            raise InvalidArgument(
+                f"{where}.feature_buckets",
+                f"must be a power of two from 16 to 2^22 (0 means 4096), got {buckets}",
+            )
+        if head.temperature != 0 and not (math.isfinite(head.temperature) and head.temperature > 0):
+            raise InvalidArgument(
+                f"{where}.temperature", f"must be > 0 (0 means 1.0), got {head.temperature}"
+            )
+        if len(set(head.options)) != len(head.options):
+            raise InvalidArgument(f"{where}.options", "must not repeat an option")
+
+
+def _check_grpo(spec: jobs_pb2.JobSpec) -> None:
+    """Uses the trainer's own validation when it is installed, so both agree on the ranges."""
+    field = f"{SPEC}.grpo"
+    try:
+        grpo = importlib.import_module("cohort.services.trainer.grpo")
+    except ImportError:
+        grpo = None
+    settings_class = getattr(grpo, "GrpoSettings", None)
+    if settings_class is not None:
+        try:
+            settings_class.from_proto(spec.grpo)
+        except InvalidArgument as exc:
+            name = exc.field.split(".", 1)[1] if "." in exc.field else exc.field
+            raise InvalidArgument(f"{field}.{name}", exc.description) from exc
+        return
+    config = spec.grpo
+    for name in ("learning_rate", "clip_epsilon_low", "clip_epsilon_high", "kl_beta", "entropy_coefficient"):
+        value = getattr(config, name)
+        if not (math.isfinite(value) and value >= 0):
+            raise InvalidArgument(f"{field}.{name}", f"must be a finite number >= 0, got {value}")
+    for name in ("adam_beta1", "adam_beta2"):
+        value = getattr(config, name)
+        if not 0 <= value < 1:
+            raise InvalidArgument(f"{field}.{name}", f"must be in [0, 1), got {value}")
+    if not (math.isfinite(config.max_grad_norm) and config.max_grad_norm >= 0):
+        raise InvalidArgument(f"{field}.max_grad_norm", f"must be >= 0, got {config.max_grad_norm}")
+    for name in ("inner_epochs", "max_policy_staleness"):
+        if getattr(config, name) < 0:
+            raise InvalidArgument(f"{field}.{name}", f"must be >= 0, got {getattr(config, name)}")
+
+
+def _check_reward(spec: jobs_pb2.JobSpec) -> None:
+    reward = spec.reward
+    for name in ("outcome_weight", "tool_usage_weight", "verification_weight", "length_penalty_weight"):
+        if not math.isfinite(getattr(reward, name)):
+            raise InvalidArgument(f"{SPEC}.reward.{name}", "must be a finite number")
+    for name in ("step_budget", "token_budget"):
+        if getattr(reward, name) < 0:
+            raise InvalidArgument(f"{SPEC}.reward.{name}", f"must be >= 0, got {getattr(reward, name)}")
+    advantage = spec.advantage
+    field = f"{SPEC}.advantage"
+    if advantage.normalization not in reward_pb2.AdvantageNormalization.values():
+        raise InvalidArgument(f"{field}.normalization", f"unknown value {advantage.normalization}")
+    if advantage.credit_assignment not in reward_pb2.CreditAssignment.values():
+        raise InvalidArgument(f"{field}.credit_assignment", f"unknown value {advantage.credit_assignment}")
+    if not 0 <= advantage.gamma <= 1:
+        raise InvalidArgument(f"{field}.gamma", f"must be between 0 and 1, got {advantage.gamma}")
+    if not (math.isfinite(advantage.epsilon) and advantage.epsilon >= 0):
+        raise InvalidArgument(f"{field}.epsilon", f"must be >= 0, got {advantage.epsilon}")
+
+
+def _check_retention(retention: checkpoint_pb2.RetentionPolicy) -> None:
+    if retention.keep_best < 0:
+        raise InvalidArgument(f"{SPEC}.retention.keep_best", f"must be >= 0, got {retention.keep_best}")
+    if retention.direction not in checkpoint_pb2.MetricDirection.values():
+        raise InvalidArgument(f"{SPEC}.retention.direction", f"unknown value {retention.direction}")
