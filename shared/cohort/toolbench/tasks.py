@@ -3,9 +3,10 @@
 Each family's correct solution is a fixed tool sequence (`SOLUTIONS`); the text family has one
 sequence per text operation. Train and held-out queries differ in everything a policy could
 memorize: entities (the knowledge base assigns each to one split), numbers (train operands and
-values from 2-49 / 1-50, held-out from 51-98 / 51-100) and phrasing (each split has its own
-templates, and spells some units differently). Generation is deterministic in (split, count, seed,
-families); queries cycle through the requested families in order so every family is represented.
+values 1-50, train dividends 101-2401; held-out operands and values 51-100, dividends from 2601)
+and phrasing (each split has its own templates, and spells some units differently). Generation is
+deterministic in (split, count, seed, families); queries cycle through the requested families in
+order, so every family is represented.
 """
 
 from __future__ import annotations
@@ -217,7 +218,11 @@ def _operands(rng: random.Random, split: str) -> tuple[int, str, int]:
     if op == "-" and a < b:
         a, b = b, a
     if op == "/":
-        a = a * b  # exact division; the divisor and quotient stay in the split's range
+        # Exact division, divisor and quotient in the split's range. A train dividend is at most
+        # 49 * 49 = 2401 < 51 * 51; it is kept above 100 so it never equals a held-out number.
+        while split == "train" and a * b <= 100:
+            a, b = rng.randint(low, high), rng.randint(low, high)
+        a = a * b
     return a, op, b
 
 
