@@ -17,6 +17,7 @@ import time
 import grpc
 import pytest
 from google.rpc import code_pb2
+from unit.test_job_spec import BAD_SPECS, bad_job
 
 from cohort.api.budget.v1 import budget_pb2, budget_pb2_grpc
 from cohort.api.collector.v1 import collector_pb2
@@ -25,7 +26,7 @@ from cohort.api.jobs.v1 import jobs_pb2 as jpb
 from cohort.api.jobs.v1 import jobs_pb2_grpc
 from cohort.config import Settings
 from cohort.errors import FailedPrecondition
-from cohort.rpc.client import error_info
+from cohort.rpc.client import bad_request, error_info
 from cohort.services.jobs import main as jobs_main
 from cohort.services.jobs import watch as job_watch
 from cohort.services.jobs.runner import JobHandle, JobOutcome, RunResult
@@ -451,3 +452,13 @@ async def test_without_orchestration_create_is_a_failed_precondition(start_sqlit
         await create(jobs(suite), new_job())
     assert failure.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "orchestration is not available" in failure.value.details()
+
+
+async def test_every_bad_spec_field_is_rejected_and_nothing_is_stored(sqlite_suite):
+    stub = jobs(sqlite_suite)
+    for case, (_, field) in sorted(BAD_SPECS.items()):
+        with pytest.raises(grpc.aio.AioRpcError) as failure:
+            await create(stub, bad_job(case), request_id=f"bad-{len(field)}")
+        assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT, case
+        assert [v.field for v in bad_request(failure.value).field_violations] == [field], case
+    assert not (await stub.ListJobs(jpb.ListJobsRequest(), timeout=5)).jobs
