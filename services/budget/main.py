@@ -1,18 +1,51 @@
-"""Entry point of the budget service: what it serves. `cohort serve budget` runs it alone."""
+"""Entry point of the budget service: what it serves. `cohort serve budget` runs it alone.
+
+The backend follows the settings: with `redis_url` set and a PostgreSQL database, reservations are
+checked and held in Redis (a Lua script) and written to the PostgreSQL ledger; otherwise every
+check-and-hold is one SQL transaction (SQLite `BEGIN IMMEDIATE`, PostgreSQL row locks).
+"""
 
 from __future__ import annotations
 
 from cohort.api.budget.v1 import budget_pb2_grpc
+from cohort.config import Settings
 from cohort.rpc.server import ServiceRegistration
+from cohort.services.budget.ledger import BudgetLedger
+from cohort.services.budget.service import BudgetService
 from cohort.services.budget.servicer import BudgetServiceServicer
 from cohort.services.context import ServiceContext
+from cohort.storage.engine import Database
+from cohort.trajectories.usage import PriceTable
+
+
+def uses_redis(settings: Settings, database: Database) -> bool:
+    return bool(settings.redis_url) and not database.is_sqlite
+
+
+def build_service(settings: Settings, database: Database, **ledger_options) -> BudgetService:
+    """The budget domain for these settings (`ledger_options`: e.g. `now=` a test clock)."""
+    ledger = BudgetLedger(
+        database, default_monthly_limit_micro_usd=settings.default_monthly_limit_micro_usd, **ledger_options
+    )
+    gate = None
+    if uses_redis(settings, database):
+        from cohort.services.budget.redis_ledger import RedisBudgetGate
+
+        gate = RedisBudgetGate(settings.redis_url, ledger)
+    return BudgetService(
+        ledger,
+        PriceTable.load(settings.price_table_file),
+        default_ttl_seconds=settings.reservation_ttl_seconds,
+        gate=gate,
+    )
 
 
 def registrations(context: ServiceContext) -> list[ServiceRegistration]:
+    service = build_service(context.settings, context.database)
     return [
         ServiceRegistration(
             service_name="cohort.api.budget.v1.BudgetService",
-            servicer=BudgetServiceServicer(),
+            servicer=BudgetServiceServicer(service),
             add_to_server=budget_pb2_grpc.add_BudgetServiceServicer_to_server,
         )
     ]

@@ -1,12 +1,29 @@
-"""gRPC servicer of `cohort.api.budget.v1.BudgetService`: proto <-> domain conversion only."""
+"""gRPC servicer of `cohort.api.budget.v1.BudgetService`: forwards each call to `BudgetService`."""
 
 from __future__ import annotations
 
-from cohort.api.budget.v1 import budget_pb2, budget_pb2_grpc
-from cohort.rpc.pending import pending_servicer
+from cohort.api.budget.v1 import budget_pb2_grpc
+from cohort.services.budget.service import BudgetService
 
-BudgetServiceServicer = pending_servicer(
-    budget_pb2_grpc.BudgetServiceServicer,
-    budget_pb2.DESCRIPTOR.services_by_name["BudgetService"],
-    "the jobs issue (#6)",
-)
+
+class BudgetServiceServicer(budget_pb2_grpc.BudgetServiceServicer):
+    def __init__(self, service: BudgetService) -> None:
+        self._service = service
+
+    async def Estimate(self, request, context):
+        return await self._service.estimate(request)
+
+    async def Reserve(self, request, context):
+        return await self._service.reserve(request)
+
+    async def Commit(self, request, context):
+        return await self._service.commit(request)
+
+    async def Release(self, request, context):
+        return await self._service.release(request)
+
+    async def GetUsage(self, request, context):
+        return await self._service.get_usage(request)
+
+    async def SetLimit(self, request, context):
+        return await self._service.set_limit(request)

@@ -272,6 +272,90 @@ class CheckpointRow(Base):
 
 
 # --- Budget (migration 0006) ----------------------------------------------------------------------
+#
+# Money is integer micro-USD. `budget_reservations` is the ledger of holds (one row per reservation,
+# its state moving ACTIVE -> COMMITTED | RELEASED | EXPIRED); what an active hold counts is summed
+# from it, so an expired hold stops counting the moment its `expire_time` passes, with no counter to
+# fix up. Committed spending is kept as counters, per tenant-month (`budget_months`, whose row is also
+# what a PostgreSQL reservation locks) and per job (`budget_jobs`, which also holds the job's limit).
+
+
+class BudgetTenantLimitRow(Base):
+    """A tenant's monthly limit, once set (until then `Settings.default_monthly_limit_micro_usd`)."""
+
+    __tablename__ = "budget_tenant_limits"
+
+    tenant_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    monthly_limit_micro_usd: Mapped[int] = mapped_column(BigInteger())
+    """0 means no limit."""
+    update_time: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+
+
+class BudgetMonthRow(Base):
+    """A tenant's committed spending in one calendar month (UTC)."""
+
+    __tablename__ = "budget_months"
+
+    tenant_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    month: Mapped[str] = mapped_column(String(7), primary_key=True)
+    """`YYYY-MM`."""
+    spent_micro_usd: Mapped[int] = mapped_column(BigInteger(), default=0)
+
+
+class BudgetJobRow(Base):
+    """One job's lifetime limit and committed spending."""
+
+    __tablename__ = "budget_jobs"
+
+    tenant_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    job_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    limit_micro_usd: Mapped[int] = mapped_column(BigInteger(), default=0)
+    """0 means no job limit (the tenant's still applies)."""
+    spent_micro_usd: Mapped[int] = mapped_column(BigInteger(), default=0)
+    update_time: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+
+
+class BudgetReservationRow(Base):
+    """Money held for work in progress, and what it finally cost."""
+
+    __tablename__ = "budget_reservations"
+    __table_args__ = (
+        Index("ix_budget_reservations_tenant_month_state", "tenant_id", "month", "state"),
+        Index("ix_budget_reservations_tenant_job_state", "tenant_id", "job_id", "state"),
+        Index("ix_budget_reservations_state_expire", "state", "expire_time"),
+    )
+
+    reservation_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(128))
+    job_id: Mapped[str] = mapped_column(String(128))
+    """Empty when the reservation belongs to no job."""
+    month: Mapped[str] = mapped_column(String(7))
+    """The month (`YYYY-MM`, UTC) the hold and its spending count against: the month it was made."""
+    amount_micro_usd: Mapped[int] = mapped_column(BigInteger())
+    spent_micro_usd: Mapped[int] = mapped_column(BigInteger(), default=0)
+    state: Mapped[int] = mapped_column(Integer())
+    """`cohort.api.budget.v1.ReservationState` value."""
+    create_time: Mapped[datetime] = mapped_column(UtcDateTime())
+    expire_time: Mapped[datetime] = mapped_column(UtcDateTime())
+    finish_time: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    """When it was committed, released or found expired."""
+
+
+class BudgetModelUsageRow(Base):
+    """Committed token counts by tenant, month, job and model."""
+
+    __tablename__ = "budget_model_usage"
+
+    tenant_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    month: Mapped[str] = mapped_column(String(7), primary_key=True)
+    job_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    model: Mapped[str] = mapped_column(String(200), primary_key=True)
+    input_tokens: Mapped[int] = mapped_column(BigInteger(), default=0)
+    output_tokens: Mapped[int] = mapped_column(BigInteger(), default=0)
+    cache_read_input_tokens: Mapped[int] = mapped_column(BigInteger(), default=0)
+    cache_creation_input_tokens: Mapped[int] = mapped_column(BigInteger(), default=0)
+    reasoning_tokens: Mapped[int] = mapped_column(BigInteger(), default=0)
+
 
 
 # --- Jobs (migration 0007) ------------------------------------------------------------------------
