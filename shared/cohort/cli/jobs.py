@@ -152,6 +152,7 @@ async def follow_job(
 
     console = Console(stderr=False)
     last: jobs_pb2.Job | None = None
+    printed: tuple[int, int] | None = None
     columns = (
         TextColumn("[bold]{task.fields[state]}[/bold]"),
         BarColumn(),
@@ -180,7 +181,9 @@ async def follow_job(
                 cost=money(p.cost_micro_usd),
                 eta=f"{eta:.0f}s" if eta is not None and p.iteration else "-",
             )
-            if not console.is_terminal and not response.heartbeat:
+            line_key = (job.state, p.iteration)
+            if not console.is_terminal and not response.heartbeat and line_key != printed:
+                printed = line_key
                 click.echo(
                     f"{state_name(job.state)} iteration {p.iteration}/{p.iterations_total} "
                     f"reward {p.reward_mean:.3f} success {p.success_rate:.1%} cost {money(p.cost_micro_usd)}"
