@@ -98,7 +98,7 @@ class RewardFunction:
 @dataclass(frozen=True)
 class Builtin:
     function: RewardFunction
-    compute: Callable[[tpb.Trajectory, dict[str, Any]], tuple[float, str]]
+    compute: Callable[[scoring.TrajectoryFacts, dict[str, Any]], tuple[float, str]]
     params: dict[str, type | tuple[type, ...]] = field(default_factory=dict)
     """Accepted parameters and their JSON types."""
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
+from functools import cached_property
 
 import numpy as np
 
@@ -64,7 +65,9 @@ def is_failed_rollout(trajectory: tpb.Trajectory) -> bool:
 # --- terms of one trajectory
 
 
-def outcome_term(trajectory: tpb.Trajectory) -> tuple[float, str]:
+def outcome_term(trajectory: tpb.Trajectory | TrajectoryFacts) -> tuple[float, str]:
+    if isinstance(trajectory, TrajectoryFacts):
+        trajectory = trajectory.trajectory
     outcome = trajectory.outcome
     if outcome.HasField("score"):
         return float(outcome.score), "outcome.score"
@@ -93,74 +96,133 @@ def _is_json_object(text: str) -> bool:
         return False
 
 
+class TrajectoryFacts:
+    """What the built-in terms and credit assignment read of a trajectory, each read once, when first
+    needed.
+
+    Reading proto fields (each access builds a Python object) is most of the cost of scoring, so the
+    steps are walked once for the tool calls (tool usage, verification) and once for the step numbers
+    and rewards (discounted returns), and only by the terms that are switched on. Terms accept either
+    this or the `Trajectory` itself.
+    """
+
+    def __init__(self, trajectory: tpb.Trajectory) -> None:
+        self.trajectory = trajectory
+
+    @cached_property
+    def step_count(self) -> int:
+        return len(self.trajectory.agent_steps)
+
+    @cached_property
+    def offered(self) -> set[str]:
+        """The tools the model was offered, over every LLM interaction."""
+        offered: set[str] = set()
+        for interaction in self.trajectory.llm_interactions:
+            offered.update(interaction.tools_available)
+        return offered
+
+    @cached_property
+    def calls(self) -> list[tuple[int, str, str, bool | None]]:
+        """Per tool call, in order: (step index, tool name, arguments JSON, its result's success or None)."""
+        calls: list[tuple[int, str, str, bool | None]] = []
+        for index, step in enumerate(self.trajectory.agent_steps):
+            tool_calls = step.tool_calls
+            if not tool_calls:
+                continue
+            results = step.tool_results
+            if len(tool_calls) == 1 and len(results) == 1:  # the common case, without a lookup table
+                call, result = tool_calls[0], results[0]
+                succeeded = result.success if result.call_id == call.call_id else None
+                calls.append((index, call.name, call.arguments_json, succeeded))
+                continue
+            by_id = {r.call_id: r.success for r in results}
+            for call in tool_calls:
+                calls.append((index, call.name, call.arguments_json, by_id.get(call.call_id)))
+        return calls
+
+    @cached_property
+    def step_numbers(self) -> list[int]:
+        self._read_steps()
+        return self.step_numbers
+
+    @cached_property
+    def step_rewards(self) -> list[float]:
+        """Each step's own reward, 0 when unset."""
+        self._read_steps()
+        return self.step_rewards
+
+    def _read_steps(self) -> None:
+        numbers, rewards = [], []
+        for step in self.trajectory.agent_steps:
+            numbers.append(step.step_number)
+            rewards.append(step.step_reward)
+        self.__dict__["step_numbers"], self.__dict__["step_rewards"] = numbers, rewards
+
+
+def facts_of(trajectory: tpb.Trajectory | TrajectoryFacts) -> TrajectoryFacts:
+    return trajectory if isinstance(trajectory, TrajectoryFacts) else TrajectoryFacts(trajectory)
+
+
 def tool_usage_term(
-    trajectory: tpb.Trajectory,
+    trajectory: tpb.Trajectory | TrajectoryFacts,
     *,
     failure_cost: float = 1.0,
     invalid_cost: float = 1.0,
     useful_reward: float = 0.0,
 ) -> tuple[float, str]:
-    offered: set[str] = set()
-    for interaction in trajectory.llm_interactions:
-        offered.update(interaction.tools_available)
-    calls = useful = failed = invalid = 0
-    for step in trajectory.agent_steps:
-        if not step.tool_calls:
-            continue
-        succeeded = {result.call_id: result.success for result in step.tool_results}
-        for call in step.tool_calls:
-            calls += 1
-            name = call.name
-            if not name or (offered and name not in offered) or not _is_json_object(call.arguments_json):
-                invalid += 1
-                continue
-            result = succeeded.get(call.call_id)
-            if result is False:
-                failed += 1
-            elif result:
-                useful += 1
+    facts = facts_of(trajectory)
+    offered = facts.offered
+    useful = failed = invalid = 0
+    for _, name, arguments, succeeded in facts.calls:
+        if not name or (offered and name not in offered) or not _is_json_object(arguments):
+            invalid += 1
+        elif succeeded is False:
+            failed += 1
+        elif succeeded:
+            useful += 1
+    calls = len(facts.calls)
     if calls == 0:
         return 0.0, "no tool calls"
     value = (useful_reward * useful - failure_cost * failed - invalid_cost * invalid) / calls
     return value, f"{calls} calls: {useful} useful, {failed} failed, {invalid} invalid"
 
 
+_DEFAULT_VERIFICATION = re.compile(DEFAULT_VERIFICATION_PATTERN, re.IGNORECASE)
+
+
 def verification_term(
-    trajectory: tpb.Trajectory,
+    trajectory: tpb.Trajectory | TrajectoryFacts,
     *,
-    pattern: str | re.Pattern[str] = DEFAULT_VERIFICATION_PATTERN,
+    pattern: str | re.Pattern[str] = _DEFAULT_VERIFICATION,
     require_success: bool = True,
 ) -> tuple[float, str]:
+    facts = facts_of(trajectory)
     matcher = re.compile(pattern, re.IGNORECASE) if isinstance(pattern, str) else pattern
-    steps = trajectory.agent_steps
-    for step in steps[: len(steps) - 1]:
-        for call in step.tool_calls:
-            if not matcher.search(call.name):
-                continue
-            if require_success and any(
-                r.call_id == call.call_id and not r.success for r in step.tool_results
-            ):
-                continue
-            return 1.0, f"{call.name} at step {step.step_number}"
+    last = facts.step_count - 1
+    for index, name, _, succeeded in facts.calls:
+        if index >= last:
+            break
+        if matcher.search(name) and not (require_success and succeeded is False):
+            return 1.0, f"{name} at step {facts.step_numbers[index]}"
     return 0.0, "no verification step before the final answer"
 
 
-def token_count(trajectory: tpb.Trajectory) -> int:
-    usage = trajectory.total_usage
+def token_count(trajectory: tpb.Trajectory | TrajectoryFacts) -> int:
+    t = trajectory.trajectory if isinstance(trajectory, TrajectoryFacts) else trajectory
+    usage = t.total_usage
     if usage.HasField("input_tokens") or usage.HasField("output_tokens"):
         return usage.input_tokens + usage.output_tokens
-    return sum(
-        i.response.usage.input_tokens + i.response.usage.output_tokens for i in trajectory.llm_interactions
-    )
+    return sum(i.response.usage.input_tokens + i.response.usage.output_tokens for i in t.llm_interactions)
 
 
 def length_penalty_term(
-    trajectory: tpb.Trajectory, *, step_budget: int = 0, token_budget: int = 0
+    trajectory: tpb.Trajectory | TrajectoryFacts, *, step_budget: int = 0, token_budget: int = 0
 ) -> tuple[float, str]:
     value = 0.0
     details = []
     if step_budget > 0:
-        steps = len(trajectory.agent_steps)
+        is_facts = isinstance(trajectory, TrajectoryFacts)
+        steps = trajectory.step_count if is_facts else len(trajectory.agent_steps)
         value -= min(1.0, max(0, steps - step_budget) / step_budget)
         details.append(f"{steps}/{step_budget} steps")
     if token_budget > 0:
@@ -216,7 +278,7 @@ def discounted_returns(rewards: np.ndarray, gamma: float) -> np.ndarray:
     return returns
 
 
-def step_reward_matrix(step_rewards: Sequence[np.ndarray], final_rewards: np.ndarray) -> np.ndarray:
+def step_reward_matrix(step_rewards: Sequence[Sequence[float]], final_rewards: np.ndarray) -> np.ndarray:
     """Rewards per (trajectory, step): each step's own reward, the trajectory reward added at its last
     step (a trajectory without steps gets it at step 0); zero-padded to the longest trajectory."""
     lengths = np.fromiter((max(1, len(r)) for r in step_rewards), dtype=np.int64, count=len(step_rewards))
@@ -228,7 +290,7 @@ def step_reward_matrix(step_rewards: Sequence[np.ndarray], final_rewards: np.nda
 
 
 def discounted_decision_returns(
-    step_rewards: Sequence[np.ndarray],
+    step_rewards: Sequence[Sequence[float]],
     final_rewards: np.ndarray,
     decision_steps: Sequence[np.ndarray],
     gamma: float,

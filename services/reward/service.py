@@ -45,9 +45,9 @@ from cohort.services.reward.functions import (
     parse_params,
 )
 
-OFF_LOOP_DECISIONS = 50_000
-"""Above this many decisions plus steps, the array work runs on a worker thread; below, the thread
-hand-off costs more than the work."""
+OFF_LOOP_TRAJECTORIES = 2_000
+"""Above this many trajectories in a request, the CPU work runs on a worker thread (it would stall
+the event loop for tens of milliseconds); below, the thread hand-off costs more than it saves."""
 
 MAX_TRAJECTORIES = 100_000
 
@@ -224,17 +224,20 @@ def check_advantage(spec: AdvantageSpec) -> None:
         raise InvalidArgument("advantage.epsilon", "must be a finite number >= 0")
 
 
-def _check_trajectory(t: tpb.Trajectory, where: str) -> None:
-    outcome = t.outcome
+def _check_trajectory(facts: scoring.TrajectoryFacts, where: str, *, step_rewards: bool) -> None:
+    """What scoring reads must be well-formed; step rewards are read (and checked) only when the
+    credit assignment uses them."""
+    outcome = facts.trajectory.outcome
     if outcome.HasField("score") and not (math.isfinite(outcome.score) and 0.0 <= outcome.score <= 1.0):
         raise InvalidArgument(f"{where}.outcome.score", "must be between 0 and 1")
-    for index, step in enumerate(t.agent_steps):
-        if step.HasField("step_reward") and not math.isfinite(step.step_reward):
-            raise InvalidArgument(f"{where}.agent_steps[{index}].step_reward", "must be a finite number")
+    if step_rewards and not math.isfinite(math.fsum(facts.step_rewards)):
+        for index, reward in enumerate(facts.step_rewards):
+            if not math.isfinite(reward):
+                raise InvalidArgument(f"{where}.agent_steps[{index}].step_reward", "must be a finite number")
 
 
-def check_groups(groups: Sequence[GroupInput]) -> None:
-    """Every group non-empty, group and trajectory ids unique, trajectories well-formed."""
+def check_groups(groups: Sequence[GroupInput]) -> int:
+    """Every group non-empty, group and trajectory ids unique; the number of trajectories."""
     if not groups:
         raise InvalidArgument("groups", "at least one group is required")
     group_ids: set[str] = set()
@@ -248,13 +251,11 @@ def check_groups(groups: Sequence[GroupInput]) -> None:
                 raise InvalidArgument(f"groups[{g}].group_id", f"{group.group_id!r} appears twice")
             group_ids.add(group.group_id)
         for i, t in enumerate(group.trajectories):
-            where = f"groups[{g}].trajectories[{i}]"
-            if not t.trajectory_id:
-                raise InvalidArgument(f"{where}.trajectory_id", "is required")
-            if t.trajectory_id in trajectory_ids:
-                raise InvalidArgument(f"{where}.trajectory_id", f"{t.trajectory_id!r} appears twice")
-            trajectory_ids.add(t.trajectory_id)
-            _check_trajectory(t, where)
+            trajectory_id = t.trajectory_id
+            if not trajectory_id or trajectory_id in trajectory_ids:
+                problem = "is required" if not trajectory_id else f"{trajectory_id!r} appears twice"
+                raise InvalidArgument(f"groups[{g}].trajectories[{i}].trajectory_id", problem)
+            trajectory_ids.add(trajectory_id)
         for i, trajectory_id in enumerate(group.trajectory_ids):
             where = f"groups[{g}].trajectory_ids[{i}]"
             if not trajectory_id:
@@ -265,6 +266,34 @@ def check_groups(groups: Sequence[GroupInput]) -> None:
         total += len(group.trajectories) + len(group.trajectory_ids)
     if total > MAX_TRAJECTORIES:
         raise InvalidArgument("groups", f"more than {MAX_TRAJECTORIES} trajectories in one request")
+    return total
+
+
+def gather_facts(
+    groups: Sequence[GroupInput], fetched: dict[str, tpb.Trajectory], step_rewards: bool
+) -> tuple[list[scoring.TrajectoryFacts], list[int]]:
+    """The facts of every trajectory, flat in request order (given, then fetched, per group), each
+    checked; and the group of each."""
+    flat: list[scoring.TrajectoryFacts] = []
+    group_index: list[int] = []
+    for g, group in enumerate(groups):
+        for i, t in enumerate(group.trajectories):
+            facts = scoring.TrajectoryFacts(t)
+            _check_trajectory(facts, f"groups[{g}].trajectories[{i}]", step_rewards=step_rewards)
+            flat.append(facts)
+        for i, trajectory_id in enumerate(group.trajectory_ids):
+            facts = scoring.TrajectoryFacts(fetched[trajectory_id])
+            _check_trajectory(facts, f"groups[{g}].trajectory_ids[{i}]", step_rewards=step_rewards)
+            flat.append(facts)
+        group_index.extend([g] * (len(group.trajectories) + len(group.trajectory_ids)))
+    return flat, group_index
+
+
+async def _maybe_off_loop(large: bool, function, *args):
+    """`function(*args)`, on a worker thread when the work is large enough to stall the event loop."""
+    if large:
+        return await asyncio.to_thread(function, *args)
+    return function(*args)
 
 
 class RewardScorer:
@@ -282,22 +311,19 @@ class RewardScorer:
     ) -> ScoreResult:
         check_advantage(advantage)
         terms = resolve_terms(self.registry, tenant_id, reward)
-        check_groups(groups)
-        members = await self._members(groups)
+        large = check_groups(groups) > OFF_LOOP_TRAJECTORIES
+        fetched = await self._fetch_stored(groups)
+        discounted = advantage.credit_assignment is CreditAssignment.DISCOUNTED_RETURNS
+        flat, group_index = await _maybe_off_loop(large, gather_facts, groups, fetched, discounted)
 
-        flat: list[tpb.Trajectory] = []
-        group_index: list[int] = []
-        for g, trajectories in enumerate(members):
-            flat.extend(trajectories)
-            group_index.extend([g] * len(trajectories))
-        failed = [scoring.is_failed_rollout(t) for t in flat]
+        failed = [scoring.is_failed_rollout(f.trajectory) for f in flat]
         excluded = failed if failure_policy is not FailurePolicy.SCORE_AS_FAILURE else [False] * len(flat)
         # Custom functions run only where their value counts: not on excluded or failed rollouts.
-        called = [i for i, t in enumerate(flat) if not failed[i]]
+        called = [i for i in range(len(flat)) if not failed[i]]
         custom_results: dict[str, list[FunctionResult | CohortError | None]] = {}
         custom_terms = [term for term in terms if term.function.kind is not FunctionKind.BUILTIN]
         if custom_terms and called:
-            subjects = [flat[i] for i in called]
+            subjects = [flat[i].trajectory for i in called]
             answers = await asyncio.gather(
                 *(
                     self.registry.call(term.function, subjects, term.params, term.params_json)
@@ -309,7 +335,9 @@ class RewardScorer:
                 for i, result in zip(called, answer, strict=True):
                     per_trajectory[i] = result
                 custom_results[term.name] = per_trajectory
-        work = (
+        scored = await _maybe_off_loop(
+            large,
+            _score,
             flat,
             np.asarray(group_index, dtype=np.int64),
             len(groups),
@@ -319,29 +347,16 @@ class RewardScorer:
             custom_results,
             advantage,
         )
-        size = len(flat) + sum(len(t.decisions) for t in flat)
-        if size > OFF_LOOP_DECISIONS:
-            results = await asyncio.to_thread(_score, *work)
-        else:
-            results = _score(*work)
-        return _assemble(groups, members, results, failed, failure_policy, advantage)
+        return _assemble(groups, flat, scored, failed, failure_policy)
 
-    async def _members(self, groups: Sequence[GroupInput]) -> list[list[tpb.Trajectory]]:
-        """Each group's trajectories: the given ones, then those fetched by id."""
+    async def _fetch_stored(self, groups: Sequence[GroupInput]) -> dict[str, tpb.Trajectory]:
         wanted = [trajectory_id for group in groups for trajectory_id in group.trajectory_ids]
-        fetched: dict[str, tpb.Trajectory] = {}
-        if wanted:
-            if self._fetch is None:
-                raise InvalidArgument("groups.trajectory_ids", "this service cannot fetch trajectories")
-            stored = await self._fetch(wanted)
-            fetched = {trajectory_id: t for trajectory_id, t in zip(wanted, stored, strict=True)}
-            for g, group in enumerate(groups):
-                for i, trajectory_id in enumerate(group.trajectory_ids):
-                    _check_trajectory(fetched[trajectory_id], f"groups[{g}].trajectory_ids[{i}]")
-        return [
-            [*group.trajectories, *(fetched[trajectory_id] for trajectory_id in group.trajectory_ids)]
-            for group in groups
-        ]
+        if not wanted:
+            return {}
+        if self._fetch is None:
+            raise InvalidArgument("groups.trajectory_ids", "this service cannot fetch trajectories")
+        stored = await self._fetch(wanted)
+        return dict(zip(wanted, stored, strict=True))
 
 
 @dataclass
@@ -360,7 +375,7 @@ class _Scored:
 
 
 def _score(
-    flat: list[tpb.Trajectory],
+    flat: list[scoring.TrajectoryFacts],
     group_index: np.ndarray,
     group_count: int,
     failed: list[bool],
@@ -374,7 +389,7 @@ def _score(
     rewards = np.zeros(n)
     components: list[list[Component]] = [[] for _ in range(n)]
     errors: list[CohortError | None] = [None] * n
-    for i, t in enumerate(flat):
+    for i, facts in enumerate(flat):
         if excluded[i]:
             continue
         total = 0.0
@@ -383,15 +398,16 @@ def _score(
             kind = term.function.kind
             if kind is FunctionKind.BUILTIN:
                 if term.name == "outcome" and failed[i]:
-                    value, detail = scoring.failed_rollout_outcome(t)
+                    value, detail = scoring.failed_rollout_outcome(facts.trajectory)
                 else:
-                    value, detail = BUILTINS[term.name].compute(t, term.params)
+                    value, detail = BUILTINS[term.name].compute(facts, term.params)
                 parts.append(Component(term.name, value, term.weight, detail))
                 total += term.weight * value
                 continue
             result = custom_results.get(term.name, [None] * n)[i]
             if result is None:  # not called: a failed rollout scored as failure
-                parts.append(Component(term.name, 0.0, term.weight, scoring.failed_rollout_outcome(t)[1]))
+                detail = scoring.failed_rollout_outcome(facts.trajectory)[1]
+                parts.append(Component(term.name, 0.0, term.weight, detail))
             elif isinstance(result, CohortError):
                 errors[i] = result
                 break
@@ -409,24 +425,12 @@ def _score(
     in_group = np.where(included, group_index, group_count)
     reward_mean, reward_std, size = scoring.group_statistics(rewards, in_group, group_count + 1)
 
-    decision_counts = np.fromiter((len(t.decisions) for t in flat), dtype=np.int64, count=n)
+    decision_counts = np.fromiter((len(f.trajectory.decisions) for f in flat), dtype=np.int64, count=n)
     discounted = advantage.credit_assignment is CreditAssignment.DISCOUNTED_RETURNS
     if discounted:
-        step_rewards = []
-        decision_steps = []
-        for t in flat:
-            steps = t.agent_steps
-            rewards_of_steps = (s.step_reward for s in steps)
-            step_rewards.append(np.fromiter(rewards_of_steps, dtype=np.float64, count=len(steps)))
-            numbers = np.fromiter((s.step_number for s in steps), dtype=np.int64, count=len(steps))
-            chosen = np.fromiter((d.step_number for d in t.decisions), dtype=np.int64, count=len(t.decisions))
-            if len(numbers) and np.all(numbers[1:] >= numbers[:-1]):
-                decision_steps.append(np.searchsorted(numbers, chosen, side="left"))
-            else:
-                lookup = {number: index for index, number in enumerate(numbers.tolist())}
-                decision_steps.append(np.array([lookup.get(c, 0) for c in chosen.tolist()], dtype=np.int64))
+        decision_steps = [_decision_steps(f) for f in flat]
         normalized, decision_returns = scoring.discounted_decision_returns(
-            step_rewards, rewards, decision_steps, advantage.gamma
+            [f.step_rewards for f in flat], rewards, decision_steps, advantage.gamma
         )
         mean, std, _ = scoring.group_statistics(normalized, in_group, group_count + 1)
     else:
@@ -479,13 +483,23 @@ def _score(
     )
 
 
+def _decision_steps(facts: scoring.TrajectoryFacts) -> np.ndarray:
+    """The step index of each decision of a trajectory: the first step whose number is at least the
+    decision's `step_number` (steps are numbered in order), or the step with that number otherwise."""
+    numbers = facts.step_numbers
+    chosen = [d.step_number for d in facts.trajectory.decisions]
+    if all(a <= b for a, b in zip(numbers, numbers[1:], strict=False)):
+        return np.searchsorted(np.asarray(numbers, dtype=np.int64), np.asarray(chosen, dtype=np.int64))
+    lookup = {number: index for index, number in enumerate(numbers)}
+    return np.array([lookup.get(c, 0) for c in chosen], dtype=np.int64)
+
+
 def _assemble(
     groups: Sequence[GroupInput],
-    members: list[list[tpb.Trajectory]],
+    flat: list[scoring.TrajectoryFacts],
     scored: _Scored,
     failed: list[bool],
     failure_policy: FailurePolicy,
-    advantage: AdvantageSpec,
 ) -> ScoreResult:
     rewards = scored.rewards.tolist()
     advantages = scored.advantages.tolist()
@@ -497,7 +511,7 @@ def _assemble(
     results = []
     dropped_groups = 0
     i = 0
-    for g, (group, trajectories) in enumerate(zip(groups, members, strict=True)):
+    for g, group in enumerate(groups):
         reason = scored.drop_reasons[g]
         dropped_groups += bool(reason)
         result = GroupResult(
@@ -508,17 +522,18 @@ def _assemble(
             dropped=bool(reason),
             drop_reason=reason,
         )
-        for t in trajectories:
+        for _ in range(len(group.trajectories) + len(group.trajectory_ids)):
+            trajectory_id = flat[i].trajectory.trajectory_id
             if failed[i] and failure_policy is not FailurePolicy.SCORE_AS_FAILURE:
-                result.trajectories.append(TrajectoryResult(t.trajectory_id, dropped=True))
+                result.trajectories.append(TrajectoryResult(trajectory_id, dropped=True))
                 if failure_policy is FailurePolicy.RETRY:
-                    result.retry_trajectory_ids.append(t.trajectory_id)
+                    result.retry_trajectory_ids.append(trajectory_id)
             elif scored.errors[i] is not None:
-                result.trajectories.append(TrajectoryResult(t.trajectory_id, error=scored.errors[i]))
+                result.trajectories.append(TrajectoryResult(trajectory_id, error=scored.errors[i]))
             else:
                 result.trajectories.append(
                     TrajectoryResult(
-                        t.trajectory_id,
+                        trajectory_id,
                         reward=rewards[i],
                         components=scored.components[i],
                         advantage=advantages[i],

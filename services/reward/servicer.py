@@ -8,7 +8,6 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from cohort.api.reward.v1 import reward_pb2 as rpb
 from cohort.api.reward.v1 import reward_pb2_grpc
-from cohort.api.trajectory.v1 import trajectory_pb2 as tpb
 from cohort.context import require_identity
 from cohort.errors import InvalidArgument
 from cohort.paging import DEFAULT_PAGE_SIZE
@@ -91,7 +90,6 @@ def advantage_spec_from_proto(message: rpb.AdvantageConfig) -> AdvantageSpec:
 
 def score_groups_response(result: ScoreResult) -> rpb.ScoreGroupsResponse:
     response = rpb.ScoreGroupsResponse(dropped_group_count=result.dropped_group_count)
-    component = tpb.RewardComponent
     for group in result.groups:
         message = response.groups.add(
             group_id=group.group_id,
@@ -107,17 +105,16 @@ def score_groups_response(result: ScoreResult) -> rpb.ScoreGroupsResponse:
             if t.error is not None:
                 scores.add(trajectory_id=t.trajectory_id, error=status_of(t.error))
                 continue
-            scores.add(
+            score = scores.add(
                 trajectory_id=t.trajectory_id,
                 reward=t.reward,
-                components=[
-                    component(name=c.name, value=c.value, weight=c.weight, detail=c.detail)
-                    for c in t.components
-                ],
                 advantage=t.advantage,
                 decision_advantages=t.decision_advantages,
                 dropped=t.dropped,
             )
+            components = score.components
+            for c in t.components:
+                components.add(name=c.name, value=c.value, weight=c.weight, detail=c.detail)
     return response
 
 

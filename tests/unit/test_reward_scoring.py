@@ -335,9 +335,10 @@ def test_bad_groups_name_the_field():
             "groups[0].trajectories[0].agent_steps[0].step_reward",
         ),
     ]
+    discounted = AdvantageSpec(credit_assignment=CreditAssignment.DISCOUNTED_RETURNS)  # reads step rewards
     for groups, field in cases:
         with pytest.raises(InvalidArgument) as caught:
-            run(groups)
+            run(groups, advantage=discounted)
         assert caught.value.field == field
 
 
