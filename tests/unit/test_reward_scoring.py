@@ -382,3 +382,24 @@ def test_a_custom_function_that_times_out_fails_only_its_trajectory():
     assert result.groups[0].size == 2
     with pytest.raises(NotFound):
         asyncio.run(RewardScorer(registry).score_groups("other-tenant", [group], reward=spec))
+
+
+def test_scores_are_applied_to_the_trajectories_decisions():
+    from cohort.api.reward.v1 import reward_pb2 as rpb
+    from cohort.services.reward.apply import apply_scores
+    from cohort.services.reward.servicer import score_groups_response
+
+    trajectories = [
+        make("a", success=True, decisions_at=[1, 1]),
+        make("b", success=False, decisions_at=[1]),
+        make("c", termination=tpb.TERMINATION_REASON_ERROR, decisions_at=[1]),
+    ]
+    result = run([GroupInput("g", trajectories)], failure_policy=FailurePolicy.DROP)
+    response = score_groups_response(result)
+    assert rpb.ScoreGroupsResponse.FromString(response.SerializeToString()) == response
+    assert apply_scores(trajectories, response) == 2
+    a, b, c = trajectories
+    assert [d.advantage for d in a.decisions] == pytest.approx([1.0, 1.0], rel=1e-5)
+    assert [d.advantage for d in b.decisions] == pytest.approx([-1.0], rel=1e-5)
+    assert (a.reward, a.reward_components[0].name) == (1.0, "outcome")
+    assert not c.HasField("advantage") and not c.decisions[0].HasField("advantage")
