@@ -218,6 +218,7 @@ class _Prepared:
     values: np.ndarray  # float64[D, O, K]
     temperature: float
     option_mask: np.ndarray  # bool[D, O]
+    every_option_offered: bool  # no padding options: the masking steps can be skipped
     chosen: np.ndarray  # int64[D]
     old_log_prob: np.ndarray
     advantage: np.ndarray
@@ -228,12 +229,13 @@ class _Prepared:
     scratch: np.ndarray
 
 
-def _log_softmax(logits: np.ndarray, option_mask: np.ndarray) -> np.ndarray:
-    """Row-wise log-softmax over the options in `option_mask`; -inf elsewhere."""
-    masked = np.where(option_mask, logits, -np.inf)
-    top = masked.max(axis=1, keepdims=True)
-    shifted = masked - top
-    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+def _log_softmax(logits: np.ndarray, p: _Prepared) -> tuple[np.ndarray, np.ndarray]:
+    """Row-wise (log pi, pi) over the offered options; log pi = -inf and pi = 0 elsewhere."""
+    masked = logits if p.every_option_offered else np.where(p.option_mask, logits, -np.inf)
+    shifted = masked - masked.max(axis=1, keepdims=True)
+    exponentials = np.exp(shifted)
+    totals = exponentials.sum(axis=1, keepdims=True)
+    return shifted - np.log(totals), exponentials / totals
 
 
 def _logits(weights: np.ndarray, p: _Prepared) -> np.ndarray:
@@ -289,6 +291,7 @@ def _prepare(head: str, weights: np.ndarray, head_batch: HeadBatch, settings: Gr
         values=values,
         temperature=temperature,
         option_mask=option_mask,
+        every_option_offered=bool(option_mask.all()),
         chosen=chosen,
         old_log_prob=old_log_prob,
         advantage=advantage,
@@ -301,7 +304,7 @@ def _prepare(head: str, weights: np.ndarray, head_batch: HeadBatch, settings: Gr
         reference = np.asarray(reference, dtype=np.float64)
         if reference.shape != weights.shape:
             raise InvalidArgument(f"{where}.reference_weights", f"must have {buckets} weights")
-        log_probs = _log_softmax(_logits(reference, prepared), option_mask)
+        log_probs, _ = _log_softmax(_logits(reference, prepared), prepared)
         reference_log_prob = log_probs[np.arange(chosen.size), chosen]
         prepared = replace(prepared, reference_log_prob=reference_log_prob)
     return prepared
@@ -310,8 +313,7 @@ def _prepare(head: str, weights: np.ndarray, head_batch: HeadBatch, settings: Gr
 def _head_terms(weights: np.ndarray, p: _Prepared, settings: GrpoSettings) -> dict:
     """Summed (not yet averaged) loss terms of one head and the gradient of their sum w.r.t. W."""
     rows = np.arange(p.chosen.size)
-    log_probs = _log_softmax(_logits(weights, p), p.option_mask)
-    probabilities = np.exp(log_probs)  # exactly 0 on masked options
+    log_probs, probabilities = _log_softmax(_logits(weights, p), p)
     new_log_prob = log_probs[rows, p.chosen]
     # The log-ratio is capped (as verl does) so that a decision from a far-off policy cannot overflow
     # the ratio; beyond the cap the ratio is constant, so it carries no gradient there.
@@ -342,8 +344,9 @@ def _head_terms(weights: np.ndarray, p: _Prepared, settings: GrpoSettings) -> di
     logit_gradient = -chosen_weight[:, None] * probabilities
     logit_gradient[rows, p.chosen] += chosen_weight
 
-    safe_log = np.where(p.option_mask, log_probs, 0.0)  # masked options: pi = 0, and 0 * log 0 = 0
-    entropy = -(probabilities * safe_log).sum(axis=1)
+    # Masked options have pi = 0 and log pi = -inf; their 0 * log 0 counts as 0.
+    safe_log = log_probs if p.every_option_offered else np.where(p.option_mask, log_probs, 0.0)
+    entropy = -np.einsum("do,do->d", probabilities, safe_log)
     if settings.entropy_coefficient > 0:
         loss -= settings.entropy_coefficient * entropy.sum()
         # dH/dz_j = -pi_j (log pi_j + H); the loss carries -c * H.

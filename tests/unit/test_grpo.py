@@ -17,7 +17,9 @@ from cohort.services.trainer.grpo import AdamState, GrpoSettings, HeadBatch, grp
 BUCKETS = 32  # small, so decisions and options share buckets and the scatter-add must sum them
 
 
-def random_batch(rng: np.random.Generator, decisions: int, options: int, features: int, temperature=1.0):
+def random_batch(
+    rng: np.random.Generator, decisions: int, options: int, features: int, temperature=1.0, pad_options=True
+):
     """Random decisions with padded options (masked, index 0, value 0) and padded feature slots."""
     indices = rng.integers(0, BUCKETS, size=(decisions, options, features))
     values = rng.normal(size=(decisions, options, features))
@@ -25,7 +27,7 @@ def random_batch(rng: np.random.Generator, decisions: int, options: int, feature
     padded_slots = rng.random((decisions, options, features)) < 0.2
     padded_slots[:, :, 0] = False
     indices[padded_slots], values[padded_slots] = 0, 0.0
-    offered = rng.integers(1, options + 1, size=decisions)
+    offered = rng.integers(1, options + 1, size=decisions) if pad_options else np.full(decisions, options)
     option_mask = np.arange(options)[None, :] < offered[:, None]
     indices[~option_mask], values[~option_mask] = 0, 0.0
     chosen = rng.integers(0, offered)
@@ -77,14 +79,17 @@ def reference_loss(weights, batches, settings: GrpoSettings) -> float:
     return total / count
 
 
-def make_problem(seed=0, *, heads=("tool", "route", "plan"), decisions=6, options=5, features=4):
+def make_problem(
+    seed=0, *, heads=("tool", "route", "plan"), decisions=6, options=5, features=4, pad_options=True
+):
     """Weights, and batches whose old log-probs come from nearby weights (ratios on both sides of the
     clip range), with the reference policy further away."""
     rng = np.random.default_rng(seed)
     weights, batches = {}, {}
     for n, head in enumerate(heads):
         w = rng.normal(scale=0.5, size=BUCKETS)
-        batch = random_batch(rng, decisions + n, options, features, temperature=[1.0, 0.7, 1.5][n % 3])
+        temperature = [1.0, 0.7, 1.5][n % 3]
+        batch = random_batch(rng, decisions + n, options, features, temperature, pad_options)
         old = w + rng.normal(scale=0.4, size=BUCKETS)
         old_log_prob = reference_log_probs(old, batch)[np.arange(len(batch.chosen)), batch.chosen]
         advantage = rng.normal(size=len(batch.chosen))
@@ -128,6 +133,7 @@ CONFIGURATIONS = {
     "kl_alone": (GrpoSettings(kl_beta=0.3), True),
     "entropy_alone": (GrpoSettings(entropy_coefficient=0.2), True),
     "all_terms": (GrpoSettings(kl_beta=0.3, entropy_coefficient=0.2), False),
+    "all_terms_every_option_offered": (GrpoSettings(kl_beta=0.3, entropy_coefficient=0.2), False),
     "all_terms_positive_only": (
         GrpoSettings(kl_beta=0.3, entropy_coefficient=0.2, positive_advantage_only=True),
         False,
@@ -138,7 +144,8 @@ CONFIGURATIONS = {
 @pytest.mark.parametrize("name", CONFIGURATIONS)
 def test_loss_and_gradient_match_definition_and_finite_differences(name):
     settings, without_surrogate = CONFIGURATIONS[name]
-    weights, batches = make_problem(seed=7)
+    weights, batches = make_problem(seed=7, pad_options="every_option_offered" not in name)
+    assert all(hb.batch.option_mask.all() for hb in batches.values()) == ("every_option_offered" in name)
     if without_surrogate:  # A = 0 zeroes the surrogate, leaving the term under test alone
         batches = zero_advantage(batches)
     ratios_away_from_kinks(weights, batches, settings)
