@@ -38,7 +38,7 @@ async def budget(request, database_settings):
     """(service, clock) on each database; "redis" runs only on PostgreSQL, with the Redis gate."""
     settings = database_settings
     if request.param == "redis":
-        if settings.database_url is None:
+        if not settings.database_url:
             pytest.skip("the Redis gate runs with PostgreSQL only")
         settings = settings.with_overrides(redis_url=request.getfixturevalue("redis_url"))
     clock = Clock(datetime(2025, 1, 31, 23, 0, tzinfo=UTC))
