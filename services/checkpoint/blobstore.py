@@ -21,6 +21,7 @@ import os
 import re
 import shutil
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from enum import StrEnum
 from pathlib import Path
 from typing import Protocol
@@ -28,13 +29,14 @@ from typing import Protocol
 MANIFEST_NAME = "MANIFEST.json"
 STAGING_PREFIX = ".staging-"
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_FSYNC_POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="checkpoint-fsync")
 
 
 class SaveStage(StrEnum):
     """Points of a save where a fault can be injected (tests) to stand for a crash there."""
 
     BEFORE_FSYNC = "before_fsync"
-    """Every file and the manifest written to the staging directory, nothing fsynced yet."""
+    """Every file written to the staging directory, nothing fsynced yet, no manifest."""
     BEFORE_RENAME = "before_rename"
     """Everything fsynced, the staging directory not yet renamed into place."""
     BEFORE_COMMIT = "before_commit"
@@ -51,10 +53,11 @@ class BlobStore(Protocol):
         self,
         key: str,
         files: Sequence[tuple[str, bytes]],
-        manifest: bytes,
+        manifest: Callable[[], bytes],
         on_stage: StageHook | None = None,
     ) -> None:
-        """Durably stores `files` and then `manifest` under `key`, all or nothing."""
+        """Durably stores `files`, then the manifest, under `key`, all or nothing. `manifest` is called
+        once the files are written, so the caller can hash them meanwhile."""
         ...
 
     def read(self, key: str, name: str) -> bytes:
@@ -115,7 +118,7 @@ class LocalBlobStore:
         self,
         key: str,
         files: Sequence[tuple[str, bytes]],
-        manifest: bytes,
+        manifest: Callable[[], bytes],
         on_stage: StageHook | None = None,
     ) -> None:
         final = self._path(key)
@@ -125,16 +128,22 @@ class LocalBlobStore:
             shutil.rmtree(staging)
         staging.mkdir()
         descriptors: list[int] = []
+        syncs: list[Future[None]] = []
         try:
             for name, content in files:
                 descriptors.append(_write_file(staging / check_name(name), content))
-            # The manifest last: a staging directory with a manifest has every file it lists.
-            descriptors.append(_write_file(staging / MANIFEST_NAME, manifest))
             if on_stage is not None:
                 on_stage(SaveStage.BEFORE_FSYNC)
-            for fd in descriptors:
-                os.fsync(fd)
+            # fsyncs in parallel (the file system can commit them together) while the caller finishes
+            # hashing; the manifest is written last, once every file it lists is written.
+            syncs = [_FSYNC_POOL.submit(os.fsync, fd) for fd in descriptors]
+            descriptors.append(_write_file(staging / MANIFEST_NAME, manifest()))
+            os.fsync(descriptors[-1])
+            for sync in syncs:
+                sync.result()
         finally:
+            for sync in syncs:
+                sync.exception()  # never close a descriptor an fsync is still using
             for fd in descriptors:
                 os.close(fd)
         _fsync_directory(staging)

@@ -30,6 +30,7 @@ import os
 import re
 import time
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -221,7 +222,17 @@ def parse_save_request(request: pb.SaveCheckpointRequest, max_content_bytes: int
 # --- Manifest and verification (worker thread) ------------------------------------------------------
 
 
-def build_manifest(tenant_id: str, checkpoint_id: str, spec: SaveSpec) -> bytes:
+_HASH_POOL = ThreadPoolExecutor(
+    max_workers=min(8, os.cpu_count() or 2), thread_name_prefix="checkpoint-sha256"
+)
+"""sha256 of a checkpoint's files, in parallel (hashlib releases the GIL) and overlapping the writes."""
+
+
+def _sha256_hex(content: bytes) -> str:
+    return hashlib.sha256(content).hexdigest()
+
+
+def build_manifest(tenant_id: str, checkpoint_id: str, spec: SaveSpec, digests: Sequence[str]) -> bytes:
     """The manifest of a checkpoint (deterministic JSON): what it is and every file's size and sha256."""
     document = {
         "format": MANIFEST_FORMAT,
@@ -234,8 +245,8 @@ def build_manifest(tenant_id: str, checkpoint_id: str, spec: SaveSpec) -> bytes:
         "metrics": spec.metrics,
         "cumulative_cost_micro_usd": spec.cumulative_cost_micro_usd,
         "files": [
-            {"name": name, "size_bytes": len(content), "sha256": hashlib.sha256(content).hexdigest()}
-            for name, content in spec.files
+            {"name": name, "size_bytes": len(content), "sha256": digest}
+            for (name, content), digest in zip(spec.files, digests, strict=True)
         ],
     }
     return json.dumps(document, sort_keys=True, indent=1, allow_nan=False).encode()
@@ -248,9 +259,9 @@ def verify_files(blobs: BlobStore, record: CheckpointRecord) -> list[tuple[str, 
         on_disk = blobs.read(key, MANIFEST_NAME)
     except FileNotFoundError as exc:
         raise CorruptCheckpoint(f"missing file {MANIFEST_NAME}") from exc
-    if hashlib.sha256(on_disk).hexdigest() != record.manifest_sha256:
+    if _sha256_hex(on_disk) != record.manifest_sha256:
         raise CorruptCheckpoint(f"{MANIFEST_NAME}: sha256 mismatch")
-    files = []
+    files: list[tuple[str, bytes, Future[str]]] = []
     for entry in record.files:
         try:
             content = blobs.read(key, entry.name)
@@ -262,10 +273,11 @@ def verify_files(blobs: BlobStore, record: CheckpointRecord) -> list[tuple[str, 
             raise CorruptCheckpoint(
                 f"{entry.name}: {len(content)} bytes, the manifest says {entry.size_bytes}"
             )
-        if hashlib.sha256(content).hexdigest() != entry.sha256:
-            raise CorruptCheckpoint(f"{entry.name}: sha256 mismatch")
-        files.append((entry.name, content))
-    return files
+        files.append((entry.name, content, _HASH_POOL.submit(_sha256_hex, content)))
+    for (name, _, digest), entry in zip(files, record.files, strict=True):
+        if digest.result() != entry.sha256:
+            raise CorruptCheckpoint(f"{name}: sha256 mismatch")
+    return [(name, content) for name, content, _ in files]
 
 
 # --- Proto ------------------------------------------------------------------------------------------
@@ -316,6 +328,7 @@ class CheckpointService:
         self._max_content_bytes = max_content_bytes
         self._on_stage = on_stage
         self._recovery: asyncio.Task | None = None
+        self._background: set[asyncio.Task] = set()
 
     @classmethod
     def for_message_limit(cls, database: Database, blobs: BlobStore, max_message_bytes: int, **kwargs):
@@ -386,18 +399,43 @@ class CheckpointService:
             raise
         if response.checkpoint.checkpoint_id != checkpoint_id:  # answered before, during our publish
             await self._discard_if_uncommitted(key)
-        for record in removed:
-            await asyncio.to_thread(self._blobs.delete, record.blob_key)
         if removed:
             log.info(
                 "checkpoint retention for job %r removed %s", spec.job_id, [r.checkpoint_id for r in removed]
             )
+            # Off the response path: their rows are gone, so the files are unreachable, and whatever a
+            # crash leaves of them is an orphan that start-up removes.
+            self._delete_files_later([r.blob_key for r in removed])
         return response
 
+    def _delete_files_later(self, keys: list[str]) -> None:
+        task = asyncio.get_running_loop().create_task(self._delete_files(keys))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _delete_files(self, keys: list[str]) -> None:
+        for key in keys:
+            try:
+                await asyncio.to_thread(self._blobs.delete, key)
+            except Exception:  # noqa: BLE001 - start-up recovery removes what is left
+                log.warning("could not delete the files of checkpoint %s", key, exc_info=True)
+
+    async def wait_for_background_deletes(self) -> None:
+        """Waits until the files of checkpoints removed by retention are deleted."""
+        while self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+
     def _publish(self, tenant_id: str, checkpoint_id: str, spec: SaveSpec) -> bytes:
-        manifest = build_manifest(tenant_id, checkpoint_id, spec)
+        """Hashes the files in parallel while the blob store writes them; returns the manifest."""
+        digests = [_HASH_POOL.submit(_sha256_hex, content) for _, content in spec.files]
+        written: list[bytes] = []
+
+        def manifest() -> bytes:
+            written.append(build_manifest(tenant_id, checkpoint_id, spec, [d.result() for d in digests]))
+            return written[0]
+
         self._blobs.publish(checkpoint_id, spec.files, manifest, self._on_stage)
-        return manifest
+        return written[0]
 
     async def _commit(
         self,
@@ -433,7 +471,9 @@ class CheckpointService:
             victims = checkpoints_to_delete(
                 [RetainedCheckpoint(r.checkpoint_id, r.metrics) for r in [*history, record]], spec.retention
             )
-            removed = await self._store.delete_rows(session, tenant_id, victims)
+            # The history was read under the job's lock, so every victim is still there: one DELETE.
+            removed = [r for r in history if r.checkpoint_id in set(victims)]
+            await self._store.delete_history_rows(session, tenant_id, removed)
             response = pb.SaveCheckpointResponse(
                 checkpoint=checkpoint_to_proto(record),
                 deleted_checkpoint_ids=[r.checkpoint_id for r in removed],

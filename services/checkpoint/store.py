@@ -153,6 +153,19 @@ class CheckpointStore:
             )
         return [_record(row) for row in rows]
 
+    @staticmethod
+    async def delete_history_rows(
+        session: AsyncSession, tenant_id: str, records: Sequence[CheckpointRecord]
+    ) -> None:
+        """Deletes the rows of `records`, read in this transaction under the job's lock."""
+        if records:
+            await session.execute(
+                delete(CheckpointRow).where(
+                    CheckpointRow.tenant_id == tenant_id,
+                    CheckpointRow.checkpoint_id.in_([r.checkpoint_id for r in records]),
+                )
+            )
+
     # -- reads ---------------------------------------------------------------------------------------
 
     async def get(self, tenant_id: str, checkpoint_id: str) -> CheckpointRecord:

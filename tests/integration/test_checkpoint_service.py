@@ -63,6 +63,15 @@ def on_disk(suite) -> set[str]:
     return {p.name for p in root.iterdir()} if root.exists() else set()
 
 
+async def eventually_on_disk(suite, expected: set[str]) -> set[str]:
+    """What is on disk once retention's background deletes are done (or after 10 s)."""
+    for _ in range(500):
+        if on_disk(suite) == expected:
+            break
+        await asyncio.sleep(0.02)
+    return on_disk(suite)
+
+
 def files(i: int, size: int = 2048) -> list[pb.CheckpointFile]:
     rng = np.random.default_rng(i)
     return [
@@ -251,7 +260,7 @@ async def test_retention_keeps_the_latest_and_the_best_k_and_deletes_the_rest_af
     survivors = {ids[1], ids[3], ids[5]}  # best two (0.9, 0.7) and the latest
     assert set(await listed(stub)) == survivors
     assert set(deleted) == set(ids) - survivors
-    assert on_disk(suite) == survivors
+    assert await eventually_on_disk(suite, survivors) == survivors
     for checkpoint_id in deleted:
         missing = await rpc_error(stub.GetCheckpoint(pb.GetCheckpointRequest(checkpoint_id=checkpoint_id)))
         assert missing.code() == grpc.StatusCode.NOT_FOUND
