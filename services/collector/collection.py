@@ -77,7 +77,8 @@ SEED_LABEL = "cohort.seed"
 POLICY_CACHE_SIZE = 32
 WRITE_BATCH_ITEMS = 256
 WRITERS = 2
-"""Store writes in flight at once: one batch prepared (worker thread) while the previous is written."""
+"""Store writes in flight at once on PostgreSQL: one batch prepared (worker thread) while another is
+written. SQLite gets one (it has a single writer)."""
 TRAINER_TIMEOUT_SECONDS = 30.0
 
 
@@ -320,7 +321,8 @@ class Collector:
     def __init__(self, context: ServiceContext, store: TrajectoryStore, *, prices: PriceTable) -> None:
         self._context = context
         self._store = store
-        self._writer = TrajectoryWriter(store)
+        # SQLite has one writer: a second transaction would only sit in SQLite's busy-wait backoff.
+        self._writer = TrajectoryWriter(store, writers=1 if context.database.is_sqlite else WRITERS)
         self._runtimes = RuntimeResolver(prices)
         self._policies = PolicySnapshots(context)
         self._global_limit = asyncio.Semaphore(context.settings.max_concurrent_rollouts)

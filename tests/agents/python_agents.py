@@ -110,3 +110,13 @@ async def counting_agent(task: Task, context: AgentContext) -> AgentResult:
     finally:
         RUNNING["now"] -= 1
     return AgentResult(success=True)
+
+
+async def latency_agent(task: Task, context: AgentContext) -> AgentResult:
+    """`payload.steps` steps of `payload.latency` seconds each (an LLM call's stand-in), recorded."""
+    steps = int(task.payload.get("steps", 5))
+    latency = float(task.payload.get("latency", 0.2))
+    for number in range(1, steps + 1):
+        await asyncio.sleep(latency)
+        _step(context, number, TOOLS[number % len(TOOLS)], f"result {number}")
+    return AgentResult(success=True, final_result="done")

@@ -362,7 +362,9 @@ class TrajectoryRecorder:
         self.collector = collector
         self.prices = prices
         self.fsync = fsync
-        self._redact = _Redact(redactor)
+        # Memory-mode recorders are made per rollout by the thousand: they share the default redactor
+        # (and its cache of strings known clean) instead of building one each.
+        self._redact = _shared_redact() if redactor is None and sink == "memory" else _Redact(redactor)
         self._file_sink = FileSink()
         self._lock = threading.RLock()
         self._journal: JournalWriter | None = None
@@ -539,9 +541,9 @@ class TrajectoryRecorder:
     def _finish_in_memory(self) -> None:
         """Memory mode: the `Trajectory` message only (no Trae document, no file); None returned."""
         try:
+            # Every event and the identity were redacted as they were recorded: no second pass here.
             trajectory = load_recorded({**self._state.trae, COHORT_KEY: self._state.cohort})
             fill_usage_and_cost(trajectory, self.prices if self.prices is not None else _default_prices())
-            self._redact.redactor.redact_trajectory(trajectory)
         except Exception:
             log.exception("%s: could not build the final trajectory", self.trajectory_path)
             return None
@@ -682,6 +684,11 @@ class TrajectoryRecorder:
             if self.finalized:
                 log.warning("%s: %s recorded after finalize_recording; ignored", self.trajectory_path, event)
                 return
+            if self.sink == "memory":  # no journal line to encode: redact only
+                if not self._redact.is_clean(data):
+                    data = self._redact(data)
+                self._state.apply(event, moment, data)
+                return
             line, data = self._redact.event(event, moment, data)
             if not self._journal_failed:
                 try:
@@ -706,6 +713,11 @@ class TrajectoryRecorder:
             journal.close()
             raise
         self._journal = journal
+
+
+@functools.cache
+def _shared_redact() -> _Redact:
+    return _Redact(None)
 
 
 @functools.cache
