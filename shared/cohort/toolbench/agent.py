@@ -32,7 +32,7 @@ import json
 import math
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -43,7 +43,7 @@ from cohort.errors import InvalidArgument
 from cohort.runtime import AgentContext, AgentResult, Decider, DecisionRequest, Task
 from cohort.toolbench.knowledge import HEIGHT_UNIT, KNOWLEDGE_BASE
 from cohort.toolbench.tasks import SOLUTIONS, check_answer, check_families
-from cohort.toolbench.tools import TOOLS, ToolError, format_number, verified_answer
+from cohort.toolbench.tools import call_tool, format_number, verified_answer
 
 HEAD = "next_tool"
 ANSWER = "answer"
@@ -65,8 +65,9 @@ PROVIDER = "toolbench"
 
 @dataclass(frozen=True)
 class ToolbenchOptions:
-    """How the built-in agent runs. `task_families` selects the families queries are drawn from
-    (empty: all); the agent itself answers any toolbench query."""
+    """How the built-in agent runs. `task_families` names the families queries are drawn from
+    (empty: all; validated here, used by whoever generates the queries); the agent itself answers
+    any toolbench query."""
 
     task_families: tuple[str, ...] = ()
     step_latency_seconds: float = 0.0
@@ -77,7 +78,8 @@ class ToolbenchOptions:
     """Model name the simulated usage is reported (and priced) under."""
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "task_families", check_families(self.task_families, "task_families"))
+        check_families(self.task_families, "task_families")
+        object.__setattr__(self, "task_families", tuple(self.task_families))
         latency = self.step_latency_seconds
         if isinstance(latency, bool) or not isinstance(latency, (int, float)) or not math.isfinite(latency):
             raise InvalidArgument("step_latency_seconds", f"must be a finite number, not {latency!r}")
@@ -346,13 +348,6 @@ def final_answer(state: AgentState) -> str:
     return state.value
 
 
-def call(tool: str, arguments: dict[str, str]) -> tuple[bool, str]:
-    try:
-        return True, TOOLS[tool](**arguments)
-    except ToolError as exc:
-        return False, str(exc)
-
-
 # --------------------------------------------------------------------------------------------------
 # The agent
 
@@ -391,7 +386,7 @@ def make_agent(options: ToolbenchOptions = ToolbenchOptions()) -> Callable:  # n
                     detail=" > ".join([*state.tools_called, ANSWER]),
                 )
             arguments = fill_arguments(tool, state)
-            ok, result = call(tool, arguments)
+            ok, result = call_tool(tool, arguments)
             state.tools_called.append(tool)
             if ok:
                 apply_result(tool, arguments, result, state)
@@ -457,13 +452,13 @@ def make_agent(options: ToolbenchOptions = ToolbenchOptions()) -> Callable:  # n
 # Reference deciders
 
 
-def oracle_choice(features: dict[str, float] | object) -> str:
+def oracle_choice(features: Mapping[str, float]) -> str:
     """The correct next tool for a decision's features: the intent's solution, then `answer`.
 
     Reads only the `state=<intent>|<progress>|<last tool>` key; off the correct path (which the
     oracle itself never leaves) it answers at once.
     """
-    state = next((k for k in features if k.startswith("state=")), None)  # type: ignore[union-attr]
+    state = next((k for k in features if k.startswith("state=")), None)
     if state is None:
         return ANSWER
     intent, progress_text, last = state[len("state=") :].split("|")
