@@ -164,9 +164,10 @@ class JobService:
             created.append(change)
             return jobs_pb2.CreateJobResponse(job=change.job)
 
-        response = await idempotency.run_once(
-            self._database, scope, request, jobs_pb2.CreateJobResponse, work
-        )
+        async with self._store.writer_turn():
+            response = await idempotency.run_once(
+                self._database, scope, request, jobs_pb2.CreateJobResponse, work
+            )
         if created and created[0].job.revision == response.job.revision:
             await self._published(created[0], wake=True)
         return response
@@ -278,7 +279,8 @@ class JobService:
             changes.append(change)
             return response_type(job=change.job)
 
-        response = await idempotency.run_once(self._database, SCOPE + name, request, response_type, work)
+        async with self._store.writer_turn():
+            response = await idempotency.run_once(self._database, SCOPE + name, request, response_type, work)
         if changes and changes[0].job.revision == response.job.revision:
             await self._published(changes[0], wake=changes[0].job.state == jobs_pb2.Job.STATE_QUEUED)
         return response.job
@@ -307,7 +309,7 @@ class JobService:
         evaluation = await self._runner.evaluate(job, request)
         response = jobs_pb2.EvaluateJobResponse(evaluation=evaluation)
         try:
-            async with write_transaction(self._database.sessions) as session:
+            async with self._store.writer_turn(), write_transaction(self._database.sessions) as session:
                 idempotency.remember(session, scope, request, response)
         except IntegrityError:
             async with self._database.sessions() as session:

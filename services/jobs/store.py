@@ -8,10 +8,11 @@ is the one the worker claimed the job with, and raise `LeaseLost` otherwise.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 from uuid import uuid4
 
 from google.rpc import status_pb2
@@ -109,6 +110,27 @@ class JobStore:
     def __init__(self, database: Database) -> None:
         self._database = database
         self._for_update = not database.is_sqlite
+        # SQLite has one writer at a time, and a connection waiting for the lock backs off in sleeps
+        # of up to 100 ms: queueing this process's writers here instead keeps each write ~1 ms.
+        self._sqlite_writers = asyncio.Lock() if database.is_sqlite else None
+
+    @contextlib.asynccontextmanager
+    async def writer_turn(self) -> AsyncIterator[None]:
+        """Held around a write transaction opened elsewhere (an idempotent RPC's), on SQLite."""
+        if self._sqlite_writers is None:
+            yield
+            return
+        async with self._sqlite_writers:
+            yield
+
+    @contextlib.asynccontextmanager
+    async def _writing(self) -> AsyncIterator[AsyncSession]:
+        if self._sqlite_writers is None:
+            async with write_transaction(self._database.sessions) as session:
+                yield session
+            return
+        async with self._sqlite_writers, write_transaction(self._database.sessions) as session:
+            yield session
 
     @property
     def database(self) -> Database:
@@ -286,7 +308,7 @@ class JobStore:
         claims: list[Claim] = []
         settled: list[JobChange] = []
         expires = now + timedelta(seconds=lease_seconds)
-        async with write_transaction(self._database.sessions) as session:
+        async with self._writing() as session:
             for row in (await session.scalars(query)).all():
                 _touch(row, now)
                 row.fencing_token += 1
@@ -313,7 +335,7 @@ class JobStore:
         """The heartbeat: extends every lease `owner` holds; returns them with their request flags."""
         expires = utcnow() + timedelta(seconds=lease_seconds)
         held = and_(JobRow.lease_owner == owner, JobRow.state.in_(LEASED_STATES))
-        async with write_transaction(self._database.sessions) as session:
+        async with self._writing() as session:
             await session.execute(update(JobRow).where(held).values(lease_expires_at=expires))
             rows = await session.execute(
                 select(
@@ -343,7 +365,7 @@ class JobStore:
         self, key: tuple[str, str], token: int, progress: jobs_pb2.JobProgress, lease_seconds: float
     ) -> JobChange:
         now = utcnow()
-        async with write_transaction(self._database.sessions) as session:
+        async with self._writing() as session:
             row = await self._fenced_row(session, key, token)
             row.progress = progress.SerializeToString()
             row.lease_expires_at = now + timedelta(seconds=lease_seconds)
@@ -362,7 +384,7 @@ class JobStore:
         """Ends the attempt in `state` (SUCCEEDED, PAUSED, FAILED or CANCELLED); a requested cancel wins
         over SUCCEEDED and PAUSED."""
         now = utcnow()
-        async with write_transaction(self._database.sessions) as session:
+        async with self._writing() as session:
             row = await self._fenced_row(session, key, token)
             if row.cancel_requested and state in (SUCCEEDED, PAUSED):
                 state = CANCELLED
@@ -381,7 +403,7 @@ class JobStore:
     async def release(self, key: tuple[str, str], token: int) -> JobChange:
         """A worker stopping gracefully hands the job back: RUNNING -> QUEUED, CANCELLING -> CANCELLED."""
         now = utcnow()
-        async with write_transaction(self._database.sessions) as session:
+        async with self._writing() as session:
             row = await self._fenced_row(session, key, token)
             if row.state == CANCELLING:
                 row.state, row.end_time = CANCELLED, now
@@ -397,7 +419,3 @@ class JobStore:
         async with self._database.sessions() as session:
             rows = await session.execute(query.order_by(JobRow.create_time).limit(limit))
             return [(tenant, job_id) for tenant, job_id in rows]
-
-
-def keys_of(changes: Iterable[Any]) -> list[tuple[str, str]]:
-    return [change.key for change in changes]
