@@ -15,7 +15,7 @@ from cohort.api.collector.v1 import collector_pb2 as cpb
 from cohort.api.collector.v1 import collector_pb2_grpc
 from cohort.api.identity.v1 import identity_pb2, identity_pb2_grpc
 from cohort.api.trajectory.v1 import trajectory_pb2 as tpb
-from cohort.rpc.client import bad_request, error_info
+from cohort.rpc.client import bad_request
 from cohort.services.suite import start_suite
 
 SECRET = "sk-proj-" + "Z9y8X7w6V5u4T3s2R1q0P9o8N7m6"
@@ -328,16 +328,6 @@ async def _stored_ids(stub, *, expect: int) -> set[str]:
             break
         await asyncio.sleep(0.1)
     return ids
-
-
-async def test_collect_group_is_still_pending(suite):
-    stub = collector(suite)
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        async for _ in stub.CollectGroup(cpb.CollectGroupRequest(), timeout=5):
-            pass
-    assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert "the rollouts issue (#4)" in caught.value.details()
-    assert error_info(caught.value).reason == "NOT_IMPLEMENTED_YET"
 
 
 async def test_get_needs_an_id(suite):
