@@ -226,13 +226,40 @@ def parse_into(value: Any, message: Message, *, where: str = "") -> None:
     if not isinstance(value, dict):
         raise invalid_argument(where or "body", f"must be a JSON object, not {_json_type(value)}")
     try:
-        json_format.ParseDict(value, message, ignore_unknown_fields=True)
+        json_format.ParseDict(_known_fields(value, message.DESCRIPTOR), message)
     except json_format.ParseError as exc:
         path = ".".join(_FIELD_IN_ERROR.findall(str(exc)))
         field = ".".join(p for p in (where, path) if p)
         raise invalid_argument(field, _short_reason(str(exc))) from None
     except (TypeError, ValueError, AttributeError, KeyError, IndexError, RecursionError) as exc:
         raise invalid_argument(where or "body", f"cannot be read as {message.DESCRIPTOR.name}") from exc
+
+
+def _known_fields(value: Any, descriptor: Descriptor, depth: int = 0) -> Any:
+    """`value` without the keys that name no field, at every level.
+
+    `ignore_unknown_fields=True` would do this but also silently drops unknown enum names, turning
+    a typo in `states=["STATE_RUNING"]` into "no filter"; unknown names must stay errors.
+    """
+    if not isinstance(value, dict) or descriptor.full_name in _WELL_KNOWN or depth > 100:
+        return value
+    known: dict[str, Any] = {}
+    for key, item in value.items():
+        field = find_field(descriptor, key) if isinstance(key, str) else None
+        if field is None:
+            continue
+        if field.type != FieldDescriptor.TYPE_MESSAGE:
+            known[key] = item
+        elif _is_map(field):
+            value_field = field.message_type.fields_by_name["value"]
+            if value_field.type == FieldDescriptor.TYPE_MESSAGE and isinstance(item, dict):
+                item = {k: _known_fields(v, value_field.message_type, depth + 1) for k, v in item.items()}
+            known[key] = item
+        elif _is_repeated(field) and isinstance(item, list):
+            known[key] = [_known_fields(element, field.message_type, depth + 1) for element in item]
+        else:
+            known[key] = _known_fields(item, field.message_type, depth + 1)
+    return known
 
 
 def _short_reason(message: str) -> str:

@@ -28,6 +28,8 @@ from cohort.services.gateway.transcoding import Backends, RouteTable, Transcoder
 
 log = logging.getLogger(__name__)
 
+BACKENDS_KEY = web.AppKey("backends", Backends)
+
 
 @dataclass
 class RunningGateway:
@@ -110,7 +112,7 @@ def build_app(context: ServiceContext, backends: Backends | None = None) -> web.
     app.router.add_route("*", "/openapi.json", _only("GET", openapi))
     app.router.add_route("*", "/jsonrpc", jsonrpc.handle)
     app.router.add_route("*", "/{tail:.*}", transcoder.handle)
-    app["backends"] = backends
+    app[BACKENDS_KEY] = backends
     return app
 
 
@@ -125,4 +127,4 @@ async def start_gateway(context: ServiceContext, *, port: int | None = None) -> 
     )
     await site.start()
     bound_port = site._server.sockets[0].getsockname()[1]  # aiohttp exposes the bound port only here
-    return RunningGateway(runner=runner, port=bound_port, backends=app["backends"])
+    return RunningGateway(runner=runner, port=bound_port, backends=app[BACKENDS_KEY])

@@ -1,0 +1,189 @@
+"""The gateway's JSON codec and path templates: the fast encoder against `json_format` on every message
+type of the API, fields from URL strings, and template matching."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from google.protobuf import json_format
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
+
+from cohort.api.collector.v1 import collector_pb2
+from cohort.api.jobs.v1 import jobs_pb2
+from cohort.services.gateway.errors import GatewayError
+from cohort.services.gateway.json_codec import (
+    BadJson,
+    loads,
+    message_to_json,
+    parse_into,
+    set_from_strings,
+)
+from cohort.services.gateway.transcoding import api_modules, build_routes, compile_template, component_of
+
+MESSAGE_CLASSES = sorted(
+    {
+        cls
+        for module in api_modules()
+        for cls in (getattr(module, name) for name in module.DESCRIPTOR.message_types_by_name)
+    },
+    key=lambda cls: cls.DESCRIPTOR.full_name,
+)
+
+
+def _fill(message: Message, depth: int = 0, seed: int = 1) -> Message:
+    """Every field populated with a non-default value, nested messages to depth 3."""
+    for field in message.DESCRIPTOR.fields:
+        if field.containing_oneof is not None and message.WhichOneof(field.containing_oneof.name):
+            continue
+        if field.type == FieldDescriptor.TYPE_MESSAGE:
+            if depth >= 3:
+                continue
+            name = field.message_type.full_name
+            if field.message_type.GetOptions().map_entry:
+                value_field = field.message_type.fields_by_name["value"]
+                if value_field.type == FieldDescriptor.TYPE_MESSAGE:
+                    _fill(getattr(message, field.name)["k"], depth + 1, seed)
+                else:
+                    getattr(message, field.name)[
+                        "k" if value_field.type != FieldDescriptor.TYPE_BOOL else True
+                    ] = _scalar(value_field, seed)
+                continue
+            target = getattr(message, field.name).add() if field.is_repeated else getattr(message, field.name)
+            if name == "google.protobuf.Timestamp":
+                target.FromSeconds(1_700_000_000 + seed)
+            elif name == "google.protobuf.Duration":
+                target.FromMilliseconds(1500 + seed)
+            elif name == "google.protobuf.Any":
+                target.Pack(jobs_pb2.GetJobRequest(job_id=f"j{seed}"))
+            elif name.startswith("google.protobuf."):
+                target.SetInParent()
+            else:
+                _fill(target, depth + 1, seed + 1)
+            continue
+        value = _scalar(field, seed)
+        if field.is_repeated:
+            getattr(message, field.name).extend([value, value])
+        else:
+            setattr(message, field.name, value)
+    return message
+
+
+def _scalar(field: FieldDescriptor, seed: int):
+    kind = field.type
+    if kind == FieldDescriptor.TYPE_ENUM:
+        values = field.enum_type.values
+        return values[min(len(values) - 1, 1)].number
+    if kind == FieldDescriptor.TYPE_BOOL:
+        return True
+    if kind == FieldDescriptor.TYPE_STRING:
+        return f"s{seed}é"
+    if kind == FieldDescriptor.TYPE_BYTES:
+        return b"\x00\xffbytes"
+    if kind in (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT):
+        return 0.1 + seed
+    return 2**40 + seed if kind in (FieldDescriptor.TYPE_INT64, FieldDescriptor.TYPE_UINT64) else 7 + seed
+
+
+@pytest.mark.parametrize("message_class", MESSAGE_CLASSES, ids=lambda cls: cls.DESCRIPTOR.full_name)
+def test_the_fast_encoder_matches_json_format(message_class):
+    for message in (message_class(), _fill(message_class())):
+        expected = json_format.MessageToDict(message, always_print_fields_with_no_presence=True)
+        assert message_to_json(message) == expected
+
+
+def test_non_finite_doubles_are_strings():
+    progress = jobs_pb2.JobProgress(success_rate=math.nan, reward_mean=-math.inf)
+    out = message_to_json(progress)
+    assert out["successRate"] == "NaN" and out["rewardMean"] == "-Infinity"
+
+
+def test_parse_ignores_unknown_fields_but_not_unknown_enum_names():
+    request = jobs_pb2.ListJobsRequest()
+    parse_into({"pageSize": 3, "whatever": {"x": 1}, "states": ["STATE_RUNNING"]}, request)
+    assert request.page_size == 3 and list(request.states) == [jobs_pb2.Job.STATE_RUNNING]
+    with pytest.raises(GatewayError) as caught:
+        parse_into({"states": ["STATE_RUNING"]}, jobs_pb2.ListJobsRequest())
+    assert caught.value.http_status == 400 and caught.value.status.message.startswith("states:")
+
+
+def test_parse_names_the_nested_field():
+    with pytest.raises(GatewayError) as caught:
+        parse_into({"job": {"spec": {"rolloutTimeout": "soon"}}}, jobs_pb2.CreateJobRequest())
+    assert caught.value.status.message.startswith("job.spec.rolloutTimeout:")
+
+
+@pytest.mark.parametrize("value", [[], "x", 3, None, True])
+def test_parse_wants_an_object(value):
+    with pytest.raises(GatewayError) as caught:
+        parse_into(value, jobs_pb2.GetJobRequest())
+    assert caught.value.http_status == 400
+
+
+@pytest.mark.parametrize("body", [b"{", b"\xff", b"NaN", b"[Infinity]", b"1e400", b"[" * 50_000])
+def test_loads_is_strict(body):
+    with pytest.raises(BadJson):
+        loads(body)
+
+
+def test_fields_from_strings():
+    request = collector_pb2.SearchTrajectoriesRequest()
+    set_from_strings(request, "filter.job_id", ["j-1"], strict=False)
+    set_from_strings(request, "filter.success", ["true"], strict=False)
+    set_from_strings(request, "filter.minReward", ["0.5"], strict=False)
+    set_from_strings(
+        request, "filter.termination_reasons", ["TERMINATION_REASON_COMPLETED", "2"], strict=False
+    )
+    set_from_strings(request, "filter.start_time", ["2024-01-02T03:04:05Z"], strict=False)
+    set_from_strings(request, "view", ["TRAJECTORY_VIEW_FULL"], strict=False)
+    set_from_strings(request, "no_such_field", ["x"], strict=False)  # ignored, as grpc-gateway does
+    assert request.filter.job_id == "j-1" and request.filter.success and request.filter.min_reward == 0.5
+    assert list(request.filter.termination_reasons) == [1, 2]
+    assert request.filter.start_time.seconds == 1704164645
+    assert request.view == collector_pb2.TRAJECTORY_VIEW_FULL
+
+
+@pytest.mark.parametrize(
+    ("path", "values"),
+    [
+        ("page_size", ["ten"]),
+        ("page_size", ["99999999999"]),
+        ("page_size", ["1", "2"]),
+        ("view", ["TRAJECTORY_VIEW_HUGE"]),
+        ("filter.success", ["maybe"]),
+        ("filter.start_time", ["yesterday"]),
+        ("page_token.x", ["1"]),
+        ("filter.labels", ["a"]),
+    ],
+)
+def test_bad_strings_are_400_naming_the_field(path, values):
+    with pytest.raises(GatewayError) as caught:
+        set_from_strings(collector_pb2.SearchTrajectoriesRequest(), path, values, strict=False)
+    assert caught.value.http_status == 400
+    assert caught.value.status.message.startswith(path)
+
+
+def test_templates():
+    watch = compile_template("/v1/jobs/{job_id}:watch")
+    assert watch.match("/v1/jobs/j%2F1:watch") == {"job_id": "j/1"}
+    assert watch.match("/v1/jobs/j1") is None
+    nested = compile_template("/v1/{policy.name=tenants/*/policies/*}/x/**:go")
+    assert nested.match("/v1/tenants/a/policies/b/x/c/d:go") == {"policy.name": "tenants/a/policies/b"}
+    assert nested.openapi_path == "/v1/{policy.name}/x/**:go"
+    assert compile_template("/v1/budget/usage").match("/v1/budget/usage/") is None
+
+
+def test_every_served_annotated_rpc_has_a_route():
+    routes = build_routes()
+    served = {(r.service, r.method.name) for r in routes}
+    for module in api_modules():
+        for service in module.DESCRIPTOR.services_by_name.values():
+            for method in service.methods:
+                expected = component_of(service.full_name) is not None
+                assert ((service.full_name, method.name) in served) == expected, method.full_name
+    assert component_of("cohort.api.identity.v1.ApiKeyService") == "jobs"
+    assert component_of("cohort.api.agentruntime.v1.AgentRuntimeService") is None
+    watch = next(r for r in routes if r.method.name == "WatchJob")
+    get = next(r for r in routes if r.method.name == "GetJob")
+    assert routes.index(watch) < routes.index(get)  # the custom verb is tried first
