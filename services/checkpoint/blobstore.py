@@ -9,8 +9,8 @@ a staging prefix, then the manifest last); nothing else in the service touches t
 Every method blocks: the service calls them from worker threads (`asyncio.to_thread`).
 
 `LocalBlobStore` layout: `<root>/<key>/<name>` for published checkpoints, `<root>/.staging-<key>/`
-while one is being written. Publishing writes every file, fsyncs each, writes the manifest last and
-fsyncs it, fsyncs the staging directory, renames it to `<root>/<key>` and fsyncs `<root>`, so after a
+while one is being written. Publishing writes every file, writes the manifest last, fsyncs them all,
+fsyncs the staging directory, renames it to `<root>/<key>` and fsyncs `<root>`, so after a
 crash a key is either absent, fully present, or left in a staging directory that start-up removes.
 """
 

@@ -4,13 +4,14 @@ Save, in order (a crash at any point leaves either the previous state or the new
 half-written one that a load would accept):
 
 1. validate the request (`InvalidArgument` naming the field; nothing is written);
-2. in a worker thread, hash every file and publish them through the blob store: files, then the
-   manifest (sha256 per file), fsynced, renamed into place, directory fsynced;
-3. in ONE database transaction: the checkpoint row, the rows retention removes, and the idempotency
-   record. That commit is the commit point;
-4. only then delete the files of the checkpoints retention removed.
+2. in a worker thread, publish the files through the blob store while they are hashed in parallel:
+   files, then the manifest (sha256 per file), fsynced, renamed into place, directory fsynced;
+3. in ONE database transaction: the checkpoint row, the rows retention removes (under a per-job lock),
+   and the idempotency record. That commit is the commit point;
+4. only then, in the background, delete the files of the checkpoints retention removed.
 
-Files published but never committed (a crash between 2 and 3) and staging leftovers are removed when
+Files published but never committed (a crash between 2 and 3), files of removed checkpoints whose
+deletion a crash interrupted (after 3), and staging leftovers are removed when
 the service starts (`recover`), before it serves anything. A load verifies the on-disk manifest
 against the hash in the row and every file against the manifest in the row; `latest` falls back to
 the newest checkpoint that verifies and names the ones it skipped.

@@ -302,10 +302,17 @@ async def test_save_and_delete_are_idempotent_by_request_id(suite):
     assert gone.code() == grpc.StatusCode.NOT_FOUND
 
 
-async def test_tenants_never_see_each_others_checkpoints(suite):
+async def test_unknown_ids_and_other_tenants_checkpoints_are_not_found(suite):
+    stub = stub_of(suite)
+    for call in (
+        stub.GetCheckpoint(pb.GetCheckpointRequest(checkpoint_id="nope")),
+        stub.DeleteCheckpoint(pb.DeleteCheckpointRequest(checkpoint_id="nope")),
+        stub.GetLatestCheckpoint(pb.GetLatestCheckpointRequest(job_id="no-such-job")),
+    ):
+        assert (await rpc_error(call)).code() == grpc.StatusCode.NOT_FOUND
+
     acme = await tenant_key(suite, "acme")
     globex = await tenant_key(suite, "globex")
-    stub = stub_of(suite)
     mine = (await stub.SaveCheckpoint(save_request(1), metadata=acme, timeout=10)).checkpoint
     assert mine.tenant_id == "acme"
     for call in (
@@ -316,16 +323,6 @@ async def test_tenants_never_see_each_others_checkpoints(suite):
         assert (await rpc_error(call)).code() == grpc.StatusCode.NOT_FOUND
     assert await listed(stub, metadata=globex) == []
     assert (await latest(stub, metadata=acme)).checkpoint == mine
-
-
-async def test_unknown_ids_are_not_found(suite):
-    stub = stub_of(suite)
-    for call in (
-        stub.GetCheckpoint(pb.GetCheckpointRequest(checkpoint_id="nope")),
-        stub.DeleteCheckpoint(pb.DeleteCheckpointRequest(checkpoint_id="nope")),
-        stub.GetLatestCheckpoint(pb.GetLatestCheckpointRequest(job_id="no-such-job")),
-    ):
-        assert (await rpc_error(call)).code() == grpc.StatusCode.NOT_FOUND
 
 
 BAD_SAVES = {
@@ -417,14 +414,12 @@ async def test_a_damaged_newest_checkpoint_is_detected_and_the_previous_one_used
         meta = await stub.GetCheckpoint(pb.GetCheckpointRequest(checkpoint_id=newer.checkpoint_id), timeout=5)
         assert meta.checkpoint == newer
 
-
-async def test_when_every_checkpoint_is_damaged_latest_is_data_loss(suite):
-    stub = stub_of(suite)
+    # With every checkpoint of a job damaged there is nothing to resume from: DATA_LOSS, not a guess.
     for i in range(2):
-        saved = (await save(stub, i)).checkpoint
+        saved = (await save(stub, i, job_id="all-damaged")).checkpoint
         flip_byte(checkpoint_dir(suite) / saved.checkpoint_id / "policy.npz")
-    error = await rpc_error(stub.GetLatestCheckpoint(pb.GetLatestCheckpointRequest(job_id="job-1")))
-    assert error.code() == grpc.StatusCode.DATA_LOSS
+    error = await rpc_error(stub.GetLatestCheckpoint(pb.GetLatestCheckpointRequest(job_id="all-damaged")))
+    assert error.code() == grpc.StatusCode.DATA_LOSS and "every checkpoint" in error.details()
 
 
 # --- Crashes ----------------------------------------------------------------------------------------

@@ -105,7 +105,7 @@ def brute_force_best(history: list[RetainedCheckpoint], policy: RetentionPolicy)
     }
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(values=st.lists(metric_values, min_size=1, max_size=40), policy=policies)
 def test_latest_and_best_k_are_always_kept_and_only_they(values, policy):
     history = history_of(values, metric="score")
@@ -120,7 +120,7 @@ def test_latest_and_best_k_are_always_kept_and_only_they(values, policy):
     assert len(kept) <= policy.keep_best + 1
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(values=st.lists(metric_values, min_size=1, max_size=25), policy=policies)
 def test_applied_after_every_save_survivors_are_the_latest_and_best_k_of_everything_saved(values, policy):
     """The service applies retention after each commit, to the survivors only; that must equal
