@@ -287,6 +287,15 @@ async def test_save_and_delete_are_idempotent_by_request_id(suite):
     assert again == first
     assert await listed(stub) == [first.checkpoint.checkpoint_id]
     assert on_disk(suite) == {first.checkpoint.checkpoint_id}
+    # Two first calls at once with one id: one checkpoint, both get its answer, no stray files.
+    twins = await asyncio.gather(
+        *(stub.SaveCheckpoint(save_request(5, request_id="save-twin"), timeout=10) for _ in range(2))
+    )
+    assert twins[0] == twins[1]
+    assert await listed(stub) == [twins[0].checkpoint.checkpoint_id, first.checkpoint.checkpoint_id]
+    assert on_disk(suite) == set(await listed(stub))
+    await stub.DeleteCheckpoint(pb.DeleteCheckpointRequest(checkpoint_id=twins[0].checkpoint.checkpoint_id))
+
     reused = await rpc_error(stub.SaveCheckpoint(save_request(2, request_id="save-1")))
     assert reused.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert bad_request(reused).field_violations[0].field == "request_id"
