@@ -155,12 +155,38 @@ def store_figures(postgres_url: str | None) -> list[Figure]:
     return figures
 
 
+def _module_figures(module: str):
+    """The `figures()` of bench module `module` (tests/bench/<module>.py), imported when its group runs."""
+
+    def measure() -> list[Figure]:
+        import importlib
+
+        try:
+            return importlib.import_module(module).figures()
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+            print(f"  {module}: no bench module yet")
+            return []
+
+    return measure
+
+
 def main() -> int:
     only = set(sys.argv[1:])  # e.g. `make bench ARGS=store` runs one group
     groups = {
         "startup": startup_figures,
         "recorder": recorder_figures,
         "store": lambda: store_figures(_postgres_url()),
+        "toolbench": _module_figures("toolbench"),
+        "collection": _module_figures("collection"),
+        "decide": _module_figures("trainer_decide"),
+        "update": _module_figures("trainer_update"),
+        "reward": _module_figures("reward"),
+        "checkpoint": _module_figures("checkpoint"),
+        "learning": _module_figures("learning"),
+        "jobs": _module_figures("jobs"),
+        "gateway": _module_figures("gateway"),
     }
     print(f"Cohort benchmarks ({os.cpu_count()} cores; medians unless marked)")
     figures: list[Figure] = []
