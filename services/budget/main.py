@@ -31,7 +31,9 @@ def build_service(settings: Settings, database: Database, **ledger_options) -> B
     if uses_redis(settings, database):
         from cohort.services.budget.redis_ledger import RedisBudgetGate
 
-        gate = RedisBudgetGate(settings.redis_url, ledger)
+        # Ledgers in different schemas (deployments, tests) sharing one Redis must not share keys.
+        prefix = "cohort:budget" + (f":{settings.database_schema}" if settings.database_schema else "")
+        gate = RedisBudgetGate(settings.redis_url, ledger, key_prefix=prefix)
     return BudgetService(
         ledger,
         PriceTable.load(settings.price_table_file),

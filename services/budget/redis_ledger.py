@@ -7,8 +7,8 @@ and then applied to Redis ("settled"). Redis is rebuilt from the ledger when a p
 it, whenever it finds a tenant's keys missing (Redis restarted or was flushed), and then every
 `reconcile_seconds` per tenant.
 
-Keys of one tenant share a hash tag (`cohort:budget:{<tenant>}:…`), so every script touches one
-Redis Cluster slot:
+Keys of one tenant share a hash tag (`cohort:budget[:<database schema>]:{<tenant>}:…`), so every
+script touches one Redis Cluster slot; the schema keeps deployments that share a Redis apart:
 
 - `holds`: reservation id -> JSON {month, job, amount, expire, create} of each active hold
 - `expiry`: sorted set of the holds by expiry (ms); due holds are dropped before each check
@@ -186,8 +186,10 @@ class RedisBudgetGate:
         reconcile_seconds: float = 300.0,
         grace_seconds: float = 60.0,
         monotonic: Callable[[], float] = time.monotonic,
+        key_prefix: str = "cohort:budget",
     ) -> None:
         self.url = url
+        self.key_prefix = key_prefix
         self.ledger = ledger
         self.reconcile_seconds = reconcile_seconds
         self.grace = timedelta(seconds=grace_seconds)
@@ -202,9 +204,8 @@ class RedisBudgetGate:
         # the client pool's "Too many connections".
         self._slots = asyncio.Semaphore(MAX_CONNECTIONS)
 
-    @staticmethod
-    def _keys(tenant_id: str, *names: str) -> list[str]:
-        return [f"cohort:budget:{{{tenant_id}}}:{name}" for name in names]
+    def _keys(self, tenant_id: str, *names: str) -> list[str]:
+        return [f"{self.key_prefix}:{{{tenant_id}}}:{name}" for name in names]
 
     async def _connection(self):
         """The Redis client with the scripts registered (no rebuild)."""

@@ -354,3 +354,26 @@ def test_unknown_models_are_unknown_to_the_price_table():
     # The estimate's INVALID_ARGUMENT for an unknown model relies on this.
     assert not PriceTable.load().is_known("no-such-model")
     assert isinstance(InvalidArgument("x", "y"), CohortError)
+
+
+async def test_redis_is_rebuilt_from_the_ledger_when_it_loses_its_data(budget):
+    service, _ = budget
+    if service.gate is None:
+        pytest.skip("Redis backend only")
+    await set_tenant_limit(service, 1_000)
+    held = await reserve(service, 600, job_id="j")
+    await service.commit(bpb.CommitRequest(reservation_id=held.reservation_id, cost_micro_usd=300))
+    await reserve(service, 500)
+    tenant_id = current_identity.get().tenant_id
+    redis = await service.gate._connection()
+    await redis.delete(
+        *service.gate._keys(tenant_id, "holds", "expiry", "spent", "reserved", "limits", "settled")
+    )
+
+    # Spent 300 + held 500 come back from the ledger: 200 left, not 1,000.
+    with pytest.raises(ResourceExhausted):
+        await reserve(service, 201)
+    await reserve(service, 200)
+    assert await service.gate.reconcile(tenant_id) == 2  # the two active holds
+    with pytest.raises(ResourceExhausted):
+        await reserve(service, 1)
