@@ -16,6 +16,9 @@ Bad input raises `InvalidArgument` naming the field before anything is written.
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -39,6 +42,8 @@ from cohort.services.budget.ledger import (
     parse_month,
 )
 from cohort.trajectories.usage import PriceTable
+
+logger = logging.getLogger(__name__)
 
 SERVICE = "cohort.api.budget.v1.BudgetService"
 MAX_TTL = timedelta(days=7)
@@ -123,11 +128,15 @@ class BudgetService:
         *,
         default_ttl_seconds: float,
         gate: HoldGate | None = None,
+        maintain_seconds: float = 60.0,
     ) -> None:
         self.ledger = ledger
         self.prices = prices
         self.default_ttl = timedelta(seconds=default_ttl_seconds)
         self.gate = gate
+        self.maintain_seconds = maintain_seconds
+        self._last_maintenance = time.monotonic()
+        self._maintenance: asyncio.Task | None = None
 
     # -- validation and pricing ----------------------------------------------------------------
 
@@ -185,6 +194,7 @@ class BudgetService:
 
     async def reserve(self, request: budget_pb2.ReserveRequest) -> budget_pb2.ReserveResponse:
         tenant_id = current_tenant()
+        self._maintain_when_due()
         job_id = _check_job_id(request.job_id)
         amount = request.amount_micro_usd
         if not 0 < amount <= MAX_AMOUNT_MICRO_USD:
@@ -335,6 +345,24 @@ class BudgetService:
             await self.gate.maintain()
         return expired
 
+    def _maintain_when_due(self) -> None:
+        """Runs `maintain` in the background every `maintain_seconds` (the services have no timer of
+        their own); an expired hold stops counting at once anyway, this only writes it down."""
+        if time.monotonic() - self._last_maintenance < self.maintain_seconds:
+            return
+        if self._maintenance is not None and not self._maintenance.done():
+            return
+        self._last_maintenance = time.monotonic()
+        self._maintenance = asyncio.get_running_loop().create_task(self._maintain_quietly())
+
+    async def _maintain_quietly(self) -> None:
+        try:
+            await self.maintain()
+        except Exception:  # noqa: BLE001 - maintenance is retried at the next interval
+            logger.exception("budget maintenance failed")
+
     async def close(self) -> None:
+        if self._maintenance is not None and not self._maintenance.done():
+            self._maintenance.cancel()
         if self.gate is not None:
             await self.gate.close()

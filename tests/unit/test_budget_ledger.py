@@ -377,3 +377,15 @@ async def test_redis_is_rebuilt_from_the_ledger_when_it_loses_its_data(budget):
     assert await service.gate.reconcile(tenant_id) == 2  # the two active holds
     with pytest.raises(ResourceExhausted):
         await reserve(service, 1)
+
+
+async def test_maintenance_runs_in_the_background_when_due(budget):
+    service, clock = budget
+    held = await reserve(service, 100, ttl=Duration(seconds=5))
+    clock.advance(seconds=6)
+    service.maintain_seconds = 0.0
+    await reserve(service, 100)  # starts the background sweep
+    await service._maintenance
+    released = await service.release(bpb.ReleaseRequest(reservation_id=held.reservation_id))
+    assert released.reservation.state == bpb.RESERVATION_STATE_EXPIRED
+    assert await service.ledger.sweep() == 0  # already written down by the background run
