@@ -39,6 +39,7 @@ from cohort.rpc.client import ChannelPool
 from cohort.services.context import ServiceContext
 from cohort.services.jobs import evaluation
 from cohort.services.jobs.runner import JobHandle, JobOutcome, RunResult
+from cohort.services.reward.apply import apply_score
 from cohort.trajectories.usage import PriceTable, price_micro_usd
 
 log = logging.getLogger(__name__)
@@ -556,16 +557,8 @@ def apply_scores(
     for group in scored.groups:
         for score in group.trajectories:
             trajectory = by_id.get(score.trajectory_id)
-            if trajectory is None:
-                continue
-            trajectory.reward = score.reward
-            del trajectory.reward_components[:]
-            trajectory.reward_components.extend(score.components)
-            trajectory.advantage = score.advantage
-            if len(score.decision_advantages) == len(trajectory.decisions):
-                for decision, advantage in zip(trajectory.decisions, score.decision_advantages, strict=True):
-                    decision.advantage = advantage
-            if not group.dropped and not score.dropped and not score.HasField("error"):
+            # A dropped group carries no signal: its trajectories are scored but not trained on.
+            if trajectory is not None and apply_score(trajectory, score) and not group.dropped:
                 used.append(trajectory)
     return used
 
