@@ -192,6 +192,7 @@ class Scheduler:
                 attempt.inner.cancel()
         await asyncio.gather(*(a.outer for a in attempts if a.outer is not None), return_exceptions=True)
         await asyncio.gather(*self._writes, return_exceptions=True)
+        await self._store.drain()
         released: list[JobChange] = []
         for attempt in attempts:
             try:
@@ -290,8 +291,8 @@ class Scheduler:
         )
 
         async def write_progress(progress):
-            stored = await self._shielded(
-                self._store.write_progress(attempt.key, handle.fencing_token, progress, self._lease_seconds)
+            stored = await self._store.write_progress(
+                attempt.key, handle.fencing_token, progress, self._lease_seconds
             )
             self._apply_flags(attempt, stored)
             await self._notifier.publish(stored)

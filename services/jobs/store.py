@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from uuid import uuid4
 
 from google.rpc import status_pb2
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cohort.api.jobs.v1 import jobs_pb2
@@ -36,6 +36,7 @@ SUCCEEDED, FAILED, CANCELLING, CANCELLED = (
 )
 TERMINAL_STATES = frozenset({SUCCEEDED, FAILED, CANCELLED})
 LEASED_STATES = (RUNNING, CANCELLING)
+PROGRESS_BATCH = 500
 
 
 def state_name(state: int) -> str:
@@ -113,6 +114,8 @@ class JobStore:
         # SQLite has one writer at a time, and a connection waiting for the lock backs off in sleeps
         # of up to 100 ms: queueing this process's writers here instead keeps each write ~1 ms.
         self._sqlite_writers = asyncio.Lock() if database.is_sqlite else None
+        self._pending_progress: list = []
+        self._progress_writer: asyncio.Task | None = None
 
     @contextlib.asynccontextmanager
     async def writer_turn(self) -> AsyncIterator[None]:
@@ -364,13 +367,59 @@ class JobStore:
     async def write_progress(
         self, key: tuple[str, str], token: int, progress: jobs_pb2.JobProgress, lease_seconds: float
     ) -> JobChange:
+        """Stores a running job's progress if `token` is still its fencing token, else `LeaseLost`.
+
+        Writes that arrive while one is in flight are committed together in the next transaction (each
+        with its own fencing check), so a thousand running jobs cost a few transactions a second, not
+        a thousand, and one database connection rather than one per job. The write runs in the
+        batcher's task, so a caller cancelled meanwhile never cuts a transaction off halfway.
+        """
+        future = asyncio.get_running_loop().create_future()
+        self._pending_progress.append((key, token, progress.SerializeToString(), lease_seconds, future))
+        if self._progress_writer is None or self._progress_writer.done():
+            self._progress_writer = asyncio.create_task(self._write_progress_batches(), name="jobs-progress")
+        return await future
+
+    async def drain(self) -> None:
+        """Waits for the progress writes already submitted (before the database closes)."""
+        while self._progress_writer is not None and not self._progress_writer.done():
+            await asyncio.wait([self._progress_writer])
+
+    async def _write_progress_batches(self) -> None:
+        while self._pending_progress:
+            batch = self._pending_progress[:PROGRESS_BATCH]
+            del self._pending_progress[:PROGRESS_BATCH]
+            try:
+                results = await self._write_progress_batch(batch)
+            except Exception as exc:
+                results = [exc] * len(batch)
+            for (*_, future), result in zip(batch, results, strict=True):
+                if future.done():
+                    continue
+                if isinstance(result, BaseException):
+                    future.set_exception(result)
+                else:
+                    future.set_result(result)
+
+    async def _write_progress_batch(self, batch) -> list[JobChange | Exception]:
         now = utcnow()
+        keys = list({key for key, *_ in batch})
+        query = select(JobRow).where(tuple_(JobRow.tenant_id, JobRow.job_id).in_(keys))
+        results: list[JobChange | Exception] = []
         async with self._writing() as session:
-            row = await self._fenced_row(session, key, token)
-            row.progress = progress.SerializeToString()
-            row.lease_expires_at = now + timedelta(seconds=lease_seconds)
-            _touch(row, now)
-            return row_change(row)
+            rows = {(r.tenant_id, r.job_id): r for r in (await session.scalars(self._locked(query))).all()}
+            for key, token, progress, lease_seconds, _ in batch:
+                row = rows.get(key)
+                if row is None or row.fencing_token != token or row.state not in LEASED_STATES:
+                    results.append(
+                        LeaseLost(f"job {key[1]!r}: the lease with fencing token {token} is no longer held")
+                    )
+                    continue
+                row.progress = progress
+                row.lease_expires_at = now + timedelta(seconds=lease_seconds)
+                _touch(row, now)
+                results.append(row_change(row))
+        return results
 
     async def finish(
         self,
