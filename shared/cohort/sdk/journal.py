@@ -39,7 +39,7 @@ import os
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -460,6 +460,372 @@ def load_recorded(document: Mapping[str, Any]) -> trajectory_pb2.Trajectory:
 
             raise InvalidArgument(COHORT_KEY, f"malformed Cohort section: {exc}") from exc
     return trajectory
+
+
+# --------------------------------------------------------------------------------------------------
+# Building the message of a live recording directly (the memory recorder)
+
+
+class _NotCanonical(Exception):
+    """The recording holds something the fast builder does not handle: use `load_recorded`."""
+
+
+_INTERACTION_KEY_TUPLE = ("timestamp", "provider", "model", "input_messages", "response", "tools_available")
+_STEP_KEY_TUPLE = (
+    "step_number",
+    "timestamp",
+    "state",
+    "llm_messages",
+    "llm_response",
+    "tool_calls",
+    "tool_results",
+    "reflection",
+    "error",
+)
+_RESPONSE_KEY_TUPLE = ("content", "model", "finish_reason", "usage", "tool_calls")
+_USAGE_KEY_TUPLE = (
+    "input_tokens",
+    "output_tokens",
+    "cache_creation_input_tokens",
+    "cache_read_input_tokens",
+    "reasoning_tokens",
+)
+_TOOL_CALL_KEY_TUPLE = ("call_id", "name", "arguments", "id")
+_TOOL_RESULT_KEY_TUPLE = ("call_id", "success", "result", "error", "id")
+_MESSAGE_KEY_TUPLES = frozenset(
+    {
+        ("role", "content"),
+        ("role", "content", "tool_call"),
+        ("role", "content", "tool_result"),
+        ("role", "content", "tool_call", "tool_result"),
+    }
+)
+_INT32_MAX = 2**31 - 1
+_INT64_MAX = 2**63 - 1
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_EXTRAS_ENCODER = json.JSONEncoder(ensure_ascii=False)
+
+
+def build_recorded(trae: Mapping[str, Any], cohort: Mapping[str, Any]) -> trajectory_pb2.Trajectory:
+    """The same message as `load_recorded({**trae, "cohort": cohort})`, built faster.
+
+    For what the recorder itself produces (its `serialize_*` shapes, `+00:00` timestamps written by
+    `iso`), the Trae part is written straight into the message: no key-order or timestamp hints to
+    compute (there are none), and a step's messages and response that are the very objects of an
+    interaction (steps recorded with the interaction's own objects resolve to them) are copied
+    from the interaction already converted instead of being converted again. Anything else (a
+    non-canonical timestamp, an unexpected key order or type) goes through the reference readers
+    of `cohort.trajectories.trae` for that object, so the result is always `load_recorded`'s
+    (`tests/unit/test_recorder_memory.py` compares them field for field).
+    """
+    from cohort.trajectories import trae as reference
+
+    try:
+        if tuple(trae) != TRAE_KEYS or reference._document_timestamps_are_naive(trae):
+            raise _NotCanonical
+        t = trajectory_pb2.Trajectory()
+        _build_top_level(t, trae, reference)
+    except _NotCanonical:
+        return load_recorded({**trae, COHORT_KEY: cohort})
+    reference._derive_run_state(t)
+    try:
+        apply_cohort(t, cohort)
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        from cohort.errors import InvalidArgument
+
+        raise InvalidArgument(COHORT_KEY, f"malformed Cohort section: {exc}") from exc
+    return t
+
+
+def _fast_time(text: Any, target: Any) -> None:
+    """Sets `target` from a canonical `+00:00` ISO timestamp (what `iso` writes), else `_NotCanonical`."""
+    if type(text) is not str or not text.endswith("+00:00"):
+        raise _NotCanonical
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise _NotCanonical from None
+    if moment.isoformat() != text:
+        raise _NotCanonical
+    target.seconds = (moment - _EPOCH) // _ONE_SECOND
+    target.nanos = moment.microsecond * 1000
+
+
+def _opt_str(value: Any) -> bool:
+    return value is None or type(value) is str
+
+
+def _build_top_level(t: trajectory_pb2.Trajectory, doc: Mapping[str, Any], reference: Any) -> None:
+    task, provider, model = doc["task"], doc["provider"], doc["model"]
+    max_steps, success, final_result = doc["max_steps"], doc["success"], doc["final_result"]
+    execution_time = doc["execution_time"]
+    interactions, steps = doc["llm_interactions"], doc["agent_steps"]
+    if not (
+        type(task) is str
+        and type(provider) is str
+        and type(model) is str
+        and (max_steps is None or (type(max_steps) is int and -_INT32_MAX - 1 <= max_steps <= _INT32_MAX))
+        and (success is None or type(success) is bool)
+        and _opt_str(final_result)
+        and (execution_time is None or type(execution_time) in (int, float))
+        and type(interactions) is list
+        and type(steps) is list
+    ):
+        raise _NotCanonical
+    t.task = task
+    _fast_time(doc["start_time"], t.start_time)
+    _fast_time(doc["end_time"], t.end_time)
+    t.provider = provider
+    t.model = model
+    if max_steps is not None:
+        t.max_steps = max_steps
+    converted: dict[int, Any] = {}  # id of a messages list / response dict -> its converted field
+    for i, item in enumerate(interactions):
+        _build_interaction(t.llm_interactions.add(), item, f"llm_interactions[{i}]", reference, converted)
+    for i, item in enumerate(steps):
+        _build_step(t.agent_steps.add(), item, f"agent_steps[{i}]", reference, converted)
+    if success is not None:
+        t.success = success
+    if final_result is not None:
+        t.final_result = final_result
+    if execution_time is not None:
+        t.execution_time_seconds = float(execution_time)
+
+
+def _build_interaction(x: Any, obj: Any, path: str, reference: Any, converted: dict[int, Any]) -> None:
+    if type(obj) is not dict or tuple(obj) != _INTERACTION_KEY_TUPLE:
+        reference._read_interaction(x, obj, path, False)
+        return
+    provider, model, messages = obj["provider"], obj["model"], obj["input_messages"]
+    response, tools = obj["response"], obj["tools_available"]
+    if not (
+        type(provider) is str
+        and type(model) is str
+        and type(messages) is list
+        and (tools is None or (type(tools) is list and all(type(v) is str for v in tools)))
+    ):
+        reference._read_interaction(x, obj, path, False)
+        return
+    try:
+        _fast_time(obj["timestamp"], x.timestamp)
+    except _NotCanonical:
+        x.Clear()
+        reference._read_interaction(x, obj, path, False)
+        return
+    x.provider = provider
+    x.model = model
+    for i, item in enumerate(messages):
+        _build_message(x.input_messages.add(), item, f"{path}.input_messages[{i}]", reference)
+    converted[id(messages)] = (messages, x.input_messages)
+    if response is not None:
+        _build_response(x.response, response, f"{path}.response", reference)
+        converted[id(response)] = (response, x.response)
+    if tools is None:
+        x.tools_available_null = True
+    else:
+        x.tools_available.extend(tools)
+
+
+def _build_step(s: Any, obj: Any, path: str, reference: Any, converted: dict[int, Any]) -> None:
+    if type(obj) is not dict or tuple(obj) != _STEP_KEY_TUPLE:
+        reference._read_step(s, obj, path, False)
+        return
+    number, state, messages = obj["step_number"], obj["state"], obj["llm_messages"]
+    response, calls, results = obj["llm_response"], obj["tool_calls"], obj["tool_results"]
+    reflection, error = obj["reflection"], obj["error"]
+    if not (
+        type(number) is int
+        and -_INT32_MAX - 1 <= number <= _INT32_MAX
+        and type(state) is str
+        and (messages is None or type(messages) is list)
+        and (response is None or type(response) is dict)
+        and (calls is None or type(calls) is list)
+        and (results is None or type(results) is list)
+        and _opt_str(reflection)
+        and _opt_str(error)
+    ):
+        reference._read_step(s, obj, path, False)
+        return
+    try:
+        _fast_time(obj["timestamp"], s.timestamp)
+    except _NotCanonical:
+        s.Clear()
+        reference._read_step(s, obj, path, False)
+        return
+    s.step_number = number
+    s.state = state
+    if messages is None:
+        s.llm_messages_null = True
+    else:
+        same = converted.get(id(messages))
+        if same is not None and same[0] is messages:
+            s.llm_messages.extend(same[1])
+        else:
+            for i, item in enumerate(messages):
+                _build_message(s.llm_messages.add(), item, f"{path}.llm_messages[{i}]", reference)
+    if response is not None:
+        same = converted.get(id(response))
+        if same is not None and same[0] is response:
+            s.llm_response.CopyFrom(same[1])
+        else:
+            _build_response(s.llm_response, response, f"{path}.llm_response", reference)
+    if calls is None:
+        s.tool_calls_null = True
+    else:
+        for i, item in enumerate(calls):
+            _build_tool_call(s.tool_calls.add(), item, f"{path}.tool_calls[{i}]", reference)
+    if results is None:
+        s.tool_results_null = True
+    else:
+        for i, item in enumerate(results):
+            _build_tool_result(s.tool_results.add(), item, f"{path}.tool_results[{i}]", reference)
+    if reflection is not None:
+        s.reflection = reflection
+    if error is not None:
+        s.error = error
+
+
+def _build_message(m: Any, obj: Any, path: str, reference: Any) -> None:
+    if type(obj) is not dict or tuple(obj) not in _MESSAGE_KEY_TUPLES:
+        reference._read_message(m, obj, path)
+        return
+    role, content = obj["role"], obj["content"]
+    call, result = obj.get("tool_call"), obj.get("tool_result")
+    if not (
+        type(role) is str
+        and _opt_str(content)
+        and (call is None or type(call) is dict)
+        and (result is None or type(result) is dict)
+    ):
+        reference._read_message(m, obj, path)
+        return
+    m.role = role
+    if content is not None:
+        m.content = content
+    if call is not None:
+        _build_tool_call(m.tool_call, call, f"{path}.tool_call", reference)
+    if result is not None:
+        _build_tool_result(m.tool_result, result, f"{path}.tool_result", reference)
+    if (call is None and "tool_call" in obj) or (result is None and "tool_result" in obj):
+        # A null `tool_call` / `tool_result` key is kept as a key-order hint: the reference does it.
+        m.Clear()
+        reference._read_message(m, obj, path)
+
+
+def _extras(obj: Mapping[str, Any], documented: tuple[str, ...]) -> str:
+    """`extra_json` of an object whose documented keys come first, in canonical order ("" if none)."""
+    if len(obj) == len(documented):
+        return ""
+    extras = {key: value for key, value in obj.items() if key not in documented}
+    return _EXTRAS_ENCODER.encode(extras)
+
+
+def _canonical_prefix(obj: Any, documented: tuple[str, ...]) -> bool:
+    if type(obj) is not dict:
+        return False
+    if len(obj) == len(documented):
+        return tuple(obj) == documented
+    return tuple(obj)[: len(documented)] == documented
+
+
+def _build_response(r: Any, obj: Any, path: str, reference: Any) -> None:
+    if not _canonical_prefix(obj, _RESPONSE_KEY_TUPLE):
+        reference._read_response(r, obj, path)
+        return
+    content, model, finish_reason = obj["content"], obj["model"], obj["finish_reason"]
+    usage, calls = obj["usage"], obj["tool_calls"]
+    if not (
+        _opt_str(content)
+        and _opt_str(model)
+        and _opt_str(finish_reason)
+        and (usage is None or type(usage) is dict)
+        and (calls is None or (type(calls) is list and calls))  # `[]` needs the reference's hint
+    ):
+        reference._read_response(r, obj, path)
+        return
+    if content is not None:
+        r.content = content
+    if model is not None:
+        r.model = model
+    if finish_reason is not None:
+        r.finish_reason = finish_reason
+    if usage is not None:
+        _build_usage(r.usage, usage, f"{path}.usage", reference)
+    for i, item in enumerate(calls or ()):
+        _build_tool_call(r.tool_calls.add(), item, f"{path}.tool_calls[{i}]", reference)
+    extra = _extras(obj, _RESPONSE_KEY_TUPLE)
+    if extra:
+        r.extra_json = extra
+
+
+def _build_usage(u: Any, obj: Any, path: str, reference: Any) -> None:
+    if not _canonical_prefix(obj, _USAGE_KEY_TUPLE):
+        reference._read_usage(u, obj, path)
+        return
+    for key in _USAGE_KEY_TUPLE:
+        value = obj[key]
+        if value is None:
+            continue
+        if type(value) is not int or not -_INT64_MAX - 1 <= value <= _INT64_MAX:
+            u.Clear()
+            reference._read_usage(u, obj, path)
+            return
+        setattr(u, key, value)
+    extra = _extras(obj, _USAGE_KEY_TUPLE)
+    if extra:
+        u.extra_json = extra
+
+
+def _build_tool_call(c: Any, obj: Any, path: str, reference: Any) -> None:
+    if not _canonical_prefix(obj, _TOOL_CALL_KEY_TUPLE):
+        reference._read_tool_call(c, obj, path)
+        return
+    call_id, name, provider_id = obj["call_id"], obj["name"], obj["id"]
+    if not (type(call_id) is str and type(name) is str and _opt_str(provider_id)):
+        reference._read_tool_call(c, obj, path)
+        return
+    c.call_id = call_id
+    c.name = name
+    c.arguments_json = _ARGUMENTS_ENCODER.encode(obj["arguments"])
+    if provider_id is not None:
+        c.id = provider_id
+    extra = _extras(obj, _TOOL_CALL_KEY_TUPLE)
+    if extra:
+        c.extra_json = extra
+
+
+def _build_tool_result(r: Any, obj: Any, path: str, reference: Any) -> None:
+    if not _canonical_prefix(obj, _TOOL_RESULT_KEY_TUPLE):
+        reference._read_tool_result(r, obj, path)
+        return
+    call_id, success, result, error, provider_id = (
+        obj["call_id"],
+        obj["success"],
+        obj["result"],
+        obj["error"],
+        obj["id"],
+    )
+    if not (type(call_id) is str and type(success) is bool and _opt_str(result) and _opt_str(error)):
+        reference._read_tool_result(r, obj, path)
+        return
+    if not _opt_str(provider_id):
+        reference._read_tool_result(r, obj, path)
+        return
+    r.call_id = call_id
+    r.success = success
+    if result is not None:
+        r.result = result
+    if error is not None:
+        r.error = error
+    if provider_id is not None:
+        r.id = provider_id
+    extra = _extras(obj, _TOOL_RESULT_KEY_TUPLE)
+    if extra:
+        r.extra_json = extra
+
+
+_ARGUMENTS_ENCODER = json.JSONEncoder(ensure_ascii=False)
+_ONE_SECOND = timedelta(seconds=1)
 
 
 _STRING_FIELDS = ("trajectory_id", "job_id", "group_id", "query_id", "termination_detail")

@@ -46,16 +46,15 @@ from typing import Any, Literal
 
 from cohort.errors import InvalidArgument
 from cohort.sdk.journal import (
-    COHORT_KEY,
     INTERACTION_REF,
     JOURNAL_FORMAT,
     JournalWriter,
     TrajectoryState,
+    build_recorded,
     encode_event,
     finish,
     iso,
     journal_path_for,
-    load_recorded,
     outcome_name,
     termination_name,
     utc_now,
@@ -542,7 +541,7 @@ class TrajectoryRecorder:
         """Memory mode: the `Trajectory` message only (no Trae document, no file); None returned."""
         try:
             # Every event and the identity were redacted as they were recorded: no second pass here.
-            trajectory = load_recorded({**self._state.trae, COHORT_KEY: self._state.cohort})
+            trajectory = build_recorded(self._state.trae, self._state.cohort)
             fill_usage_and_cost(trajectory, self.prices if self.prices is not None else _default_prices())
         except Exception:
             log.exception("%s: could not build the final trajectory", self.trajectory_path)
