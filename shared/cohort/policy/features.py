@@ -118,25 +118,59 @@ def pad_rows(
     return indices, values, mask
 
 
+@lru_cache(maxsize=4096)
+def _context_layout(options: tuple[str, ...], names: tuple[str, ...], buckets: int) -> np.ndarray:
+    """int64[O, 1 + F]: each option's bias bucket, then its bucket for each context feature name.
+
+    Recorded decisions repeat a few (options, feature names) combinations thousands of times, so a
+    batch reuses these layouts instead of hashing every option row again.
+    """
+    return np.array(
+        [
+            [bucket(option + OPTION_SEPARATOR, buckets)]
+            + [bucket(option + OPTION_SEPARATOR + name, buckets) for name in names]
+            for option in options
+        ],
+        dtype=np.int64,
+    )
+
+
 def encode_batch(head, decisions: Sequence[trajectory_pb2.Decision]) -> DecisionBatch:
     """The `DecisionBatch` of recorded decisions of `head` (a `HeadSpec`).
 
     Each decision's own `options` are used (the head's fixed options when a recording left them
     out); `check_recorded_decision` says whether a decision is usable, and a bad one here is an
-    `InvalidArgument` naming `decisions[i]`.
+    `InvalidArgument` naming `decisions[i]`. Rows are exactly `option_rows`; decisions without
+    per-option features take a cached layout (`_context_layout`) instead of hashing each row.
     """
     from cohort.policy.snapshot import check_recorded_decision
 
-    rows_per_decision = []
+    buckets = head.feature_buckets
+    encoded: list[tuple[np.ndarray, np.ndarray]] = []
     chosen = np.zeros(len(decisions), dtype=np.int64)
     for i, decision in enumerate(decisions):
         options = check_recorded_decision(head, decision, f"decisions[{i}]")
-        option_features = [dict(f.values) for f in decision.option_features]
-        rows_per_decision.append(
-            option_rows(options, dict(decision.features), option_features, head.feature_buckets)
-        )
+        ordered = sorted(decision.features.items())
+        if decision.option_features:
+            option_features = [dict(f.values) for f in decision.option_features]
+            rows = option_rows(options, dict(ordered), option_features, buckets)
+            row_indices, row_values = pad_rows([rows])[:2]
+            encoded.append((row_indices[0], row_values[0]))
+        else:
+            layout = _context_layout(tuple(options), tuple(name for name, _ in ordered), buckets)
+            row = np.array([1.0, *(value for _, value in ordered)], dtype=np.float64)
+            encoded.append((layout, np.broadcast_to(row, layout.shape)))
         chosen[i] = decision.chosen_index
-    indices, values, mask = pad_rows(rows_per_decision)
+    width = max((layout.shape[0] for layout, _ in encoded), default=0)
+    depth = max((layout.shape[1] for layout, _ in encoded), default=0)
+    indices = np.zeros((len(encoded), width, depth), dtype=np.int64)
+    values = np.zeros((len(encoded), width, depth), dtype=np.float64)
+    mask = np.zeros((len(encoded), width), dtype=bool)
+    for d, (layout, row_values) in enumerate(encoded):
+        options_count, features_count = layout.shape
+        indices[d, :options_count, :features_count] = layout
+        values[d, :options_count, :features_count] = row_values
+        mask[d, :options_count] = True
     return DecisionBatch(
         indices=indices, values=values, option_mask=mask, chosen=chosen, temperature=float(head.temperature)
     )
