@@ -16,6 +16,7 @@ client-streaming RPC takes its request messages as a JSON array, or as NDJSON (o
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import logging
 import pkgutil
@@ -35,8 +36,9 @@ from google.protobuf.message import Message
 from google.rpc import code_pb2
 
 import cohort.api
-from cohort.config import Settings
-from cohort.rpc.client import ChannelPool
+from cohort import tracing
+from cohort.config import Settings, TracingExporter
+from cohort.rpc import tls
 from cohort.rpc.interceptors import AUTHORIZATION_KEY, REQUEST_ID_KEY, TENANT_KEY
 from cohort.services.gateway import json_codec
 from cohort.services.gateway.errors import (
@@ -305,18 +307,38 @@ class Backends:
 
     The channels are the gateway's own: built from the process settings but without its API key,
     so a call carries the HTTP caller's `Authorization` or none (then the backend answers 401).
+    They carry no client interceptors but tracing (when it is on): every call sets its deadline and
+    metadata itself, and grpc.aio interceptors cost more CPU per call than the rest of the gateway.
     """
 
     settings_source: Any
     """A callable returning the current settings (addresses are known only after every port is bound)."""
-    _pool: ChannelPool | None = None
+    _channels: dict[str, grpc.aio.Channel] = field(default_factory=dict)
     _callables: dict[tuple[str, str], Any] = field(default_factory=dict)
 
-    def pool(self) -> ChannelPool:
-        if self._pool is None:
-            settings: Settings = self.settings_source()
-            self._pool = ChannelPool(settings.with_overrides(api_key=None))
-        return self._pool
+    def channel(self, component: str) -> grpc.aio.Channel:
+        channel = self._channels.get(component)
+        if channel is None:
+            channel = self._channels[component] = self._open(component)
+        return channel
+
+    def _open(self, component: str) -> grpc.aio.Channel:
+        settings: Settings = self.settings_source()
+        options: list[tuple[str, Any]] = [
+            ("grpc.max_receive_message_length", settings.max_message_bytes),
+            ("grpc.max_send_message_length", settings.max_message_bytes),
+            ("grpc.keepalive_time_ms", 30_000),
+            ("grpc.keepalive_timeout_ms", 10_000),
+            ("grpc.http2.max_pings_without_data", 0),
+        ]
+        if settings.tls.server_name_override:
+            options.append(("grpc.ssl_target_name_override", settings.tls.server_name_override))
+        interceptors = tracing.client_interceptors() if settings.tracing is not TracingExporter.NONE else None
+        target = settings.address_of(component)
+        credentials = tls.channel_credentials(settings.tls)
+        if credentials is None:
+            return grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)
+        return grpc.aio.secure_channel(target, credentials, options=options, interceptors=interceptors)
 
     def callable_for(
         self, component: str, path: str, request_class: type[Message], response_class: type[Message],
@@ -325,7 +347,7 @@ class Backends:
         key = (component, path)
         found = self._callables.get(key)
         if found is None:
-            channel = self.pool().channel(component)
+            channel = self.channel(component)
             kind = {
                 (False, False): channel.unary_unary,
                 (False, True): channel.unary_stream,
@@ -350,10 +372,9 @@ class Backends:
         )
 
     async def close(self) -> None:
-        if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
-            self._callables.clear()
+        channels, self._channels = list(self._channels.values()), {}
+        self._callables.clear()
+        await asyncio.gather(*(channel.close() for channel in channels))
 
 
 # --- HTTP handling

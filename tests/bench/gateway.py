@@ -1,0 +1,255 @@
+"""Bench: the gateway in its own process, pinned to one CPU core, in front of the jobs service.
+
+Three processes: `cohort serve jobs` (SQLite, authentication on; jobs run with the idle/tick test
+runner of tests/integration/test_gateway_jsonrpc.py through the `COHORT_TEST_JOB_RUNNER` hook, so no
+training competes for the CPU), `cohort serve gateway` pinned with `sched_setaffinity` to one core,
+and this process as the HTTP load generator (aiohttp, one connection per client).
+
+- `training.get_status` (JSON-RPC, a GetJob of an existing job), two phases over `CLIENTS` connections:
+  throughput, closed loop (each client sends its next request when the last is answered), as
+  requests per second of gateway CPU (requests divided by the gateway process's user+system CPU
+  seconds over the run, read from /proc; on a machine with few cores the load generator and the jobs
+  service compete with the gateway, so wall-clock requests per second understate what one core of
+  gateway does; both are printed); then latency, open loop: the clients together send `LATENCY_RATE`
+  requests per second (at most half the closed-loop wall-clock rate, so the figure measures service
+  time rather than a queue the bench built itself: 200 closed-loop clients alone would make p95 at
+  least 200 / rate), p95 over all of them.
+- `WatchJob` over HTTP: a job ticking every 20 ms is watched over gRPC (directly at the jobs service)
+  and over the gateway's `GET /v1/jobs/{id}:watch` at once; the figure is the p95 of the delay of each
+  revision's HTTP line after the same revision on the gRPC stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import aiohttp  # noqa: E402
+import grpc  # noqa: E402
+from figures import Figure, percentile  # noqa: E402
+
+from cohort.api.jobs.v1 import jobs_pb2, jobs_pb2_grpc  # noqa: E402
+
+CLIENTS = 200
+LATENCY_RATE = 1000.0
+WARMUP_SECONDS = 1.0
+SERVICE_NAMES = ("collector", "reward", "trainer", "checkpoint", "budget", "jobs", "gateway")
+TESTS_DIR = Path(__file__).parents[1]
+SPEC = {
+    "runtime": {"toolbench": {}},
+    "dataset": {"toolbench": {"train_count": 10, "heldout_count": 5}},
+    "policy": {"new_policy": {}},
+    "iterations": 3,
+}
+
+
+def _listening(component: str) -> re.Pattern[str]:
+    return re.compile(rf"^\s*\|?\s*{component}\s*\|?\s+(\S+):(\d+)")
+
+
+def start(component: str, data_dir: str, extra_env: dict[str, str]) -> tuple[subprocess.Popen, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COHORT_")}
+    env.update(
+        COHORT_DATA_DIR=data_dir,
+        COHORT_LOG_LEVEL="WARNING",
+        COHORT_TEST_JOB_RUNNER="integration.test_gateway_jsonrpc:make_runner",
+        PYTHONPATH=os.pathsep.join([str(TESTS_DIR), env.get("PYTHONPATH", "")]),
+        **{f"COHORT_{name.upper()}_PORT": "0" for name in SERVICE_NAMES},
+        **extra_env,
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cohort.cli", "serve", component],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    pattern, address, lines = _listening(component), None, []
+    for line in process.stdout:
+        lines.append(line)
+        match = pattern.match(line)
+        if match:
+            address = f"{match.group(1)}:{match.group(2)}"
+        if "Ctrl-C or SIGTERM" in line:
+            break
+    if address is None:
+        process.terminate()
+        raise RuntimeError(f"cohort serve {component} did not report its address:\n" + "".join(lines))
+    return process, address
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _rpc(http: aiohttp.ClientSession, method: str, params: dict) -> dict:
+    body = {"jsonrpc": "2.0", "method": method, "params": params, "id": 1}
+    async with http.post("/jsonrpc", json=body) as response:
+        answer = await response.json()
+    if "error" in answer:
+        raise RuntimeError(f"{method}: {answer['error']}")
+    return answer["result"]
+
+
+async def _load(http: aiohttp.ClientSession, body: bytes, seconds: float) -> tuple[list[float], float, int]:
+    latencies: list[float] = []
+    failures = 0
+    stop_at = time.perf_counter() + seconds
+
+    async def client() -> None:
+        nonlocal failures
+        while time.perf_counter() < stop_at:
+            started = time.perf_counter()
+            async with http.post("/jsonrpc", data=body) as response:
+                answer = await response.read()
+            if response.status != 200 or b'"result"' not in answer:
+                failures += 1
+            latencies.append(time.perf_counter() - started)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(CLIENTS)))
+    return latencies, time.perf_counter() - started, failures
+
+
+async def _paced(http: aiohttp.ClientSession, body: bytes, seconds: float, rate: float) -> list[float]:
+    """Open loop: each of `CLIENTS` clients sends one request every `CLIENTS / rate` seconds."""
+    latencies: list[float] = []
+    interval = CLIENTS / rate
+
+    async def client(offset: float) -> None:
+        next_at = time.perf_counter() + offset
+        stop_at = next_at + seconds
+        while next_at < stop_at:
+            await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
+            started = time.perf_counter()
+            async with http.post("/jsonrpc", data=body) as response:
+                await response.read()
+            latencies.append(time.perf_counter() - started)
+            next_at += interval
+
+    await asyncio.gather(*(client(i * interval / CLIENTS) for i in range(CLIENTS)))
+    return latencies
+
+
+async def get_status_figures(base: str, api_key: str, gateway_pid: int, seconds: float) -> dict[str, float]:
+    headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
+    connector = aiohttp.TCPConnector(limit=CLIENTS)
+    async with aiohttp.ClientSession(base, headers=headers, connector=connector) as http:
+        job = (await _rpc(http, "training.start_grpo", {"spec": SPEC, "display_name": "idle"}))["job"]
+        body = json.dumps(
+            {"jsonrpc": "2.0", "method": "training.get_status", "params": {"job_id": job["jobId"]}, "id": 1}
+        ).encode()
+        await _load(http, body, WARMUP_SECONDS)
+        cpu_before = cpu_seconds(gateway_pid)
+        loaded, elapsed, failures = await _load(http, body, seconds)
+        cpu_used = cpu_seconds(gateway_pid) - cpu_before
+        rate = min(LATENCY_RATE, 0.5 * len(loaded) / elapsed)
+        latencies = await _paced(http, body, seconds, rate)
+        await _rpc(http, "training.cancel", {"job_id": job["jobId"]})
+    if failures:
+        raise RuntimeError(f"{failures} get_status calls failed")
+    return {
+        "p95_ms": percentile(latencies, 95) * 1000,
+        "p50_ms": percentile(latencies, 50) * 1000,
+        "latency_rate": rate,
+        "closed_loop_p95_ms": percentile(loaded, 95) * 1000,
+        "wall_rps": len(loaded) / elapsed,
+        "rps_per_gateway_cpu_second": len(latencies) / max(cpu_used, 1e-9),
+        "gateway_cpu_share": cpu_used / elapsed,
+        "requests": len(loaded),
+    }
+
+
+async def watch_delay_figures(base: str, jobs_address: str, api_key: str) -> dict[str, float]:
+    headers = {"Authorization": f"Bearer {api_key}"}
+    metadata = (("authorization", f"Bearer {api_key}"),)
+    grpc_times: dict[int, float] = {}
+    http_times: dict[int, float] = {}
+    async with aiohttp.ClientSession(base, headers=headers) as http:
+        spec = {**SPEC, "iterations": 100}
+        job = (await _rpc(http, "training.start_grpo", {"spec": spec, "display_name": "tick"}))["job"]
+
+        async def over_grpc() -> None:
+            async with grpc.aio.insecure_channel(jobs_address) as channel:
+                stub = jobs_pb2_grpc.JobServiceStub(channel)
+                request = jobs_pb2.WatchJobRequest(job_id=job["jobId"])
+                async for snapshot in stub.WatchJob(request, metadata=metadata, timeout=120):
+                    grpc_times.setdefault(snapshot.job.revision, time.perf_counter())
+
+        async def over_http() -> None:
+            async with http.get(f"/v1/jobs/{job['jobId']}:watch") as response:
+                async for line in response.content:
+                    revision = int(json.loads(line)["result"]["job"]["revision"])
+                    http_times.setdefault(revision, time.perf_counter())
+
+        await asyncio.gather(over_grpc(), over_http())
+    common = sorted(set(grpc_times) & set(http_times))
+    # Both streams start with the current snapshot at different moments; changes start after both opened.
+    delays = [http_times[r] - grpc_times[r] for r in common[1:]]
+    return {
+        "p95_ms": percentile(delays, 95) * 1000,
+        "p50_ms": percentile(delays, 50) * 1000,
+        "changes": len(delays),
+    }
+
+
+def measure(seconds: float = 5.0) -> tuple[dict[str, float], dict[str, float]]:
+    data_dir = tempfile.mkdtemp(prefix="cohort-bench-gateway-")
+    jobs, jobs_address = start("jobs", data_dir, {})
+    gateway = None
+    try:
+        gateway, gateway_address = start("gateway", data_dir, {"COHORT_JOBS_ADDRESS": jobs_address})
+        os.sched_setaffinity(gateway.pid, {min(os.sched_getaffinity(0))})
+        api_key = (Path(data_dir) / "admin.key").read_text().strip()
+        base = f"http://{gateway_address}"
+        status = asyncio.run(get_status_figures(base, api_key, gateway.pid, seconds))
+        watch = asyncio.run(watch_delay_figures(base, jobs_address, api_key))
+    finally:
+        for process in (gateway, jobs):
+            if process is not None:
+                process.terminate()
+                process.wait(timeout=30)
+    return status, watch
+
+
+def figures(seconds: float = 5.0) -> list[Figure]:
+    status, watch = measure(seconds)
+    return [
+        Figure(f"gateway: training.get_status p95, {CLIENTS} HTTP clients", status["p95_ms"], "ms", 15.0),
+        Figure(
+            "gateway: training.get_status per gateway CPU-second (1 core)",
+            status["rps_per_gateway_cpu_second"],
+            "/s",
+            2000.0,
+            lower_is_better=False,
+        ),
+        Figure("gateway: WatchJob HTTP line after gRPC message, p95", watch["p95_ms"], "ms", 100.0),
+    ]
+
+
+if __name__ == "__main__":
+    status, watch = measure()
+    print("get_status:", {k: round(v, 2) for k, v in status.items()})
+    print("watch:", {k: round(v, 2) for k, v in watch.items()})
+    for figure in [
+        Figure(f"gateway: training.get_status p95, {CLIENTS} HTTP clients", status["p95_ms"], "ms", 15.0),
+        Figure(
+            "gateway: training.get_status per gateway CPU-second (1 core)",
+            status["rps_per_gateway_cpu_second"],
+            "/s",
+            2000.0,
+            lower_is_better=False,
+        ),
+        Figure("gateway: WatchJob HTTP line after gRPC message, p95", watch["p95_ms"], "ms", 100.0),
+    ]:
+        print(figure.line())
