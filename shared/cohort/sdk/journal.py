@@ -896,7 +896,9 @@ def apply_cohort(t: trajectory_pb2.Trajectory, cohort: Mapping[str, Any]) -> Non
                 _set_policy(decision.policy, d["policy"])
             moment = _parse_time(d.get("timestamp"))
             if moment is not None:
-                decision.timestamp.FromDatetime(moment)
+                # `FromDatetime` for an aware datetime, without its `utctimetuple` round trip.
+                decision.timestamp.seconds = (moment - _EPOCH) // _ONE_SECOND
+                decision.timestamp.nanos = moment.microsecond * 1000
             if d.get("advantage") is not None:
                 decision.advantage = float(d["advantage"])
 
