@@ -11,6 +11,11 @@
 
 The policy version is pinned (`version` set), as a training job does, so its snapshot comes from the
 collector's cache after the first group.
+
+Run as a script it also prints the CPU time (`time.process_time`, all threads) per toolbench rollout,
+no latency, of its three parts: bare (agent + `LocalDecider`), recorded (the collector's in-memory
+recorder, trajectory built), stored (`TrajectoryStore.ingest` of those trajectories, 64 a batch).
+On a shared machine compare these within one run.
 """
 
 from __future__ import annotations
@@ -177,6 +182,82 @@ def figures() -> list[Figure]:
     return asyncio.run(_measure())
 
 
+CPU_GROUPS = 40
+
+
+async def _cpu_breakdown() -> dict[str, float]:
+    """CPU seconds per rollout of the bare, recorded and stored parts of a toolbench rollout."""
+    import numpy as np
+
+    from cohort.policy.snapshot import HeadSpec
+    from cohort.services.collector.collection import plan_group
+    from cohort.services.collector.runtimes import RuntimeResolver
+    from cohort.services.collector.store import TrajectoryStore
+    from cohort.storage.engine import open_database
+    from cohort.trajectories.usage import PriceTable
+
+    heads = {head.name: HeadSpec.from_proto(head) for head in toolbench.policy_heads()}
+    rng = np.random.default_rng(0)
+    weights = {name: rng.normal(0, 0.3, head.feature_buckets) for name, head in heads.items()}
+    decider = LocalDecider(PolicySnapshot("bench", 1, heads, weights))
+    policy = tpb.PolicyRef(policy_id="bench", version=1)
+    runtime = cpb.RuntimeSpec(toolbench=cpb.ToolbenchRuntime())
+    queries = toolbench.generate_queries("train", CPU_GROUPS, seed=5)
+    settings = Settings()
+    runner = RuntimeResolver(PriceTable.load(None)).resolve(runtime, settings=settings, caller_api_key="")
+    agent = toolbench.make_agent(toolbench.ToolbenchOptions())
+
+    async def bare() -> None:
+        for i, query in enumerate(queries):
+            task = toolbench.task_from_query(query)
+            for j in range(GROUP):
+                context = AgentContext(task, decider=decider, seed=i * GROUP + j, policy=tpb.PolicyRef())
+                await agent(task, context)
+
+    async def recorded() -> list[tpb.Trajectory]:
+        out = []
+        for i, query in enumerate(queries):
+            request = cpb.CollectGroupRequest(
+                runtime=runtime, query=query, policy=policy, seed=i * GROUP, group_size=GROUP
+            )
+            plan = plan_group(request, settings)
+            task = runner.task_of(query)
+            for j in range(GROUP):
+                rollout = plan.rollout(j, runner, task, policy)
+                recording = runner.recording(rollout)
+                await runner.run(rollout, recording, decider)
+                out.append(recording.trajectory())
+        return out
+
+    count = len(queries) * GROUP
+    await bare()  # warm-up: caches, imports
+    await recorded()
+    started = time.process_time()
+    await bare()
+    bare_cpu = (time.process_time() - started) / count
+    started = time.process_time()
+    trajectories = await recorded()
+    recorded_cpu = (time.process_time() - started) / count
+    with tempfile.TemporaryDirectory() as tmp:
+        database = await open_database(Settings(data_dir=Path(tmp)))
+        try:
+            store = TrajectoryStore(database)
+            await store.ingest("warm-up", trajectories[:GROUP])
+            started = time.process_time()
+            for start in range(0, len(trajectories), 64):
+                await store.ingest("bench", trajectories[start : start + 64])
+            stored_cpu = (time.process_time() - started) / count
+        finally:
+            await database.close()
+    return {"bare": bare_cpu, "recorded": recorded_cpu, "stored": stored_cpu}
+
+
 if __name__ == "__main__":
     for figure in figures():
         print(figure.line())
+    cpu = asyncio.run(_cpu_breakdown())
+    print(
+        "CPU per toolbench rollout, no latency: "
+        + ", ".join(f"{part} {seconds * 1e3:.2f} ms" for part, seconds in cpu.items())
+        + f" (recorded / bare {cpu['recorded'] / cpu['bare']:.2f}x)"
+    )
