@@ -460,10 +460,12 @@ class TrainingLoop:
                     name=OPTIMIZER_FILE, content=state.optimizer.SerializeToString()
                 )
             )
-        metrics = {"iteration": float(state.iteration)}
-        if state.reward_history:
-            metrics["reward_mean"] = state.reward_history[-1]
-            metrics["success_rate"] = state.success_history[-1]
+        # Before the first iteration (a pause right after start) there is nothing measured yet: 0.
+        metrics = {
+            "iteration": float(state.iteration),
+            "reward_mean": state.reward_history[-1] if state.reward_history else 0.0,
+            "success_rate": state.success_history[-1] if state.success_history else 0.0,
+        }
         retention = self.spec.retention
         if not retention.metric:
             retention = checkpoint_pb2.RetentionPolicy(
