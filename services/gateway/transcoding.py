@@ -39,6 +39,7 @@ import cohort.api
 from cohort import tracing
 from cohort.config import Settings, TracingExporter
 from cohort.rpc import tls
+from cohort.rpc.client import channel_options
 from cohort.rpc.interceptors import AUTHORIZATION_KEY, REQUEST_ID_KEY, TENANT_KEY
 from cohort.services.gateway import json_codec
 from cohort.services.gateway.errors import (
@@ -324,15 +325,7 @@ class Backends:
 
     def _open(self, component: str) -> grpc.aio.Channel:
         settings: Settings = self.settings_source()
-        options: list[tuple[str, Any]] = [
-            ("grpc.max_receive_message_length", settings.max_message_bytes),
-            ("grpc.max_send_message_length", settings.max_message_bytes),
-            ("grpc.keepalive_time_ms", 30_000),
-            ("grpc.keepalive_timeout_ms", 10_000),
-            ("grpc.http2.max_pings_without_data", 0),
-        ]
-        if settings.tls.server_name_override:
-            options.append(("grpc.ssl_target_name_override", settings.tls.server_name_override))
+        options = channel_options(settings)  # the same limits, keepalive and TLS name as every channel
         interceptors = tracing.client_interceptors() if settings.tracing is not TracingExporter.NONE else None
         target = settings.address_of(component)
         credentials = tls.channel_credentials(settings.tls)

@@ -54,7 +54,7 @@ class _CallDefaults:
         return await continuation(self.rewrite(details), request)
 
 
-def _channel_options(settings: Settings) -> list[tuple[str, Any]]:
+def channel_options(settings: Settings) -> list[tuple[str, Any]]:
     options: list[tuple[str, Any]] = [
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.max_send_message_length", settings.max_message_bytes),
@@ -101,7 +101,7 @@ class ChannelPool:
             *tracing.client_interceptors(),
             *client_interceptors_for(_CallDefaults(settings.api_key, settings.rpc_timeout_seconds).intercept),
         ]
-        options = _channel_options(settings)
+        options = channel_options(settings)
         credentials = tls.channel_credentials(settings.tls)
         if credentials is None:
             return grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)
