@@ -16,14 +16,17 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
 from cohort.config import GRPC_SERVICE_NAMES, SERVICE_NAMES, ConfigError, Settings
 from cohort.errors import CohortError
+
+StubT = TypeVar("StubT")
 
 
 def _settings() -> Settings:
@@ -54,6 +57,57 @@ def _table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+@asynccontextmanager
+async def service_stub(
+    component: str, stub_class: Callable[[Any], StubT], *, embedded: Sequence[str]
+) -> AsyncIterator[StubT]:
+    """A stub of the configured `component`; when none answers on the embedded default, of one
+    started in this process together with the `embedded` services, for as long as the command runs."""
+    from cohort.rpc.client import ChannelPool
+    from cohort.rpc.probe import grpc_health
+
+    settings = _client_settings()
+    async with ChannelPool(settings) as pool:
+        channel = pool.channel(component)
+        if await grpc_health(channel) == "SERVING":
+            yield stub_class(channel)
+            return
+    if not settings.is_embedded:
+        raise click.ClickException(
+            f"no {component} service answers at {settings.address_of(component)}; "
+            f"start one with 'cohort serve {component}'"
+        )
+    from cohort.services.suite import start_suite
+
+    if "all" in embedded:
+        click.echo("(no suite running: starting one in this process on the embedded default)", err=True)
+    suite = await start_suite(_settings(), embedded, ephemeral_ports=True)
+    try:
+        yield stub_class(suite.context.channels.channel(component))
+    finally:
+        await suite.stop(0)
+
+
+def call_service(
+    component: str,
+    stub_class: Callable[[Any], StubT],
+    action: Callable[[StubT], Awaitable[Any]],
+    *,
+    embedded: Sequence[str],
+) -> Any:
+    """Runs `action(stub)` against `service_stub(...)`; a failed call is a clear CLI error."""
+    import grpc
+
+    async def run() -> Any:
+        async with service_stub(component, stub_class, embedded=embedded) as stub:
+            try:
+                return await action(stub)
+            except grpc.aio.AioRpcError as exc:
+                raise click.ClickException(f"{exc.code().name}: {exc.details()}") from exc
+
+    return _run(run())
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +24,7 @@ from google.protobuf import json_format
 from google.rpc import code_pb2
 
 from cohort.api.jobs.v1 import jobs_pb2, jobs_pb2_grpc
-from cohort.cli import _client_settings, _run, _settings, _table
-from cohort.config import Settings
+from cohort.cli import _run, _table, call_service, service_stub
 
 TERMINAL_STATES = {
     jobs_pb2.Job.STATE_SUCCEEDED,
@@ -69,47 +67,13 @@ def load_job_spec(path: Path) -> jobs_pb2.Job:
         raise SpecError(f"{path}: {exc}") from exc
 
 
-@asynccontextmanager
-async def jobs_stub() -> AsyncIterator[jobs_pb2_grpc.JobServiceStub]:
+def jobs_stub():
     """A stub of the configured job manager, or of a whole suite started here on the embedded default."""
-    from cohort.rpc.client import ChannelPool
-    from cohort.rpc.probe import grpc_health
-
-    settings = _client_settings()
-    async with ChannelPool(settings) as pool:
-        channel = pool.channel("jobs")
-        if await grpc_health(channel) == "SERVING":
-            yield jobs_pb2_grpc.JobServiceStub(channel)
-            return
-    if not settings.is_embedded:
-        raise click.ClickException(
-            f"no job manager answers at {settings.address_of('jobs')}; start one with 'cohort serve jobs'"
-        )
-    async with embedded_suite(_settings()) as suite:
-        yield jobs_pb2_grpc.JobServiceStub(suite.context.channels.channel("jobs"))
-
-
-@asynccontextmanager
-async def embedded_suite(settings: Settings):
-    from cohort.services.suite import start_suite
-
-    click.echo("(no suite running: starting one in this process on the embedded default)", err=True)
-    suite = await start_suite(settings, ["all"], ephemeral_ports=True)
-    try:
-        yield suite
-    finally:
-        await suite.stop(0)
+    return service_stub("jobs", jobs_pb2_grpc.JobServiceStub, embedded=["all"])
 
 
 def _rpc(action: Callable[[jobs_pb2_grpc.JobServiceStub], Any]) -> Any:
-    async def run() -> Any:
-        async with jobs_stub() as stub:
-            try:
-                return await action(stub)
-            except grpc.aio.AioRpcError as exc:
-                raise click.ClickException(f"{exc.code().name}: {exc.details()}") from exc
-
-    return _run(run())
+    return call_service("jobs", jobs_pb2_grpc.JobServiceStub, action, embedded=["all"])
 
 
 def state_name(state: int) -> str:

@@ -10,20 +10,17 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
-from collections.abc import AsyncIterator, Callable, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Iterable
 from datetime import UTC
 from pathlib import Path
 from typing import Any
 
 import click
-import grpc
 from google.protobuf import json_format
 
 from cohort.api.collector.v1 import collector_pb2, collector_pb2_grpc
 from cohort.api.trajectory.v1 import trajectory_pb2
-from cohort.cli import _client_settings, _run, _settings, _table
-from cohort.config import Settings
+from cohort.cli import _table, call_service, service_stub
 
 EXPORT_FORMATS = {
     "cohort-jsonl": collector_pb2.EXPORT_FORMAT_COHORT_JSONL,
@@ -38,47 +35,13 @@ TERMINATION_REASONS = {
 IMPORT_BATCH = 256
 
 
-@asynccontextmanager
-async def collector_stub() -> AsyncIterator[collector_pb2_grpc.CollectorServiceStub]:
+def collector_stub():
     """A stub of the configured collector, or of one started here on the embedded default."""
-    from cohort.rpc.client import ChannelPool
-    from cohort.rpc.probe import grpc_health
-
-    settings = _client_settings()
-    async with ChannelPool(settings) as pool:
-        channel = pool.channel("collector")
-        if await grpc_health(channel) == "SERVING":
-            yield collector_pb2_grpc.CollectorServiceStub(channel)
-            return
-    if not settings.is_embedded:
-        raise click.ClickException(
-            f"no collector answers at {settings.address_of('collector')}; "
-            "start one with 'cohort serve collector'"
-        )
-    async with _embedded_collector(_settings()) as stub:
-        yield stub
-
-
-@asynccontextmanager
-async def _embedded_collector(settings: Settings) -> AsyncIterator[collector_pb2_grpc.CollectorServiceStub]:
-    from cohort.services.suite import start_suite
-
-    suite = await start_suite(settings, ["collector"], ephemeral_ports=True)
-    try:
-        yield collector_pb2_grpc.CollectorServiceStub(suite.context.channels.channel("collector"))
-    finally:
-        await suite.stop(0)
+    return service_stub("collector", collector_pb2_grpc.CollectorServiceStub, embedded=["collector"])
 
 
 def _rpc(action: Callable[[collector_pb2_grpc.CollectorServiceStub], Any]) -> Any:
-    async def run() -> Any:
-        async with collector_stub() as stub:
-            try:
-                return await action(stub)
-            except grpc.aio.AioRpcError as exc:
-                raise click.ClickException(f"{exc.code().name}: {exc.details()}") from exc
-
-    return _run(run())
+    return call_service("collector", collector_pb2_grpc.CollectorServiceStub, action, embedded=["collector"])
 
 
 def filter_options(command: Callable) -> Callable:
