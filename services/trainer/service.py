@@ -19,6 +19,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 from sqlalchemy.exc import IntegrityError
@@ -29,7 +30,14 @@ from cohort.api.trajectory.v1 import trajectory_pb2
 from cohort.context import current_tenant
 from cohort.errors import AlreadyExists, CohortError, FailedPrecondition, InvalidArgument, NotFound
 from cohort.paging import DEFAULT_PAGE_SIZE
-from cohort.policy import HeadSpec, PolicySnapshot, check_recorded_decision, check_weights, encode_batch
+from cohort.policy import (
+    CheckedDecision,
+    HeadSpec,
+    PolicySnapshot,
+    check_recorded_decision,
+    check_weights,
+    encode_batch,
+)
 from cohort.policy import heads_from_proto as parse_heads
 from cohort.runtime import DecisionRequest
 from cohort.services.trainer.store import PolicyStore, PolicyVersion
@@ -37,6 +45,7 @@ from cohort.storage.engine import Database, write_transaction
 
 LATEST_TTL_SECONDS = 1.0
 SNAPSHOT_CACHE_ENTRIES = 256
+WRITTEN_VERSIONS_CACHED = 1024
 SNAPSHOT_CACHE_BYTES = 1 << 30
 MAX_DISPLAY_NAME = 200
 _POLICY_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -93,12 +102,19 @@ def _size(snapshot: PolicySnapshot) -> int:
     return sum(weights.nbytes for weights in snapshot.weights.values())
 
 
+class _UsableDecision(NamedTuple):
+    decision: trajectory_pb2.Decision
+    checked: CheckedDecision
+    """What `check_recorded_decision` read: the batch encoder does not read the decision again."""
+    advantage: float
+
+
 @dataclass(frozen=True)
 class _Usable:
-    """A trajectory an update uses: its decisions (by head) with their advantages."""
+    """A trajectory an update uses: its checked decisions with their options and advantages."""
 
     trajectory: trajectory_pb2.Trajectory
-    decisions: list[tuple[trajectory_pb2.Decision, float]]
+    decisions: list[_UsableDecision]
 
 
 class TrainerService:
@@ -109,6 +125,9 @@ class TrainerService:
         self._snapshots = SnapshotCache()
         self._latest: dict[tuple[str, str], tuple[int, float]] = {}
         self._loading: dict[tuple[str, str, int], asyncio.Future[PolicySnapshot]] = {}
+        # The version each policy's last update here wrote: the next update's base, usually. Safe when
+        # another replica has moved on since: `insert_version`'s conditional UPDATE then refuses it.
+        self._written: OrderedDict[tuple[str, str], PolicyVersion] = OrderedDict()
 
     # --- Create, get, list ---------------------------------------------------------------------
 
@@ -190,6 +209,13 @@ class TrainerService:
         self._remember_latest(tenant_id, policy_id, latest)
         return latest
 
+    def _remember_written(self, tenant_id: str, written: PolicyVersion) -> None:
+        key = (tenant_id, written.info.policy_id)
+        self._written[key] = written
+        self._written.move_to_end(key)
+        while len(self._written) > WRITTEN_VERSIONS_CACHED:
+            self._written.popitem(last=False)
+
     def _remember_latest(self, tenant_id: str, policy_id: str, version: int) -> None:
         key = (tenant_id, policy_id)
         cached = self._latest.get(key)
@@ -222,7 +248,9 @@ class TrainerService:
         if previous is not None:
             return previous
 
-        base = await self.store.get(tenant_id, request.policy_id, request.base_version)
+        base = self._written.get((tenant_id, request.policy_id))
+        if base is None or base.snapshot.version != request.base_version:
+            base = await self.store.get(tenant_id, request.policy_id, request.base_version)
         if base.info.latest_version != request.base_version:
             raise FailedPrecondition(
                 f"stale base version: {request.base_version} is not the latest version "
@@ -243,9 +271,28 @@ class TrainerService:
                 raise InvalidArgument("reference_version", f"version {reference_version} does not exist yet")
             reference = (await self.snapshot(tenant_id, request.policy_id, reference_version)).weights
 
-        usable, rejected = select_trajectories(
-            base.snapshot, request.trajectories, request.base_version, settings.max_policy_staleness
-        )
+        def compute():
+            # Reading 1,000+ recorded decisions is milliseconds of CPU: off the loop with the math.
+            usable, rejected = select_trajectories(
+                base.snapshot, request.trajectories, request.base_version, settings.max_policy_staleness
+            )
+            if not usable:
+                return usable, rejected, None, None
+            batches = {}
+            for name, decisions in group_by_head(usable).items():
+                head = base.snapshot.heads[name]
+                batches[name] = HeadBatch(
+                    batch=encode_batch(
+                        head, [d.decision for d in decisions], checked=[d.checked for d in decisions]
+                    ),
+                    old_log_prob=np.array([d.decision.log_prob for d in decisions], dtype=np.float64),
+                    advantage=np.array([d.advantage for d in decisions], dtype=np.float64),
+                    reference_weights=None if reference is None else reference[name],
+                )
+            result = grpo_update(weights, batches, optimizer, settings)
+            return usable, rejected, result, result.optimizer.to_proto()
+
+        usable, rejected, result, optimizer_proto = await asyncio.to_thread(compute)
         response = trainer_pb2.UpdatePolicyResponse(rejected=rejected)
         if not usable:
             # Nothing to learn from: no new version (the response's policy is the base version).
@@ -254,21 +301,6 @@ class TrainerService:
             async with write_transaction(self.database.sessions) as session:
                 idempotency.remember(session, UPDATE_SCOPE, request, response)
             return response
-
-        def compute():
-            batches = {}
-            for name, pairs in group_by_head(usable).items():
-                head = base.snapshot.heads[name]
-                batches[name] = HeadBatch(
-                    batch=encode_batch(head, [decision for decision, _ in pairs]),
-                    old_log_prob=np.array([decision.log_prob for decision, _ in pairs], dtype=np.float64),
-                    advantage=np.array([advantage for _, advantage in pairs], dtype=np.float64),
-                    reference_weights=None if reference is None else reference[name],
-                )
-            result = grpo_update(weights, batches, optimizer, settings)
-            return result, result.optimizer.to_proto()
-
-        result, optimizer_proto = await asyncio.to_thread(compute)
 
         rewards = [u.trajectory.reward for u in usable if u.trajectory.HasField("reward")]
         response.metrics.CopyFrom(
@@ -310,6 +342,7 @@ class TrainerService:
                 reason="STALE_BASE_VERSION",
             ) from error
         self._snapshots.put((tenant_id, request.policy_id, created.snapshot.version), created.snapshot)
+        self._remember_written(tenant_id, created)
         self._remember_latest(tenant_id, request.policy_id, created.snapshot.version)
         return response
 
@@ -343,7 +376,7 @@ def select_trajectories(
     oldest = base_version - max_staleness
     for index, trajectory in enumerate(trajectories):
         reason = ""
-        decisions: list[tuple[trajectory_pb2.Decision, float]] = []
+        decisions: list[_UsableDecision] = []
         try:
             decisions = _usable_decisions(base, trajectory, base_version, oldest)
         except CohortError as error:
@@ -361,7 +394,7 @@ def select_trajectories(
 
 def _usable_decisions(
     base: PolicySnapshot, trajectory: trajectory_pb2.Trajectory, base_version: int, oldest: int
-) -> list[tuple[trajectory_pb2.Decision, float]]:
+) -> list[_UsableDecision]:
     policy_id = base.policy_id
     if trajectory.policy.policy_id and trajectory.policy.policy_id != policy_id:
         raise InvalidArgument("policy", f"collected by another policy ({trajectory.policy.policy_id!r})")
@@ -381,15 +414,15 @@ def _usable_decisions(
         )
     trajectory_advantage = trajectory.advantage if trajectory.HasField("advantage") else None
     result = []
+    heads = base.heads
     for i, decision in enumerate(trajectory.decisions):
-        if decision.policy.policy_id and decision.policy.policy_id != policy_id:
-            raise InvalidArgument(
-                f"decisions[{i}].policy", f"made by another policy ({decision.policy.policy_id!r})"
-            )
-        head = base.heads.get(decision.head)
+        made_by = decision.policy.policy_id
+        if made_by and made_by != policy_id:
+            raise InvalidArgument(f"decisions[{i}].policy", f"made by another policy ({made_by!r})")
+        head = heads.get(decision.head)
         if head is None:
             raise NotFound(f"decisions[{i}]: the policy has no head {decision.head!r}")
-        check_recorded_decision(head, decision, f"decisions[{i}]")
+        checked = check_recorded_decision(head, decision, lambda i=i: f"decisions[{i}]")
         if decision.HasField("advantage"):
             advantage = decision.advantage
         elif trajectory_advantage is not None:
@@ -400,17 +433,17 @@ def _usable_decisions(
             )
         if not math.isfinite(advantage):
             raise InvalidArgument(f"decisions[{i}].advantage", "must be a finite number")
-        if decision.log_prob > 1e-9:
+        if decision.log_prob > 1e-9:  # finite: checked above
             raise InvalidArgument(f"decisions[{i}].log_prob", "a log-probability must be <= 0")
-        result.append((decision, advantage))
+        result.append(_UsableDecision(decision, checked, advantage))
     return result
 
 
-def group_by_head(usable: Sequence[_Usable]) -> dict[str, list[tuple[trajectory_pb2.Decision, float]]]:
-    grouped: dict[str, list[tuple[trajectory_pb2.Decision, float]]] = {}
+def group_by_head(usable: Sequence[_Usable]) -> dict[str, list[_UsableDecision]]:
+    grouped: dict[str, list[_UsableDecision]] = {}
     for item in usable:
-        for decision, advantage in item.decisions:
-            grouped.setdefault(decision.head, []).append((decision, advantage))
+        for usable_decision in item.decisions:
+            grouped.setdefault(usable_decision.decision.head, []).append(usable_decision)
     return grouped
 
 

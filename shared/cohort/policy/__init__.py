@@ -23,6 +23,7 @@ from cohort.policy.snapshot import (
     DEFAULT_TEMPERATURE,
     MAX_FEATURE_BUCKETS,
     MIN_FEATURE_BUCKETS,
+    CheckedDecision,
     HeadSpec,
     PolicySnapshot,
     check_options,
@@ -33,6 +34,7 @@ from cohort.policy.snapshot import (
 )
 
 __all__ = [
+    "CheckedDecision",
     "DEFAULT_FEATURE_BUCKETS",
     "DEFAULT_TEMPERATURE",
     "MAX_FEATURE_BUCKETS",

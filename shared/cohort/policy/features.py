@@ -135,38 +135,58 @@ def _context_layout(options: tuple[str, ...], names: tuple[str, ...], buckets: i
     )
 
 
-def encode_batch(head, decisions: Sequence[trajectory_pb2.Decision]) -> DecisionBatch:
+def encode_batch(
+    head, decisions: Sequence[trajectory_pb2.Decision], checked: Sequence | None = None
+) -> DecisionBatch:
     """The `DecisionBatch` of recorded decisions of `head` (a `HeadSpec`).
 
     Each decision's own `options` are used (the head's fixed options when a recording left them
     out); `check_recorded_decision` says whether a decision is usable, and a bad one here is an
-    `InvalidArgument` naming `decisions[i]`. Rows are exactly `option_rows`; decisions without
-    per-option features take a cached layout (`_context_layout`) instead of hashing each row.
+    `InvalidArgument` naming `decisions[i]`. A caller that has already checked every decision passes
+    what that check returned (`CheckedDecision`s) as `checked`, so the batch is not checked twice. Rows are
+    exactly `option_rows`; decisions without per-option features take a cached layout
+    (`_context_layout`) and are written group by group instead of row by row.
     """
     from cohort.policy.snapshot import check_recorded_decision
 
     buckets = head.feature_buckets
-    encoded: list[tuple[np.ndarray, np.ndarray]] = []
-    chosen = np.zeros(len(decisions), dtype=np.int64)
+    count = len(decisions)
+    chosen = np.zeros(count, dtype=np.int64)
+    # layout -> (decision positions, their value rows); id() keys: layouts are cached, shared arrays.
+    by_layout: dict[int, tuple[np.ndarray, list[int], list[list[float]]]] = {}
+    ragged: list[tuple[int, np.ndarray, np.ndarray]] = []
     for i, decision in enumerate(decisions):
-        options = check_recorded_decision(head, decision, f"decisions[{i}]")
-        ordered = sorted(decision.features.items())
+        options, names, feature_values = (
+            check_recorded_decision(head, decision, f"decisions[{i}]") if checked is None else checked[i]
+        )
         if decision.option_features:
             option_features = [dict(f.values) for f in decision.option_features]
-            rows = option_rows(options, dict(ordered), option_features, buckets)
+            rows = option_rows(
+                options, dict(zip(names, feature_values, strict=True)), option_features, buckets
+            )
             row_indices, row_values = pad_rows([rows])[:2]
-            encoded.append((row_indices[0], row_values[0]))
+            ragged.append((i, row_indices[0], row_values[0]))
         else:
-            layout = _context_layout(tuple(options), tuple(name for name, _ in ordered), buckets)
-            row = np.array([1.0, *(value for _, value in ordered)], dtype=np.float64)
-            encoded.append((layout, np.broadcast_to(row, layout.shape)))
+            layout = _context_layout(options, names, buckets)
+            group = by_layout.get(id(layout))
+            if group is None:
+                group = by_layout[id(layout)] = (layout, [], [])
+            group[1].append(i)
+            group[2].append([1.0, *feature_values])
         chosen[i] = decision.chosen_index
-    width = max((layout.shape[0] for layout, _ in encoded), default=0)
-    depth = max((layout.shape[1] for layout, _ in encoded), default=0)
-    indices = np.zeros((len(encoded), width, depth), dtype=np.int64)
-    values = np.zeros((len(encoded), width, depth), dtype=np.float64)
-    mask = np.zeros((len(encoded), width), dtype=bool)
-    for d, (layout, row_values) in enumerate(encoded):
+    shapes = [layout.shape for layout, _, _ in by_layout.values()] + [rows.shape for _, rows, _ in ragged]
+    width = max((shape[0] for shape in shapes), default=0)
+    depth = max((shape[1] for shape in shapes), default=0)
+    indices = np.zeros((count, width, depth), dtype=np.int64)
+    values = np.zeros((count, width, depth), dtype=np.float64)
+    mask = np.zeros((count, width), dtype=bool)
+    for layout, positions, value_rows in by_layout.values():
+        options_count, features_count = layout.shape
+        where = np.array(positions, dtype=np.int64)
+        indices[where, :options_count, :features_count] = layout
+        values[where, :options_count, :features_count] = np.array(value_rows, dtype=np.float64)[:, None, :]
+        mask[where, :options_count] = True
+    for d, layout, row_values in ragged:
         options_count, features_count = layout.shape
         indices[d, :options_count, :features_count] = layout
         values[d, :options_count, :features_count] = row_values
