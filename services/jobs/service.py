@@ -26,7 +26,7 @@ from cohort.services.jobs.runner import JobRunner
 from cohort.services.jobs.scheduler import RedisWakeups, Scheduler, Wakeups
 from cohort.services.jobs.spec import validate_new_job
 from cohort.services.jobs.store import TERMINAL_STATES, JobChange, JobStore
-from cohort.services.jobs.watch import JobNotifier, RedisJobNotifier
+from cohort.services.jobs.watch import JobNotifier, RecentSnapshots, RedisJobNotifier
 from cohort.storage.engine import Database, write_transaction
 
 log = logging.getLogger(__name__)
@@ -93,6 +93,7 @@ class JobService:
         self._channels = channels
         self._redis = None
         self.notifier: JobNotifier = JobNotifier()
+        self._recent = RecentSnapshots()
         self.scheduler: Scheduler | None = None
         self._started = False
 
@@ -110,6 +111,7 @@ class JobService:
             prefix = f"cohort:{settings.database_schema or 'public'}:jobs"
             self.notifier = RedisJobNotifier(self._redis, f"{prefix}:changes")
             wakeups = RedisWakeups(self._redis, f"{prefix}:queue")
+        self.notifier.add_listener(lambda change: self._recent.offer(change.job))
         await self.notifier.start()
         if not isinstance(self._runner, RunnerUnavailable):
             self.scheduler = Scheduler(
@@ -222,7 +224,13 @@ class JobService:
     async def get(self, job_id: str) -> jobs_pb2.Job:
         if not job_id:
             raise InvalidArgument("job_id", "is required")
-        return await self._store.get(current_tenant(), job_id)
+        tenant_id = current_tenant()
+        recent = self._recent.get(tenant_id, job_id)
+        if recent is not None:
+            return recent
+        job = await self._store.get(tenant_id, job_id)
+        self._recent.offer(job)
+        return job
 
     async def list(
         self, states: Sequence[int], page_size: int, page_token: str

@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import deque
+import time
+from collections import OrderedDict, deque
 from collections.abc import Callable
 
 from cohort.api.jobs.v1 import jobs_pb2
@@ -27,6 +28,11 @@ HEARTBEAT_SECONDS = 5.0
 SUBSCRIPTION_BUFFER = 256
 """Snapshots a slow watcher may fall behind by; beyond that the oldest are dropped (the newest, a
 full snapshot, still says everything)."""
+
+RECENT_SNAPSHOT_SECONDS = 1.0
+"""How long `RecentSnapshots` trusts a snapshot after it arrived (fan-out is best effort)."""
+
+RECENT_SNAPSHOT_ENTRIES = 20_000
 
 _FLAG_PAUSE = 1
 _FLAG_CANCEL = 2
@@ -82,6 +88,44 @@ class Subscription:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+class RecentSnapshots:
+    """The newest snapshot of each job seen lately, from the notifier or a read of the table.
+
+    `GetJob` of a running job, which changes every few hundred milliseconds, is served from here
+    instead of a read that queues behind the progress writes of every other running job. A snapshot
+    is trusted for `ttl_seconds` after it arrived and a newer revision always replaces an older one,
+    so an answer is never older than the table was `ttl_seconds` ago, even if a fan-out message is lost.
+    """
+
+    def __init__(
+        self, ttl_seconds: float = RECENT_SNAPSHOT_SECONDS, max_entries: int = RECENT_SNAPSHOT_ENTRIES
+    ) -> None:
+        self._ttl = ttl_seconds
+        self._max = max_entries
+        self._entries: OrderedDict[tuple[str, str], tuple[jobs_pb2.Job, float]] = OrderedDict()
+
+    def offer(self, job: jobs_pb2.Job) -> None:
+        key = (job.tenant_id, job.job_id)
+        now = time.monotonic()
+        held = self._entries.get(key)
+        if held is not None and held[0].revision > job.revision:
+            return
+        self._entries[key] = (job, now + self._ttl)
+        self._entries.move_to_end(key)
+        # Oldest arrivals first: expired ones go, and the oldest when over the limit.
+        while self._entries:
+            oldest_key, (_, expires) = next(iter(self._entries.items()))
+            if expires > now and len(self._entries) <= self._max:
+                break
+            del self._entries[oldest_key]
+
+    def get(self, tenant_id: str, job_id: str) -> jobs_pb2.Job | None:
+        held = self._entries.get((tenant_id, job_id))
+        if held is None or held[1] <= time.monotonic():
+            return None
+        return held[0]
 
 
 class JobNotifier:
