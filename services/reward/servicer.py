@@ -78,12 +78,13 @@ def reward_spec_from_proto(request: rpb.ScoreGroupsRequest) -> RewardSpec:
 
 
 def advantage_spec_from_proto(message: rpb.AdvantageConfig) -> AdvantageSpec:
-    """Zero `gamma`/`epsilon` are proto3's unset: the defaults (1.0 and 1e-6)."""
+    """An unset `gamma` is 1.0 (it has presence, so 0 can be asked for); a zero `epsilon` is proto3's
+    unset: 1e-6."""
     defaults = AdvantageSpec()
     return AdvantageSpec(
         normalization=_enum(_NORMALIZATION, message.normalization, "advantage.normalization"),
         credit_assignment=_enum(_CREDIT, message.credit_assignment, "advantage.credit_assignment"),
-        gamma=message.gamma or defaults.gamma,
+        gamma=message.gamma if message.HasField("gamma") else defaults.gamma,
         epsilon=message.epsilon or defaults.epsilon,
     )
 

@@ -89,7 +89,8 @@ class GrpoSettings:
 
     @classmethod
     def from_proto(cls, config: trainer_pb2.GrpoConfig) -> GrpoSettings:
-        """Settings from a request's `GrpoConfig`: zero (unset) fields take the defaults."""
+        """Settings from a request's `GrpoConfig`: zero (unset) fields take the defaults; an `optional`
+        field (`max_policy_staleness`) only when unset, so 0 can be asked for."""
         defaults = {f.name: f.default for f in fields(cls)}
         values = {}
         for name in (
@@ -100,13 +101,14 @@ class GrpoSettings:
             "entropy_coefficient",
             "inner_epochs",
             "max_grad_norm",
-            "max_policy_staleness",
             "adam_beta1",
             "adam_beta2",
             "seed",
         ):
             value = getattr(config, name)
             values[name] = value if value != 0 else defaults[name]  # NaN != 0, so NaN is validated
+        if config.HasField("max_policy_staleness"):
+            values["max_policy_staleness"] = config.max_policy_staleness
         values["positive_advantage_only"] = bool(config.positive_advantage_only)
         return cls(**values)
 

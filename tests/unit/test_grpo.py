@@ -572,3 +572,11 @@ def test_on_policy_ratios_are_one():
     advantages = np.concatenate([hb.advantage for hb in on_policy.values()])
     assert terms.clip_fraction == 0.0
     assert terms.loss == pytest.approx(-advantages.mean(), rel=1e-12)
+
+
+def test_staleness_zero_is_asked_for_only_by_setting_it():
+    # `max_policy_staleness` has presence: 0 means strictly on-policy, unset means the default 1.
+    assert GrpoSettings.from_proto(trainer_pb2.GrpoConfig()).max_policy_staleness == 1
+    assert GrpoSettings.from_proto(trainer_pb2.GrpoConfig(max_policy_staleness=0)).max_policy_staleness == 0
+    # other zero fields still mean "the default"
+    assert GrpoSettings.from_proto(trainer_pb2.GrpoConfig(inner_epochs=0)).inner_epochs == 4

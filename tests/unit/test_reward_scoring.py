@@ -403,3 +403,14 @@ def test_scores_are_applied_to_the_trajectories_decisions():
     assert [d.advantage for d in b.decisions] == pytest.approx([-1.0], rel=1e-5)
     assert (a.reward, a.reward_components[0].name) == (1.0, "outcome")
     assert not c.HasField("advantage") and not c.decisions[0].HasField("advantage")
+
+
+def test_gamma_zero_is_asked_for_only_by_setting_it():
+    from cohort.api.reward.v1 import reward_pb2
+    from cohort.services.reward.servicer import advantage_spec_from_proto
+
+    assert advantage_spec_from_proto(reward_pb2.AdvantageConfig()).gamma == 1.0
+    assert advantage_spec_from_proto(reward_pb2.AdvantageConfig(gamma=0.0)).gamma == 0.0
+    # gamma 0: each step's return is its own reward
+    rewards = np.array([[1.0, 0.0, 2.0]])
+    assert scoring.discounted_returns(rewards, 0.0).tolist() == [[1.0, 0.0, 2.0]]

@@ -29,7 +29,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!cohort/api/reward/v1/reward.proto\x12\x14\x63ohort.api.reward.v1\x1a)cohort/api/trajectory/v1/trajectory.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"\xe8\x01\n\nRewardSpec\x12\x16\n\x0eoutcome_weight\x18\x01 \x01(\x01\x12\x19\n\x11tool_usage_weight\x18\x02 \x01(\x01\x12\x1b\n\x13verification_weight\x18\x03 \x01(\x01\x12\x1d\n\x15length_penalty_weight\x18\x04 \x01(\x01\x12\x13\n\x0bstep_budget\x18\x05 \x01(\x05\x12\x14\n\x0ctoken_budget\x18\x06 \x01(\x03\x12@\n\x10\x63ustom_functions\x18\x07 \x03(\x0b\x32&.cohort.api.reward.v1.WeightedFunction\"K\n\x10WeightedFunction\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0e\n\x06weight\x18\x02 \x01(\x01\x12\x13\n\x0bparams_json\x18\x03 \x01(\t\"\xb9\x01\n\x0f\x41\x64vantageConfig\x12\x43\n\rnormalization\x18\x01 \x01(\x0e\x32,.cohort.api.reward.v1.AdvantageNormalization\x12\x41\n\x11\x63redit_assignment\x18\x02 \x01(\x0e\x32&.cohort.api.reward.v1.CreditAssignment\x12\r\n\x05gamma\x18\x03 \x01(\x01\x12\x0f\n\x07\x65psilon\x18\x04 \x01(\x01\"w\n\x0fTrajectoryGroup\x12\x10\n\x08group_id\x18\x01 \x01(\t\x12:\n\x0ctrajectories\x18\x02 \x03(\x0b\x32$.cohort.api.trajectory.v1.Trajectory\x12\x16\n\x0etrajectory_ids\x18\x03 \x03(\t\"\xfa\x01\n\x12ScoreGroupsRequest\x12;\n\x06groups\x18\x01 \x03(\x0b\x32%.cohort.api.reward.v1.TrajectoryGroupB\x04\xe2\x41\x01\x02\x12\x30\n\x06reward\x18\x02 \x01(\x0b\x32 .cohort.api.reward.v1.RewardSpec\x12\x38\n\tadvantage\x18\x03 \x01(\x0b\x32%.cohort.api.reward.v1.AdvantageConfig\x12;\n\x0e\x66\x61ilure_policy\x18\x04 \x01(\x0e\x32#.cohort.api.reward.v1.FailurePolicy\"d\n\x13ScoreGroupsResponse\x12\x30\n\x06groups\x18\x01 \x03(\x0b\x32 .cohort.api.reward.v1.GroupScore\x12\x1b\n\x13\x64ropped_group_count\x18\x02 \x01(\x05\"\xd6\x01\n\nGroupScore\x12\x10\n\x08group_id\x18\x01 \x01(\t\x12\x13\n\x0breward_mean\x18\x02 \x01(\x01\x12\x12\n\nreward_std\x18\x03 \x01(\x01\x12\x0c\n\x04size\x18\x04 \x01(\x05\x12\x0f\n\x07\x64ropped\x18\x05 \x01(\x08\x12\x13\n\x0b\x64rop_reason\x18\x06 \x01(\t\x12;\n\x0ctrajectories\x18\x07 \x03(\x0b\x32%.cohort.api.reward.v1.TrajectoryScore\x12\x1c\n\x14retry_trajectory_ids\x18\x08 \x03(\t\"\xdb\x01\n\x0fTrajectoryScore\x12\x15\n\rtrajectory_id\x18\x01 \x01(\t\x12\x0e\n\x06reward\x18\x02 \x01(\x01\x12=\n\ncomponents\x18\x03 \x03(\x0b\x32).cohort.api.trajectory.v1.RewardComponent\x12\x11\n\tadvantage\x18\x04 \x01(\x01\x12\x1b\n\x13\x64\x65\x63ision_advantages\x18\x05 \x03(\x01\x12\x0f\n\x07\x64ropped\x18\x06 \x01(\x08\x12!\n\x05\x65rror\x18\x07 \x01(\x0b\x32\x12.google.rpc.Status\"\xc8\x01\n\x0eRewardFunction\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x36\n\x04kind\x18\x02 \x01(\x0e\x32(.cohort.api.reward.v1.RewardFunctionKind\x12\x13\n\x0b\x65ntry_point\x18\x03 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x04 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\x12\x35\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"C\n\x1aListRewardFunctionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"o\n\x1bListRewardFunctionsResponse\x12\x37\n\tfunctions\x18\x01 \x03(\x0b\x32$.cohort.api.reward.v1.RewardFunction\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"q\n\x1dRegisterRewardFunctionRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12<\n\x08\x66unction\x18\x02 \x01(\x0b\x32$.cohort.api.reward.v1.RewardFunctionB\x04\xe2\x41\x01\x02\"X\n\x1eRegisterRewardFunctionResponse\x12\x36\n\x08\x66unction\x18\x01 \x01(\x0b\x32$.cohort.api.reward.v1.RewardFunction*\x8e\x01\n\x16\x41\x64vantageNormalization\x12\'\n#ADVANTAGE_NORMALIZATION_UNSPECIFIED\x10\x00\x12$\n ADVANTAGE_NORMALIZATION_MEAN_STD\x10\x01\x12%\n!ADVANTAGE_NORMALIZATION_MEAN_ONLY\x10\x02*\x80\x01\n\x10\x43reditAssignment\x12!\n\x1d\x43REDIT_ASSIGNMENT_UNSPECIFIED\x10\x00\x12\x1f\n\x1b\x43REDIT_ASSIGNMENT_BROADCAST\x10\x01\x12(\n$CREDIT_ASSIGNMENT_DISCOUNTED_RETURNS\x10\x02*\x87\x01\n\rFailurePolicy\x12\x1e\n\x1a\x46\x41ILURE_POLICY_UNSPECIFIED\x10\x00\x12#\n\x1f\x46\x41ILURE_POLICY_SCORE_AS_FAILURE\x10\x01\x12\x17\n\x13\x46\x41ILURE_POLICY_DROP\x10\x02\x12\x18\n\x14\x46\x41ILURE_POLICY_RETRY\x10\x03*\x9e\x01\n\x12RewardFunctionKind\x12$\n REWARD_FUNCTION_KIND_UNSPECIFIED\x10\x00\x12 \n\x1cREWARD_FUNCTION_KIND_BUILTIN\x10\x01\x12\x1f\n\x1bREWARD_FUNCTION_KIND_PYTHON\x10\x02\x12\x1f\n\x1bREWARD_FUNCTION_KIND_REMOTE\x10\x03\x32\xd8\x03\n\rRewardService\x12\x86\x01\n\x0bScoreGroups\x12(.cohort.api.reward.v1.ScoreGroupsRequest\x1a).cohort.api.reward.v1.ScoreGroupsResponse\"\"\x82\xd3\xe4\x93\x02\x1c\"\x17/v1/rewards:scoreGroups:\x01*\x12\x97\x01\n\x13ListRewardFunctions\x12\x30.cohort.api.reward.v1.ListRewardFunctionsRequest\x1a\x31.cohort.api.reward.v1.ListRewardFunctionsResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/rewardFunctions\x12\xa3\x01\n\x16RegisterRewardFunction\x12\x33.cohort.api.reward.v1.RegisterRewardFunctionRequest\x1a\x34.cohort.api.reward.v1.RegisterRewardFunctionResponse\"\x1e\x82\xd3\xe4\x93\x02\x18\"\x13/v1/rewardFunctions:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!cohort/api/reward/v1/reward.proto\x12\x14\x63ohort.api.reward.v1\x1a)cohort/api/trajectory/v1/trajectory.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"\xe8\x01\n\nRewardSpec\x12\x16\n\x0eoutcome_weight\x18\x01 \x01(\x01\x12\x19\n\x11tool_usage_weight\x18\x02 \x01(\x01\x12\x1b\n\x13verification_weight\x18\x03 \x01(\x01\x12\x1d\n\x15length_penalty_weight\x18\x04 \x01(\x01\x12\x13\n\x0bstep_budget\x18\x05 \x01(\x05\x12\x14\n\x0ctoken_budget\x18\x06 \x01(\x03\x12@\n\x10\x63ustom_functions\x18\x07 \x03(\x0b\x32&.cohort.api.reward.v1.WeightedFunction\"K\n\x10WeightedFunction\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0e\n\x06weight\x18\x02 \x01(\x01\x12\x13\n\x0bparams_json\x18\x03 \x01(\t\"\xc8\x01\n\x0f\x41\x64vantageConfig\x12\x43\n\rnormalization\x18\x01 \x01(\x0e\x32,.cohort.api.reward.v1.AdvantageNormalization\x12\x41\n\x11\x63redit_assignment\x18\x02 \x01(\x0e\x32&.cohort.api.reward.v1.CreditAssignment\x12\x12\n\x05gamma\x18\x03 \x01(\x01H\x00\x88\x01\x01\x12\x0f\n\x07\x65psilon\x18\x04 \x01(\x01\x42\x08\n\x06_gamma\"w\n\x0fTrajectoryGroup\x12\x10\n\x08group_id\x18\x01 \x01(\t\x12:\n\x0ctrajectories\x18\x02 \x03(\x0b\x32$.cohort.api.trajectory.v1.Trajectory\x12\x16\n\x0etrajectory_ids\x18\x03 \x03(\t\"\xfa\x01\n\x12ScoreGroupsRequest\x12;\n\x06groups\x18\x01 \x03(\x0b\x32%.cohort.api.reward.v1.TrajectoryGroupB\x04\xe2\x41\x01\x02\x12\x30\n\x06reward\x18\x02 \x01(\x0b\x32 .cohort.api.reward.v1.RewardSpec\x12\x38\n\tadvantage\x18\x03 \x01(\x0b\x32%.cohort.api.reward.v1.AdvantageConfig\x12;\n\x0e\x66\x61ilure_policy\x18\x04 \x01(\x0e\x32#.cohort.api.reward.v1.FailurePolicy\"d\n\x13ScoreGroupsResponse\x12\x30\n\x06groups\x18\x01 \x03(\x0b\x32 .cohort.api.reward.v1.GroupScore\x12\x1b\n\x13\x64ropped_group_count\x18\x02 \x01(\x05\"\xd6\x01\n\nGroupScore\x12\x10\n\x08group_id\x18\x01 \x01(\t\x12\x13\n\x0breward_mean\x18\x02 \x01(\x01\x12\x12\n\nreward_std\x18\x03 \x01(\x01\x12\x0c\n\x04size\x18\x04 \x01(\x05\x12\x0f\n\x07\x64ropped\x18\x05 \x01(\x08\x12\x13\n\x0b\x64rop_reason\x18\x06 \x01(\t\x12;\n\x0ctrajectories\x18\x07 \x03(\x0b\x32%.cohort.api.reward.v1.TrajectoryScore\x12\x1c\n\x14retry_trajectory_ids\x18\x08 \x03(\t\"\xdb\x01\n\x0fTrajectoryScore\x12\x15\n\rtrajectory_id\x18\x01 \x01(\t\x12\x0e\n\x06reward\x18\x02 \x01(\x01\x12=\n\ncomponents\x18\x03 \x03(\x0b\x32).cohort.api.trajectory.v1.RewardComponent\x12\x11\n\tadvantage\x18\x04 \x01(\x01\x12\x1b\n\x13\x64\x65\x63ision_advantages\x18\x05 \x03(\x01\x12\x0f\n\x07\x64ropped\x18\x06 \x01(\x08\x12!\n\x05\x65rror\x18\x07 \x01(\x0b\x32\x12.google.rpc.Status\"\xc8\x01\n\x0eRewardFunction\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x36\n\x04kind\x18\x02 \x01(\x0e\x32(.cohort.api.reward.v1.RewardFunctionKind\x12\x13\n\x0b\x65ntry_point\x18\x03 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x04 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\x12\x35\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"C\n\x1aListRewardFunctionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"o\n\x1bListRewardFunctionsResponse\x12\x37\n\tfunctions\x18\x01 \x03(\x0b\x32$.cohort.api.reward.v1.RewardFunction\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"q\n\x1dRegisterRewardFunctionRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12<\n\x08\x66unction\x18\x02 \x01(\x0b\x32$.cohort.api.reward.v1.RewardFunctionB\x04\xe2\x41\x01\x02\"X\n\x1eRegisterRewardFunctionResponse\x12\x36\n\x08\x66unction\x18\x01 \x01(\x0b\x32$.cohort.api.reward.v1.RewardFunction*\x8e\x01\n\x16\x41\x64vantageNormalization\x12\'\n#ADVANTAGE_NORMALIZATION_UNSPECIFIED\x10\x00\x12$\n ADVANTAGE_NORMALIZATION_MEAN_STD\x10\x01\x12%\n!ADVANTAGE_NORMALIZATION_MEAN_ONLY\x10\x02*\x80\x01\n\x10\x43reditAssignment\x12!\n\x1d\x43REDIT_ASSIGNMENT_UNSPECIFIED\x10\x00\x12\x1f\n\x1b\x43REDIT_ASSIGNMENT_BROADCAST\x10\x01\x12(\n$CREDIT_ASSIGNMENT_DISCOUNTED_RETURNS\x10\x02*\x87\x01\n\rFailurePolicy\x12\x1e\n\x1a\x46\x41ILURE_POLICY_UNSPECIFIED\x10\x00\x12#\n\x1f\x46\x41ILURE_POLICY_SCORE_AS_FAILURE\x10\x01\x12\x17\n\x13\x46\x41ILURE_POLICY_DROP\x10\x02\x12\x18\n\x14\x46\x41ILURE_POLICY_RETRY\x10\x03*\x9e\x01\n\x12RewardFunctionKind\x12$\n REWARD_FUNCTION_KIND_UNSPECIFIED\x10\x00\x12 \n\x1cREWARD_FUNCTION_KIND_BUILTIN\x10\x01\x12\x1f\n\x1bREWARD_FUNCTION_KIND_PYTHON\x10\x02\x12\x1f\n\x1bREWARD_FUNCTION_KIND_REMOTE\x10\x03\x32\xd8\x03\n\rRewardService\x12\x86\x01\n\x0bScoreGroups\x12(.cohort.api.reward.v1.ScoreGroupsRequest\x1a).cohort.api.reward.v1.ScoreGroupsResponse\"\"\x82\xd3\xe4\x93\x02\x1c\"\x17/v1/rewards:scoreGroups:\x01*\x12\x97\x01\n\x13ListRewardFunctions\x12\x30.cohort.api.reward.v1.ListRewardFunctionsRequest\x1a\x31.cohort.api.reward.v1.ListRewardFunctionsResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/rewardFunctions\x12\xa3\x01\n\x16RegisterRewardFunction\x12\x33.cohort.api.reward.v1.RegisterRewardFunctionRequest\x1a\x34.cohort.api.reward.v1.RegisterRewardFunctionResponse\"\x1e\x82\xd3\xe4\x93\x02\x18\"\x13/v1/rewardFunctions:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -50,40 +50,40 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REWARDSERVICE'].methods_by_name['ListRewardFunctions']._serialized_options = b'\202\323\344\223\002\025\022\023/v1/rewardFunctions'
   _globals['_REWARDSERVICE'].methods_by_name['RegisterRewardFunction']._loaded_options = None
   _globals['_REWARDSERVICE'].methods_by_name['RegisterRewardFunction']._serialized_options = b'\202\323\344\223\002\030\"\023/v1/rewardFunctions:\001*'
-  _globals['_ADVANTAGENORMALIZATION']._serialized_start=2229
-  _globals['_ADVANTAGENORMALIZATION']._serialized_end=2371
-  _globals['_CREDITASSIGNMENT']._serialized_start=2374
-  _globals['_CREDITASSIGNMENT']._serialized_end=2502
-  _globals['_FAILUREPOLICY']._serialized_start=2505
-  _globals['_FAILUREPOLICY']._serialized_end=2640
-  _globals['_REWARDFUNCTIONKIND']._serialized_start=2643
-  _globals['_REWARDFUNCTIONKIND']._serialized_end=2801
+  _globals['_ADVANTAGENORMALIZATION']._serialized_start=2244
+  _globals['_ADVANTAGENORMALIZATION']._serialized_end=2386
+  _globals['_CREDITASSIGNMENT']._serialized_start=2389
+  _globals['_CREDITASSIGNMENT']._serialized_end=2517
+  _globals['_FAILUREPOLICY']._serialized_start=2520
+  _globals['_FAILUREPOLICY']._serialized_end=2655
+  _globals['_REWARDFUNCTIONKIND']._serialized_start=2658
+  _globals['_REWARDFUNCTIONKIND']._serialized_end=2816
   _globals['_REWARDSPEC']._serialized_start=224
   _globals['_REWARDSPEC']._serialized_end=456
   _globals['_WEIGHTEDFUNCTION']._serialized_start=458
   _globals['_WEIGHTEDFUNCTION']._serialized_end=533
   _globals['_ADVANTAGECONFIG']._serialized_start=536
-  _globals['_ADVANTAGECONFIG']._serialized_end=721
-  _globals['_TRAJECTORYGROUP']._serialized_start=723
-  _globals['_TRAJECTORYGROUP']._serialized_end=842
-  _globals['_SCOREGROUPSREQUEST']._serialized_start=845
-  _globals['_SCOREGROUPSREQUEST']._serialized_end=1095
-  _globals['_SCOREGROUPSRESPONSE']._serialized_start=1097
-  _globals['_SCOREGROUPSRESPONSE']._serialized_end=1197
-  _globals['_GROUPSCORE']._serialized_start=1200
-  _globals['_GROUPSCORE']._serialized_end=1414
-  _globals['_TRAJECTORYSCORE']._serialized_start=1417
-  _globals['_TRAJECTORYSCORE']._serialized_end=1636
-  _globals['_REWARDFUNCTION']._serialized_start=1639
-  _globals['_REWARDFUNCTION']._serialized_end=1839
-  _globals['_LISTREWARDFUNCTIONSREQUEST']._serialized_start=1841
-  _globals['_LISTREWARDFUNCTIONSREQUEST']._serialized_end=1908
-  _globals['_LISTREWARDFUNCTIONSRESPONSE']._serialized_start=1910
-  _globals['_LISTREWARDFUNCTIONSRESPONSE']._serialized_end=2021
-  _globals['_REGISTERREWARDFUNCTIONREQUEST']._serialized_start=2023
-  _globals['_REGISTERREWARDFUNCTIONREQUEST']._serialized_end=2136
-  _globals['_REGISTERREWARDFUNCTIONRESPONSE']._serialized_start=2138
-  _globals['_REGISTERREWARDFUNCTIONRESPONSE']._serialized_end=2226
-  _globals['_REWARDSERVICE']._serialized_start=2804
-  _globals['_REWARDSERVICE']._serialized_end=3276
+  _globals['_ADVANTAGECONFIG']._serialized_end=736
+  _globals['_TRAJECTORYGROUP']._serialized_start=738
+  _globals['_TRAJECTORYGROUP']._serialized_end=857
+  _globals['_SCOREGROUPSREQUEST']._serialized_start=860
+  _globals['_SCOREGROUPSREQUEST']._serialized_end=1110
+  _globals['_SCOREGROUPSRESPONSE']._serialized_start=1112
+  _globals['_SCOREGROUPSRESPONSE']._serialized_end=1212
+  _globals['_GROUPSCORE']._serialized_start=1215
+  _globals['_GROUPSCORE']._serialized_end=1429
+  _globals['_TRAJECTORYSCORE']._serialized_start=1432
+  _globals['_TRAJECTORYSCORE']._serialized_end=1651
+  _globals['_REWARDFUNCTION']._serialized_start=1654
+  _globals['_REWARDFUNCTION']._serialized_end=1854
+  _globals['_LISTREWARDFUNCTIONSREQUEST']._serialized_start=1856
+  _globals['_LISTREWARDFUNCTIONSREQUEST']._serialized_end=1923
+  _globals['_LISTREWARDFUNCTIONSRESPONSE']._serialized_start=1925
+  _globals['_LISTREWARDFUNCTIONSRESPONSE']._serialized_end=2036
+  _globals['_REGISTERREWARDFUNCTIONREQUEST']._serialized_start=2038
+  _globals['_REGISTERREWARDFUNCTIONREQUEST']._serialized_end=2151
+  _globals['_REGISTERREWARDFUNCTIONRESPONSE']._serialized_start=2153
+  _globals['_REGISTERREWARDFUNCTIONRESPONSE']._serialized_end=2241
+  _globals['_REWARDSERVICE']._serialized_start=2819
+  _globals['_REWARDSERVICE']._serialized_end=3291
 # @@protoc_insertion_point(module_scope)
