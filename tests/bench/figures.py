@@ -23,7 +23,9 @@ class Figure:
     def line(self) -> str:
         sign = "<=" if self.lower_is_better else ">="
         verdict = "ok" if self.met else "MISSED"
-        measured = f"{self.value:>9.3f} {self.unit:<4}"
+        # Tiny figures (p-values) in scientific notation, so they do not print as 0.000.
+        number = f"{self.value:>9.2e}" if 0 < abs(self.value) < 1e-3 else f"{self.value:>9.3f}"
+        measured = f"{number} {self.unit:<4}"
         return f"{self.name:<58} {measured} target {sign} {self.target:g} {self.unit}  {verdict}"
 
 
