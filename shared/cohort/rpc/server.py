@@ -18,10 +18,12 @@ from cohort.config import Settings
 from cohort.context import Authenticator
 from cohort.rpc import tls
 from cohort.rpc.interceptors import (
+    AroundInterceptor,
     AuthInterceptor,
     ErrorInterceptor,
     RequestIdInterceptor,
     TrustedCallerInterceptor,
+    intercept_handler,
 )
 
 logger = logging.getLogger(__name__)
@@ -62,6 +64,72 @@ class RunningServer:
         await self.server.stop(self._default_grace if grace is None else grace)
 
 
+_WRAPPED_METHODS_CACHED = 4096
+
+
+class _InterceptedHandlers(grpc.GenericRpcHandler):
+    """A generic handler whose method handlers come wrapped in the interceptors, each wrapped once."""
+
+    def __init__(self, inner: grpc.GenericRpcHandler, interceptors: Sequence[AroundInterceptor]) -> None:
+        self._inner = inner
+        self._interceptors = interceptors
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler | None]] = {}
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        handler = self._inner.service(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = intercept_handler(handler, method, self._interceptors)
+        if len(self._wrapped) >= _WRAPPED_METHODS_CACHED:  # a handler that serves any method name
+            self._wrapped.clear()
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+
+class _InterceptingServer(grpc.aio.Server):
+    """The server as `add_XxxServicer_to_server` sees it: every handler registered through it is
+    wrapped in the interceptors, so grpc runs no interceptor chain per call to find a handler."""
+
+    def __init__(self, server: grpc.aio.Server, interceptors: Sequence[AroundInterceptor]) -> None:
+        self._server = server
+        self._interceptors = tuple(interceptors)
+
+    def add_generic_rpc_handlers(self, generic_rpc_handlers: Sequence[grpc.GenericRpcHandler]) -> None:
+        self._server.add_generic_rpc_handlers(
+            tuple(_InterceptedHandlers(handler, self._interceptors) for handler in generic_rpc_handlers)
+        )
+
+    def add_registered_method_handlers(
+        self, service_name: str, method_handlers: dict[str, grpc.RpcMethodHandler]
+    ) -> None:
+        self._server.add_registered_method_handlers(
+            service_name,
+            {
+                name: intercept_handler(handler, f"/{service_name}/{name}", self._interceptors)
+                for name, handler in method_handlers.items()
+            },
+        )
+
+    def add_insecure_port(self, address: str) -> int:
+        return self._server.add_insecure_port(address)
+
+    def add_secure_port(self, address: str, server_credentials: grpc.ServerCredentials) -> int:
+        return self._server.add_secure_port(address, server_credentials)
+
+    async def start(self) -> None:
+        await self._server.start()
+
+    async def stop(self, grace: float | None) -> None:
+        await self._server.stop(grace)
+
+    async def wait_for_termination(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109
+        return await self._server.wait_for_termination(timeout)
+
+
 def _server_options(settings: Settings) -> list[tuple[str, int]]:
     return [
         ("grpc.max_receive_message_length", settings.max_message_bytes),
@@ -88,7 +156,7 @@ async def start_server(
     """Builds, binds and starts the server of `component` (`port=0` picks a free port)."""
     # Order matters: errors sits outside auth so a rejected key is mapped like any domain error,
     # and inside request id so an INTERNAL message can quote the id.
-    interceptors: list[grpc.aio.ServerInterceptor] = [
+    interceptors: list[AroundInterceptor] = [
         *tracing.server_interceptors(),
         RequestIdInterceptor(),
         ErrorInterceptor(),
@@ -100,14 +168,15 @@ async def start_server(
     else:
         raise ValueError(f"{component}: authentication is enabled, so an authenticator is required")
 
-    server = grpc.aio.server(interceptors=interceptors, options=_server_options(settings))
+    server = grpc.aio.server(options=_server_options(settings))
+    intercepting = _InterceptingServer(server, interceptors)
     for registration in registrations:
-        registration.add_to_server(registration.servicer, server)
+        registration.add_to_server(registration.servicer, intercepting)
     health_servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, intercepting)
     service_names = [registration.service_name for registration in registrations]
     reflection.enable_server_reflection(
-        [*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+        [*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], intercepting
     )
 
     address = settings.listen_address(component) if port is None else _host_port(settings.host, port)
