@@ -205,9 +205,22 @@ class TrainerService:
         cached = self._latest.get((tenant_id, policy_id))
         if cached is not None and cached[1] > time.monotonic():
             return cached[0]
-        latest = await self.store.latest_version(tenant_id, policy_id)
-        self._remember_latest(tenant_id, policy_id, latest)
-        return latest
+        # Expired (or never read): the calls that find it so share one read of the latest version
+        # and its snapshot instead of a database read each. In flight under version 0, which no
+        # version has ("0 means the latest"), beside the loads of `snapshot`.
+        key = (tenant_id, policy_id, 0)
+        loading = self._loading.get(key)
+        if loading is None:
+
+            async def load_latest() -> PolicySnapshot:
+                latest = await self.store.latest_version(tenant_id, policy_id)
+                self._remember_latest(tenant_id, policy_id, latest)
+                return await self.snapshot(tenant_id, policy_id, latest)
+
+            loading = asyncio.ensure_future(load_latest())
+            self._loading[key] = loading
+            loading.add_done_callback(lambda _: self._loading.pop(key, None))
+        return (await asyncio.shield(loading)).version
 
     def _remember_written(self, tenant_id: str, written: PolicyVersion) -> None:
         key = (tenant_id, written.info.policy_id)

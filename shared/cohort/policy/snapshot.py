@@ -29,6 +29,8 @@ MAX_OPTIONS = 4096
 MAX_NAME_LENGTH = 200
 
 _SEED_MODULUS = 1 << 64
+CONTEXT_ROWS_CACHED = 1024
+"""Context-row layouts (head, options, feature names) a snapshot keeps; then it starts over."""
 # Unseeded decisions share one generator: decisions run on one event loop thread (or one worker).
 _UNSEEDED = np.random.default_rng()
 
@@ -130,6 +132,25 @@ def _options_problem(options: tuple[str, ...]) -> tuple[int | None, str] | None:
             return i, f"duplicate option {option!r}"
         seen.add(option)
     return None
+
+
+def _checked_features(features: Mapping[str, float], field_name: str) -> dict[str, float]:
+    """What `_check_features` returns, read the cheap way: keys, then a lookup each (several times
+    cheaper than `items()` on a protobuf map), in the same order. Anything unusual (an error, a name
+    that is not a plain string, a value that is not finite) goes through `_check_features`, for its
+    exact answer or error."""
+    try:
+        names = list(features)
+        checked = dict(zip(names, map(float, map(features.__getitem__, names)), strict=True))
+    except Exception:
+        return _check_features(features, field_name)
+    if (
+        len(checked) != len(names)
+        or not all(map(math.isfinite, checked.values()))
+        or not all(type(name) is str for name in names)
+    ):
+        return _check_features(features, field_name)
+    return checked
 
 
 def _check_features(features: Mapping[str, float], field_name: str) -> dict[str, float]:
@@ -260,6 +281,14 @@ class PolicySnapshot:
         # The snapshot's own dict of read-only arrays: the caller's dict and arrays stay as they were.
         object.__setattr__(self, "heads", dict(self.heads))
         object.__setattr__(self, "weights", weights)
+        # (head, options, feature names) -> float64[O, 1 + F]: the weights of each option's context row,
+        # gathered once; decisions repeat a few such layouts. Not a field: no part of eq or repr.
+        object.__setattr__(self, "_context_rows", {})
+
+    @cached_property
+    def _policy_ref(self) -> trajectory_pb2.PolicyRef:
+        """This version's `PolicyRef`, made once (a decision gets a copy)."""
+        return trajectory_pb2.PolicyRef(policy_id=self.policy_id, version=self.version)
 
     @cached_property
     def parameters_sha256(self) -> str:
@@ -310,8 +339,10 @@ class PolicySnapshot:
     def decide(self, request: DecisionRequest) -> trajectory_pb2.Decision:
         """Chooses an option: sampled (reproducibly when `request.seed` is set) or greedy (ties to the
         first); the returned decision carries the exact log-probability and the full distribution."""
-        head = self.head(request.head)
-        options = tuple(request.options)
+        head = self.heads.get(request.head) or self.head(request.head)
+        options = request.options
+        if type(options) is not tuple:
+            options = tuple(options)
         if head.options:
             if options and options != head.options:
                 raise InvalidArgument(
@@ -330,13 +361,13 @@ class PolicySnapshot:
             raise InvalidArgument(
                 "option_features", f"has {len(option_features)} entries for {len(options)} options"
             )
-        features = _check_features(request.features, "features")
+        features = _checked_features(request.features, "features")
         checked_option_features = [
-            _check_features(values, f"option_features[{i}]") for i, values in enumerate(option_features)
+            _checked_features(values, f"option_features[{i}]") for i, values in enumerate(option_features)
         ]
 
         log_probs = self._log_probabilities(head, options, features, checked_option_features)
-        probabilities = [math.exp(value) for value in log_probs]
+        probabilities = list(map(math.exp, log_probs))
         if request.greedy:
             chosen = max(range(len(options)), key=log_probs.__getitem__)  # ties go to the first
         else:
@@ -344,20 +375,19 @@ class PolicySnapshot:
             cumulative = list(accumulate(probabilities))
             chosen = min(bisect_right(cumulative, rng.random() * cumulative[-1]), len(options) - 1)
 
-        decision = trajectory_pb2.Decision(
+        return trajectory_pb2.Decision(
             head=head.name,
             options=options,
             chosen_index=chosen,
             chosen=options[chosen],
-            log_prob=float(log_probs[chosen]),
+            log_prob=log_probs[chosen],
             probabilities=probabilities,
             features=features,
             option_features=[trajectory_pb2.FeatureMap(values=values) for values in checked_option_features],
-            policy=trajectory_pb2.PolicyRef(policy_id=self.policy_id, version=self.version),
+            policy=self._policy_ref,
             greedy=request.greedy,
             timestamp=_now(),
         )
-        return decision
 
     def _log_probabilities(
         self,
@@ -369,15 +399,15 @@ class PolicySnapshot:
         """Exact log-softmax of one decision's logits (the `features` module's formula).
 
         The context part of every option's row has the same values `[1, x_1, ..., x_F]` (features in
-        name order), so it is one gather and one matrix-vector product over a cached index matrix;
-        only per-option features need a loop.
+        name order), so it is one matrix-vector product with the rows' weights, gathered once per
+        layout (`_rows`); only per-option features need a loop.
         """
         weights = self.weights[head.name]
         names = tuple(sorted(features))
-        context = np.empty(len(names) + 1, dtype=np.float64)
-        context[0] = 1.0
-        context[1:] = [features[name] for name in names]
-        logits = (weights[_context_indices(options, names, head.feature_buckets)] @ context).tolist()
+        rows = self._context_rows.get((head.name, options, names))
+        if rows is None:
+            rows = self._rows(head, options, names)
+        logits = (rows @ np.array([1.0, *map(features.__getitem__, names)], dtype=np.float64)).tolist()
         if option_features:
             buckets = head.feature_buckets
             for i, values in enumerate(option_features):
@@ -391,8 +421,18 @@ class PolicySnapshot:
         temperature = head.temperature
         top = max(logits)
         shifted = [(logit - top) / temperature for logit in logits]
-        log_total = math.log(math.fsum(math.exp(value) for value in shifted))
+        log_total = math.log(math.fsum(map(math.exp, shifted)))
         return [value - log_total for value in shifted]
+
+    def _rows(self, head: HeadSpec, options: tuple[str, ...], names: tuple[str, ...]) -> np.ndarray:
+        """float64[O, 1 + F]: each option's bias weight, then its weight for each context feature."""
+        rows = self.weights[head.name][_context_indices(options, names, head.feature_buckets)]
+        rows.setflags(write=False)
+        cache = self._context_rows
+        if len(cache) >= CONTEXT_ROWS_CACHED:
+            cache.clear()
+        cache[(head.name, options, names)] = rows
+        return rows
 
 
 def _now() -> Timestamp:
