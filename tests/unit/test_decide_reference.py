@@ -184,6 +184,16 @@ def test_decide_samples_the_reference_draw_for_any_seed():
         _same(snapshot.decide(request), reference_decide(snapshot, request))
 
 
+def test_the_seeded_draw_is_numpys_first_draw():
+    from cohort.policy.snapshot import _seeded_uniform
+
+    rng = random.Random(11)
+    seeds = [0, 1, 2, (1 << 32) - 1, 1 << 32, (1 << 32) + 1, (1 << 63) - 1, 1 << 63, (1 << 64) - 1]
+    seeds += [rng.getrandbits(bits) for bits in range(1, 65) for _ in range(40)]
+    for seed in seeds:
+        assert _seeded_uniform(seed).hex() == np.random.default_rng(seed).random().hex(), seed
+
+
 BAD_REQUESTS = [
     DecisionRequest("nope", {}),
     DecisionRequest("tool", {}, options=("search",)),
