@@ -7,8 +7,9 @@ from contextlib import asynccontextmanager
 
 import grpc
 
+from cohort.config import Settings
 from cohort.rpc.interceptors import AroundInterceptor, intercept_handler
-from cohort.rpc.server import _InterceptedHandlers
+from cohort.rpc.server import ServiceRegistration, _InterceptedHandlers, start_server
 
 METHOD = "/cohort.test.v1.Svc/Call"
 
@@ -68,3 +69,31 @@ def test_a_generic_handler_is_wrapped_once_per_method():
     first = wrapped.service(Details(METHOD))
     assert first is not None and first is wrapped.service(Details(METHOD))
     assert wrapped.service(Details("/cohort.test.v1.Svc/Unknown")) is None
+
+
+async def test_a_registration_may_hook_the_start_and_stop_of_the_server_it_is_given():
+    seen: list[str] = []
+
+    def register(servicer, server) -> None:
+        start, stop = server.start, server.stop
+
+        async def hooked_start():
+            await start()
+            seen.append("started")
+
+        async def hooked_stop(grace):
+            seen.append("stopping")
+            await stop(grace)
+
+        server.start, server.stop = hooked_start, hooked_stop
+
+    running = await start_server(
+        Settings(auth_enabled=False),
+        "jobs",
+        [ServiceRegistration("x.v1.S", None, register)],
+        authenticator=None,
+        port=0,
+    )
+    assert seen == ["started"]
+    await running.stop(0)
+    assert seen == ["started", "stopping"]

@@ -91,12 +91,19 @@ class _InterceptedHandlers(grpc.GenericRpcHandler):
 
 
 class _InterceptingServer(grpc.aio.Server):
-    """The server as `add_XxxServicer_to_server` sees it: every handler registered through it is
-    wrapped in the interceptors, so grpc runs no interceptor chain per call to find a handler."""
+    """The server as registrations (and `RunningServer`) see it: every handler registered through it
+    is wrapped in the interceptors, so grpc runs no interceptor chain per call to find a handler.
+    Everything else is the grpc server's; a registration may hook `start`/`stop` on this object (the
+    jobs service does), so the server is started and stopped through it."""
 
     def __init__(self, server: grpc.aio.Server, interceptors: Sequence[AroundInterceptor]) -> None:
         self._server = server
         self._interceptors = tuple(interceptors)
+
+    def __getattr__(self, name: str) -> object:
+        if name == "_server":  # not set yet: no recursion
+            raise AttributeError(name)
+        return getattr(self._server, name)
 
     def add_generic_rpc_handlers(self, generic_rpc_handlers: Sequence[grpc.GenericRpcHandler]) -> None:
         self._server.add_generic_rpc_handlers(
@@ -168,15 +175,14 @@ async def start_server(
     else:
         raise ValueError(f"{component}: authentication is enabled, so an authenticator is required")
 
-    server = grpc.aio.server(options=_server_options(settings))
-    intercepting = _InterceptingServer(server, interceptors)
+    server = _InterceptingServer(grpc.aio.server(options=_server_options(settings)), interceptors)
     for registration in registrations:
-        registration.add_to_server(registration.servicer, intercepting)
+        registration.add_to_server(registration.servicer, server)
     health_servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, intercepting)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     service_names = [registration.service_name for registration in registrations]
     reflection.enable_server_reflection(
-        [*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], intercepting
+        [*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
     )
 
     address = settings.listen_address(component) if port is None else _host_port(settings.host, port)
