@@ -184,6 +184,16 @@ def test_decide_samples_the_reference_draw_for_any_seed():
         _same(snapshot.decide(request), reference_decide(snapshot, request))
 
 
+def test_large_layouts_not_kept_by_the_snapshot_match_the_reference_too():
+    snapshot = _snapshot(4, 4096, 0.9)
+    options = tuple(f"candidate-{i}" for i in range(300))
+    features = {f"f{i}": i / 3 for i in range(6)}  # 300 x 7 weights: more than a snapshot keeps
+    for seed in range(20):
+        request = DecisionRequest("pick", features, options=options, seed=seed)
+        _same(snapshot.decide(request), reference_decide(snapshot, request))
+    assert not snapshot._context_rows
+
+
 def test_the_seeded_draw_is_numpys_first_draw():
     from cohort.policy.snapshot import _seeded_uniform
 

@@ -28,8 +28,10 @@ MAX_OPTIONS = 4096
 MAX_NAME_LENGTH = 200
 
 _SEED_MODULUS = 1 << 64
-CONTEXT_ROWS_CACHED = 1024
+CONTEXT_ROWS_CACHED = 64
 """Context-row layouts (head, options, feature names) a snapshot keeps; then it starts over."""
+CONTEXT_ROWS_MAX_WEIGHTS = 1024
+"""Only layouts of at most this many weights (8 KiB) are kept: at most 512 KiB per snapshot."""
 
 _M32 = 0xFFFFFFFF
 _M64 = (1 << 64) - 1
@@ -484,11 +486,12 @@ class PolicySnapshot:
     def _rows(self, head: HeadSpec, options: tuple[str, ...], names: tuple[str, ...]) -> np.ndarray:
         """float64[O, 1 + F]: each option's bias weight, then its weight for each context feature."""
         rows = self.weights[head.name][_context_indices(options, names, head.feature_buckets)]
-        rows.setflags(write=False)
-        cache = self._context_rows
-        if len(cache) >= CONTEXT_ROWS_CACHED:
-            cache.clear()
-        cache[(head.name, options, names)] = rows
+        if rows.size <= CONTEXT_ROWS_MAX_WEIGHTS:
+            rows.setflags(write=False)
+            cache = self._context_rows
+            if len(cache) >= CONTEXT_ROWS_CACHED:
+                cache.clear()
+            cache[(head.name, options, names)] = rows
         return rows
 
 
