@@ -164,7 +164,8 @@ async def get_status_figures(base: str, api_key: str, gateway_pid: int, seconds:
         "latency_rate": rate,
         "closed_loop_p95_ms": percentile(loaded, 95) * 1000,
         "wall_rps": len(loaded) / elapsed,
-        "rps_per_gateway_cpu_second": len(latencies) / max(cpu_used, 1e-9),
+        # The CPU was read over the closed-loop phase, so its requests are the ones to divide.
+        "rps_per_gateway_cpu_second": len(loaded) / max(cpu_used, 1e-9),
         "gateway_cpu_share": cpu_used / elapsed,
         "requests": len(loaded),
     }
