@@ -10,6 +10,8 @@ is built once from its descriptor, so a request spends its time on values, not o
 from __future__ import annotations
 
 import base64
+import datetime
+import functools
 import json
 import math
 import re
@@ -70,8 +72,12 @@ def message_to_json(message: Message) -> Any:
     return _encoder_for(message.DESCRIPTOR)(message)
 
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+"""One encoder for every response: `json.dumps` with options builds a new one on each call."""
+
+
 def dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    return _ENCODER.encode(value)
 
 
 def _encoder_for(descriptor: Descriptor) -> Encoder:
@@ -140,7 +146,38 @@ def _is_map(field: FieldDescriptor) -> bool:
     )
 
 
+_TIMESTAMP_SECONDS_MIN = -62135596800  # 0001-01-01T00:00:00Z
+_TIMESTAMP_SECONDS_MAX = 253402300799  # 9999-12-31T23:59:59Z
+_EPOCH = datetime.datetime(1970, 1, 1)
+
+
+@functools.lru_cache(maxsize=4096)
+def _whole_seconds(seconds: int) -> str:
+    return (_EPOCH + datetime.timedelta(seconds=seconds)).isoformat()
+
+
+def _fraction(nanos: int, unit: str) -> str:
+    """`Timestamp.ToJsonString`'s fractional digits: none, 3, 6 or 9 as the value needs."""
+    if nanos == 0:
+        return unit
+    if nanos % 1_000_000 == 0:
+        return f".{nanos // 1_000_000:03d}{unit}"
+    if nanos % 1_000 == 0:
+        return f".{nanos // 1_000:06d}{unit}"
+    return f".{nanos:09d}{unit}"
+
+
+def _timestamp(message: Message) -> str:
+    """`Timestamp.ToJsonString`, with the date of each second formatted once (times repeat)."""
+    seconds, nanos = message.seconds, message.nanos
+    if not (_TIMESTAMP_SECONDS_MIN <= seconds <= _TIMESTAMP_SECONDS_MAX and 0 <= nanos < 1_000_000_000):
+        return message.ToJsonString()  # raises its ValueError
+    return _whole_seconds(seconds) + _fraction(nanos, "Z")
+
+
 def _build_encoder(descriptor: Descriptor) -> Encoder:
+    if descriptor.full_name == "google.protobuf.Timestamp":
+        return _timestamp
     if descriptor.full_name in _STRING_FORM:
         return lambda message: message.ToJsonString()
     if descriptor.full_name in _WELL_KNOWN:
@@ -202,11 +239,17 @@ def _finite_float(text: str) -> float:
     return value
 
 
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
+"""One decoder for every request: `json.loads` with hooks builds a new one on each call."""
+
+
 def loads(body: bytes) -> Any:
     """Strict JSON: UTF-8, no NaN/Infinity literals; any failure is `BadJson` with a short reason."""
     try:
         text = body.decode("utf-8")
-        return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+        if text.startswith("\ufeff"):  # what `json.loads` checks before decoding
+            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+        return _DECODER.decode(text)
     except UnicodeDecodeError as exc:
         raise BadJson("the body is not UTF-8") from exc
     except RecursionError as exc:

@@ -32,6 +32,7 @@ from typing import Any
 import grpc
 import grpc.aio
 from aiohttp import web
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from cohort.api.collector.v1 import collector_pb2
@@ -111,22 +112,52 @@ def _parse(params: dict[str, Any], message: Message) -> Message:
     return message
 
 
+def _camel(name: str) -> str:
+    return name.split("_")[0] + "".join(p.title() for p in name.split("_")[1:])
+
+
 def _require(params: dict[str, Any], *names: str) -> None:
     """A required string param (in either spelling) must be a non-empty string."""
-    for name in names:
-        camel = name.split("_")[0] + "".join(p.title() for p in name.split("_")[1:])
+    _require_spelled(params, tuple((name, _camel(name)) for name in names))
+
+
+def _require_spelled(params: dict[str, Any], spellings: tuple[tuple[str, str], ...]) -> None:
+    for name, camel in spellings:
         value = params.get(name, params.get(camel))
         if value is None or value == "":
             raise _invalid(name, "required")
 
 
+def _string_fields(message_class: type[Message]) -> dict[str, str]:
+    """Accepted param name → proto field name, of the singular string fields."""
+    return {
+        name: field_name
+        for name, field_name in _names(message_class).items()
+        if (field := message_class.DESCRIPTOR.fields_by_name[field_name]).type == FieldDescriptor.TYPE_STRING
+        and not field.is_repeated
+    }
+
+
 def _by_fields(message_class: type[Message], *required: str) -> Callable[[dict[str, Any]], Message]:
     accepted = _names(message_class)
+    strings = _string_fields(message_class)
+    spellings = tuple((name, _camel(name)) for name in required)
 
     def build(params: dict[str, Any]) -> Message:
         _check_names(params, accepted)
-        _require(params, *required)
-        return _parse(params, message_class())
+        _require_spelled(params, spellings)
+        # Params that are all ASCII strings for distinct string fields (`{"job_id": ...}`) are set as
+        # they are: what `ParseDict` would do, without its walk. Anything else takes the full parser.
+        message = message_class()
+        values = {}
+        for key, value in params.items():
+            name = strings.get(key)
+            if name is None or name in values or value.__class__ is not str or not value.isascii():
+                return _parse(params, message)
+            values[name] = value
+        for name, value in values.items():
+            setattr(message, name, value)
+        return message
 
     return build
 

@@ -12,6 +12,7 @@ and never the gateway process's API key.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from dataclasses import dataclass, field
 
@@ -127,4 +128,8 @@ async def start_gateway(context: ServiceContext, *, port: int | None = None) -> 
     )
     await site.start()
     bound_port = site._server.sockets[0].getsockname()[1]  # aiohttp exposes the bound port only here
+    # What start-up built (modules, descriptors, routes) lives as long as the process: out of the
+    # collector's sight, a full collection no longer walks it. Under load those collections, set off by
+    # the short-lived objects of every request, took an eighth of the gateway's CPU.
+    gc.freeze()
     return RunningGateway(runner=runner, port=bound_port, backends=app[BACKENDS_KEY])

@@ -347,10 +347,13 @@ class Backends:
                 (True, False): channel.stream_unary,
                 (True, True): channel.stream_stream,
             }[(client_streaming, server_streaming)]
+            # `_registered_method`, as generated stubs pass it: the channel registers the method once,
+            # so gRPC core does not intern the path on every call.
             found = self._callables[key] = kind(
                 path,
                 request_serializer=request_class.SerializeToString,
                 response_deserializer=response_class.FromString,
+                _registered_method=True,
             )
         return found
 

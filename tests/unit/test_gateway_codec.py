@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from google.protobuf import json_format
+from google.protobuf import json_format, timestamp_pb2
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
@@ -20,6 +20,7 @@ from cohort.services.gateway.json_codec import (
     parse_into,
     set_from_strings,
 )
+from cohort.services.gateway.jsonrpc import METHODS, InvalidParams, _parse
 from cohort.services.gateway.transcoding import api_modules, build_routes, compile_template, component_of
 
 MESSAGE_CLASSES = sorted(
@@ -91,6 +92,26 @@ def test_the_fast_encoder_matches_json_format(message_class):
     for message in (message_class(), _fill(message_class())):
         expected = json_format.MessageToDict(message, always_print_fields_with_no_presence=True)
         assert message_to_json(message) == expected
+
+
+@pytest.mark.parametrize(
+    ("seconds", "nanos"),
+    [(0, 0), (1_700_000_000, 5_000_000), (1_700_000_000, 120_000), (-1, 999_999_999), (-62135596800, 1),
+     (253402300799, 999_000_000)],
+)  # fmt: skip
+def test_timestamps_match_json_format(seconds, nanos):
+    stamp = timestamp_pb2.Timestamp(seconds=seconds, nanos=nanos)
+    assert message_to_json(stamp) == stamp.ToJsonString()
+
+
+def test_out_of_range_timestamps_fail_as_json_format_does():
+    with pytest.raises(ValueError, match="Timestamp is not valid"):
+        message_to_json(timestamp_pb2.Timestamp(seconds=253402300800))
+
+
+def test_loads_refuses_a_byte_order_mark_as_json_loads_does():
+    with pytest.raises(BadJson, match="BOM"):
+        loads("\ufeff{}".encode())
 
 
 def test_non_finite_doubles_are_strings():
@@ -187,3 +208,39 @@ def test_every_served_annotated_rpc_has_a_route():
     watch = next(r for r in routes if r.method.name == "WatchJob")
     get = next(r for r in routes if r.method.name == "GetJob")
     assert routes.index(watch) < routes.index(get)  # the custom verb is tried first
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"job_id": "job-1"},
+        {"jobId": "job-1"},
+        {"job_id": "jöb-1"},
+        {"job_id": "job-1", "request_id": "r-1"},
+        {"job_id": "job-1", "jobId": "job-2"},
+        {"job_id": 5},
+        {"job_id": "job-1", "request_id": None},
+        {"job_id": ["job-1"]},
+        {"job_id": "\ud800"},
+    ],
+)
+def test_string_params_are_set_as_the_full_parser_sets_them(params):
+    """The JSON-RPC shortcut for plain string params gives what `parse_into` gives, errors included."""
+    for name, request_class in (
+        ("training.get_status", jobs_pb2.GetJobRequest),
+        ("training.pause", jobs_pb2.PauseJobRequest),
+    ):
+        accepted = {f.name for f in request_class.DESCRIPTOR.fields} | {
+            f.json_name for f in request_class.DESCRIPTOR.fields
+        }
+        if not set(params) <= accepted:
+            continue
+        try:
+            expected: object = _parse(params, request_class())
+        except InvalidParams as exc:
+            expected = (exc.message, exc.violations)
+        try:
+            got: object = METHODS[name].build(params)
+        except InvalidParams as exc:
+            got = (exc.message, exc.violations)
+        assert got == expected
