@@ -63,3 +63,44 @@ async def test_trace_context_flows_from_service_to_service():
     assert inner_client.parent.span_id == outer_server.context.span_id
     assert inner_server.parent.span_id == inner_client.context.span_id
     assert outer_server.attributes["rpc.method"] == "Call"
+
+
+async def test_without_span_processors_the_callers_trace_reaches_the_next_service(monkeypatch):
+    from cohort import tracing
+
+    # Cohort's provider with exporter `none`: no processor, so a span would only be dropped.
+    monkeypatch.setattr(tracing.trace, "get_tracer_provider", lambda: tracing._TracerProvider())
+    settings = Settings(auth_enabled=False)
+    traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    seen: dict[str, object] = {}
+    leaf_traceparents: list[str | None] = []
+
+    async def leaf(request: bytes, context) -> bytes:
+        leaf_traceparents.append(dict(context.invocation_metadata()).get("traceparent"))
+        return b"leaf"
+
+    downstream = await start_server(settings, "reward", [_registration(leaf)], authenticator=None, port=0)
+    pool_to_leaf = ChannelPool(settings.with_overrides(addresses={"reward": f"127.0.0.1:{downstream.port}"}))
+
+    async def relay(request: bytes, context) -> bytes:
+        seen.setdefault("relay_span", trace.get_current_span().get_span_context())
+        return await pool_to_leaf.channel("reward").unary_unary(f"/{SERVICE}/Call")(b"")
+
+    upstream = await start_server(settings, "jobs", [_registration(relay)], authenticator=None, port=0)
+    try:
+        async with ChannelPool(
+            settings.with_overrides(addresses={"jobs": f"127.0.0.1:{upstream.port}"})
+        ) as pool:
+            call = pool.channel("jobs").unary_unary(f"/{SERVICE}/Call")
+            assert await call(b"", metadata=(("traceparent", traceparent),)) == b"leaf"
+            assert await call(b"") == b"leaf"  # no trace context: none is made up
+    finally:
+        await pool_to_leaf.close()
+        await upstream.stop(0)
+        await downstream.stop(0)
+
+    relay_span = seen["relay_span"]
+    assert relay_span.is_remote and format(relay_span.span_id, "016x") == "00f067aa0ba902b7", (
+        "the relay runs in the caller's span context, with no span of its own"
+    )
+    assert leaf_traceparents == [traceparent, None], "the next service continues the caller's trace"
