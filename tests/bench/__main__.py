@@ -6,7 +6,6 @@ figure is a median over several runs, and ratios are taken within one run.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import statistics
 import subprocess
@@ -16,6 +15,7 @@ import time
 from pathlib import Path
 
 from cohort.config import SERVICE_NAMES, Settings
+from cohort.event_loop import loop_name, run_event_loop  # noqa: E402
 from cohort.rpc.probe import grpc_health
 from cohort.services.suite import start_suite
 
@@ -77,14 +77,14 @@ def _postgres_url() -> str | None:
             )
             await connection.close()
 
-        asyncio.run(probe())
+        run_event_loop(probe())
     except (OSError, asyncpg.PostgresError, TimeoutError):
         return None
     return url
 
 
 def startup_figures() -> list[Figure]:
-    startup = [asyncio.run(_suite_startup_seconds()) for _ in range(RUNS)]
+    startup = [run_event_loop(_suite_startup_seconds()) for _ in range(RUNS)]
     process = [_serve_all_process_seconds() for _ in range(RUNS)]
     return [
         Figure("suite start-up, 7 services, fresh SQLite (in-process)", statistics.median(startup), "s", 5.0),
@@ -116,7 +116,7 @@ def store_figures(postgres_url: str | None) -> list[Figure]:
     figures = []
     with tempfile.TemporaryDirectory() as tmp:
         sqlite_url = f"sqlite+aiosqlite:///{tmp}/bench.db"
-        sqlite = asyncio.run(trajectory_store.measure_ingest(sqlite_url, seconds))
+        sqlite = run_event_loop(trajectory_store.measure_ingest(sqlite_url, seconds))
         figures.append(
             Figure(
                 "ingest over gRPC into SQLite, ~2 KB, 5 steps",
@@ -131,7 +131,7 @@ def store_figures(postgres_url: str | None) -> list[Figure]:
             "  PostgreSQL figures skipped: no database at COHORT_BENCH_DATABASE_URL/COHORT_TEST_DATABASE_URL"
         )
         return figures
-    postgres = asyncio.run(trajectory_store.measure_ingest(postgres_url, seconds))
+    postgres = run_event_loop(trajectory_store.measure_ingest(postgres_url, seconds))
     figures.append(
         Figure(
             "ingest over gRPC into PostgreSQL, ~2 KB, 5 steps",
@@ -148,7 +148,7 @@ def store_figures(postgres_url: str | None) -> list[Figure]:
     for name, url in (("PostgreSQL", postgres_url), ("SQLite", None)):
         with tempfile.TemporaryDirectory() as tmp:
             target = url or f"sqlite+aiosqlite:///{tmp}/search.db"
-            search = asyncio.run(trajectory_store.measure_search(target, 100_000))
+            search = run_event_loop(trajectory_store.measure_search(target, 100_000))
         filtered, similar = search["filtered_p95_ms"], search["similarity_p95_ms"]
         figures.append(Figure(f"filtered search, 100k trajectories, {name}, p95", filtered, "ms", 50))
         figures.append(Figure(f"similarity search, 100k trajectories, {name}, p95", similar, "ms", 200))
@@ -188,7 +188,7 @@ def main() -> int:
         "jobs": _module_figures("jobs"),
         "gateway": _module_figures("gateway"),
     }
-    print(f"Cohort benchmarks ({os.cpu_count()} cores; medians unless marked)")
+    print(f"Cohort benchmarks ({os.cpu_count()} cores; {loop_name()} event loop; medians unless marked)")
     figures: list[Figure] = []
     for name, measure in groups.items():
         if only and name not in only:

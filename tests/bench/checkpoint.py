@@ -11,7 +11,6 @@ verifies every sha256.
 
 from __future__ import annotations
 
-import asyncio
 import statistics
 import sys
 import tempfile
@@ -26,6 +25,7 @@ from figures import Figure  # noqa: E402
 from cohort.api.checkpoint.v1 import checkpoint_pb2 as pb  # noqa: E402
 from cohort.api.checkpoint.v1 import checkpoint_pb2_grpc  # noqa: E402
 from cohort.config import Settings  # noqa: E402
+from cohort.event_loop import run_event_loop  # noqa: E402
 from cohort.services.checkpoint.state import TrainingState, encode_training_state  # noqa: E402
 from cohort.services.suite import start_suite  # noqa: E402
 
@@ -89,7 +89,7 @@ async def measure(samples: int = SAMPLES) -> tuple[list[float], list[float], lis
 
 
 def figures() -> list[Figure]:
-    saves, loads, cpu = asyncio.run(measure())
+    saves, loads, cpu = run_event_loop(measure())
     return [
         Figure(
             "SaveCheckpoint of a 1 MB policy with optimizer state, median incl. fsync",

@@ -39,6 +39,7 @@ from cohort.api.collector.v1 import collector_pb2_grpc  # noqa: E402
 from cohort.api.trainer.v1 import trainer_pb2, trainer_pb2_grpc  # noqa: E402
 from cohort.api.trajectory.v1 import trajectory_pb2 as tpb  # noqa: E402
 from cohort.config import Settings  # noqa: E402
+from cohort.event_loop import run_event_loop  # noqa: E402
 from cohort.policy import LocalDecider, PolicySnapshot  # noqa: E402
 from cohort.runtime import AgentContext  # noqa: E402
 from cohort.services.suite import start_suite  # noqa: E402
@@ -179,7 +180,7 @@ async def _measure() -> list[Figure]:
 
 
 def figures() -> list[Figure]:
-    return asyncio.run(_measure())
+    return run_event_loop(_measure())
 
 
 CPU_GROUPS = 40
@@ -255,7 +256,7 @@ async def _cpu_breakdown() -> dict[str, float]:
 if __name__ == "__main__":
     for figure in figures():
         print(figure.line())
-    cpu = asyncio.run(_cpu_breakdown())
+    cpu = run_event_loop(_cpu_breakdown())
     print(
         "CPU per toolbench rollout, no latency: "
         + ", ".join(f"{part} {seconds * 1e3:.2f} ms" for part, seconds in cpu.items())

@@ -38,6 +38,7 @@ import grpc  # noqa: E402
 from figures import Figure, percentile  # noqa: E402
 
 from cohort.api.jobs.v1 import jobs_pb2, jobs_pb2_grpc  # noqa: E402
+from cohort.event_loop import run_event_loop  # noqa: E402
 
 CLIENTS = 200
 LATENCY_RATE = 1000.0
@@ -213,8 +214,8 @@ def measure(seconds: float = 5.0) -> tuple[dict[str, float], dict[str, float]]:
         os.sched_setaffinity(gateway.pid, {min(os.sched_getaffinity(0))})
         api_key = (Path(data_dir) / "admin.key").read_text().strip()
         base = f"http://{gateway_address}"
-        status = asyncio.run(get_status_figures(base, api_key, gateway.pid, seconds))
-        watch = asyncio.run(watch_delay_figures(base, jobs_address, api_key))
+        status = run_event_loop(get_status_figures(base, api_key, gateway.pid, seconds))
+        watch = run_event_loop(watch_delay_figures(base, jobs_address, api_key))
     finally:
         for process in (gateway, jobs):
             if process is not None:

@@ -26,6 +26,7 @@ from cohort.api.collector.v1 import collector_pb2  # noqa: E402
 from cohort.api.jobs.v1 import jobs_pb2 as jpb  # noqa: E402
 from cohort.api.jobs.v1 import jobs_pb2_grpc  # noqa: E402
 from cohort.config import Settings  # noqa: E402
+from cohort.event_loop import run_event_loop  # noqa: E402
 from cohort.services.jobs.runner import JobHandle, JobOutcome, RunResult  # noqa: E402
 
 RUNNER_HOOK = "jobs:make_runner"
@@ -265,26 +266,26 @@ def figures() -> list[Figure]:
     return [
         Figure(
             "jobs: GetJob p95, 150 jobs running (light test runner)",
-            asyncio.run(get_job_p95_with_running_jobs()),
+            run_event_loop(get_job_p95_with_running_jobs()),
             "ms",
             10,
         ),
         Figure(
             "jobs: WatchJob 1,000 watchers, change-to-delivery p95 (light runner)",
-            asyncio.run(watch_delivery_p95()),
+            run_event_loop(watch_delivery_p95()),
             "ms",
             100,
         ),
         Figure(
             "jobs: of 1,000 accepted, progressing within 30 s (embedded, light runner)",
-            asyncio.run(jobs_accepted_and_progressing()),
+            run_event_loop(jobs_accepted_and_progressing()),
             "jobs",
             1000,
             lower_is_better=False,
         ),
         Figure(
             "jobs: restart with 100 running jobs, all resumed within (light runner)",
-            asyncio.run(restart_resume_seconds()),
+            run_event_loop(restart_resume_seconds()),
             "s",
             10,
         ),
@@ -294,7 +295,7 @@ def figures() -> list[Figure]:
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--watch"]:  # a client process of `watch_delivery_p95`
         address, api_key, job_id, count, output = sys.argv[2:7]
-        delays = asyncio.run(_watch_samples(address, api_key, job_id, int(count)))
+        delays = run_event_loop(_watch_samples(address, api_key, job_id, int(count)))
         Path(output).write_text(" ".join(f"{d:.6f}" for d in delays))
         sys.exit(0)
     for figure in figures():

@@ -7,7 +7,6 @@ queries and seeds. Prints the learning curve and how many trajectories it took.
 
 from __future__ import annotations
 
-import asyncio
 import sys
 import tempfile
 import time
@@ -20,6 +19,7 @@ from figures import Figure  # noqa: E402
 from test_learning import toolbench_spec  # noqa: E402
 
 from cohort.config import Settings  # noqa: E402
+from cohort.event_loop import run_event_loop  # noqa: E402
 from cohort.services.jobs.orchestration import TrainingLoop, TrainingServices, TrainingState  # noqa: E402
 from cohort.services.suite import start_suite  # noqa: E402
 
@@ -64,7 +64,7 @@ async def measure() -> dict:
 
 
 def figures() -> list[Figure]:
-    measured = asyncio.run(measure())
+    measured = run_event_loop(measure())
     return [
         Figure(
             "held-out success gain, all toolbench families (points)", measured["gain"] * 100, "pts", 40, False

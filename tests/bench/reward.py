@@ -9,7 +9,6 @@ returns. Each figure is the median wall time of one call from the client, after 
 
 from __future__ import annotations
 
-import asyncio
 import statistics
 import sys
 import tempfile
@@ -24,6 +23,7 @@ from trajectory_store import make_trajectory  # noqa: E402
 from cohort.api.reward.v1 import reward_pb2 as rpb  # noqa: E402
 from cohort.api.reward.v1 import reward_pb2_grpc  # noqa: E402
 from cohort.config import Settings  # noqa: E402
+from cohort.event_loop import run_event_loop  # noqa: E402
 from cohort.services.suite import start_suite  # noqa: E402
 
 GROUPS = 16
@@ -96,7 +96,7 @@ async def measure(calls: int = CALLS) -> dict[str, float]:
 
 
 def figures() -> list[Figure]:
-    result = asyncio.run(measure())
+    result = run_event_loop(measure())
     print(
         f"  request {result['default_request_kib']:.0f} KiB; p95 {result['default_p95_ms']:.2f} ms "
         f"(default reward), {result['all_terms_p95_ms']:.2f} ms (all built-in terms, discounted returns)"

@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import numpy as np
 from figures import Figure
 
+from cohort.event_loop import run_event_loop
 from cohort.runtime import AgentContext
 from cohort.toolbench import (
     HEAD,
@@ -77,7 +78,7 @@ def rollout_seconds(decider_factory) -> tuple[float, float]:
         await _run_pass(agent, tasks[:50], decider)  # warm caches
         return [await _run_pass(agent, tasks, decider) for _ in range(REPEATS)]
 
-    passes = asyncio.run(go())
+    passes = run_event_loop(go())
     return statistics.median(p[0] for p in passes), passes[0][1]
 
 
@@ -136,7 +137,7 @@ def learning_gain(seed: int, rollouts: int = LEARNING_ROLLOUTS) -> tuple[float, 
             snapshot = PolicySnapshot("bench", iteration, {HEAD: head}, dict(weights))
         return before, await success_rate(snapshot)
 
-    return asyncio.run(go())
+    return run_event_loop(go())
 
 
 def figures() -> list[Figure]:

@@ -30,6 +30,7 @@ from figures import Figure, percentile  # noqa: E402
 
 from cohort.api.trainer.v1 import trainer_pb2 as pb  # noqa: E402
 from cohort.api.trainer.v1 import trainer_pb2_grpc  # noqa: E402
+from cohort.event_loop import run_event_loop  # noqa: E402
 
 THROUGHPUT_CONCURRENCY = 64
 LATENCY_CONCURRENCY = 4
@@ -147,7 +148,7 @@ def figures() -> list[Figure]:
         process, address = start_server(tmp)
         try:
             api_key = (Path(tmp) / "admin.key").read_text().strip()
-            result = asyncio.run(measure(address, api_key, seconds))
+            result = run_event_loop(measure(address, api_key, seconds))
         finally:
             process.terminate()
             process.wait(timeout=15)

@@ -13,7 +13,6 @@ an update does).
 
 from __future__ import annotations
 
-import asyncio
 import statistics
 import sys
 import tempfile
@@ -29,6 +28,7 @@ from figures import Figure, median_seconds  # noqa: E402
 from cohort.api.trainer.v1 import trainer_pb2, trainer_pb2_grpc  # noqa: E402
 from cohort.api.trajectory.v1 import trajectory_pb2  # noqa: E402
 from cohort.config import Settings  # noqa: E402
+from cohort.event_loop import run_event_loop  # noqa: E402
 from cohort.policy import DecisionBatch, PolicySnapshot  # noqa: E402
 from cohort.runtime import DecisionRequest  # noqa: E402
 from cohort.services.trainer.grpo import AdamState, GrpoSettings, HeadBatch, grpo_update  # noqa: E402
@@ -138,7 +138,7 @@ async def _measure_rpc() -> float:
 
 
 def measure_rpc() -> float:
-    return asyncio.run(_measure_rpc())
+    return run_event_loop(_measure_rpc())
 
 
 def figures() -> list[Figure]:

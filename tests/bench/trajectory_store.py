@@ -13,7 +13,6 @@ Both also serve the tests as a source of realistic trajectories (`make_trajector
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import random
 import statistics
@@ -26,6 +25,7 @@ from typing import Any
 
 from cohort.api.collector.v1 import collector_pb2, collector_pb2_grpc
 from cohort.api.trajectory.v1 import trajectory_pb2 as tpb
+from cohort.event_loop import run_event_loop
 
 AGENTS = ("toolbench-agent", "search-agent", "code-agent", "travel-agent")
 TOOLS = ("search_flights", "get_weather", "book_hotel", "read_file", "run_tests", "web_search", "calculator")
@@ -292,6 +292,6 @@ if __name__ == "__main__":
     what = sys.argv[2] if len(sys.argv) > 2 else "ingest"
     amount = float(sys.argv[3]) if len(sys.argv) > 3 else 10.0
     if what == "ingest":
-        print(json.dumps(asyncio.run(measure_ingest(url, amount)), indent=2))
+        print(json.dumps(run_event_loop(measure_ingest(url, amount)), indent=2))
     else:
-        print(json.dumps(asyncio.run(measure_search(url, int(amount))), indent=2))
+        print(json.dumps(run_event_loop(measure_search(url, int(amount))), indent=2))

@@ -25,6 +25,7 @@ import click
 
 from cohort.config import GRPC_SERVICE_NAMES, SERVICE_NAMES, ConfigError, Settings
 from cohort.errors import CohortError
+from cohort.event_loop import run_event_loop
 
 StubT = TypeVar("StubT")
 
@@ -46,7 +47,7 @@ def _client_settings() -> Settings:
 
 def _run(coroutine: Awaitable[Any]) -> Any:
     try:
-        return asyncio.run(coroutine)
+        return run_event_loop(coroutine)
     except CohortError as exc:
         raise click.ClickException(exc.message) from exc
 
