@@ -251,7 +251,12 @@ class JobService:
         tenant = current_tenant()
         # Subscribe before reading, so a change committed in between is not missed.
         with self.notifier.subscribe(tenant, job_id) as subscription:
-            latest = await self._store.get(tenant, job_id)
+            # A recent snapshot is as new as any change published before the subscription; one
+            # committed but not yet published will be delivered to it.
+            latest = self._recent.get(tenant, job_id)
+            if latest is None:
+                latest = await self._store.get(tenant, job_id)
+                self._recent.offer(latest)
             sent = after_revision
             if latest.revision > sent:
                 yield latest, False

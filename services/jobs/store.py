@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from uuid import uuid4
 
 from google.rpc import status_pb2
-from sqlalchemy import and_, or_, select, tuple_, update
+from sqlalchemy import and_, bindparam, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cohort.api.jobs.v1 import jobs_pb2
@@ -107,6 +107,13 @@ def _touch(row: JobRow, now: datetime) -> None:
     row.update_time = now
 
 
+# Built once: composing a select through the ORM's operators costs more than running it on SQLite.
+_JOB_ROW = select(JobRow).where(
+    JobRow.tenant_id == bindparam("tenant_id"), JobRow.job_id == bindparam("job_id")
+)
+_JOB_ROW_LOCKED = _JOB_ROW.with_for_update()
+
+
 class JobStore:
     def __init__(self, database: Database) -> None:
         self._database = database
@@ -144,8 +151,8 @@ class JobStore:
         return query.with_for_update() if self._for_update else query
 
     async def _row(self, session: AsyncSession, tenant_id: str, job_id: str, *, lock: bool) -> JobRow:
-        query = select(JobRow).where(JobRow.tenant_id == tenant_id, JobRow.job_id == job_id)
-        row = (await session.scalars(self._locked(query) if lock else query)).one_or_none()
+        query = _JOB_ROW_LOCKED if lock and self._for_update else _JOB_ROW
+        row = (await session.scalars(query, {"tenant_id": tenant_id, "job_id": job_id})).one_or_none()
         if row is None:
             raise NotFound(f"job {job_id!r} not found", metadata={"job_id": job_id})
         return row

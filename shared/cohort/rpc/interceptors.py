@@ -22,7 +22,7 @@ import logging
 import os
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import Any, NoReturn
 
 import grpc
@@ -125,9 +125,10 @@ def intercept_handler(
     if not applicable:
         return handler
     if handler.response_streaming:
-        for interceptor in reversed(applicable):
-            handler = wrap_handler(handler, _bind_around(interceptor, method))
-        return handler
+        # All the `around`s in one wrapper: each streamed message then passes one generator, not one
+        # per interceptor (a WatchJob change goes out to a thousand streams at once).
+        arounds = [_bind_around(interceptor, method) for interceptor in applicable]
+        return wrap_handler(handler, lambda context: _nested(arounds, context))
     streaming = handler.request_streaming
     behavior = _as_coroutine_function(handler.stream_unary if streaming else handler.unary_unary)
     for interceptor in reversed(applicable):
@@ -138,6 +139,15 @@ def intercept_handler(
         request_deserializer=handler.request_deserializer,
         response_serializer=handler.response_serializer,
     )
+
+
+@asynccontextmanager
+async def _nested(arounds: Sequence[Around], context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+    """`arounds` entered in order, the first outermost, exactly as if written nested."""
+    async with AsyncExitStack() as stack:
+        for around in arounds:
+            await stack.enter_async_context(around(context))
+        yield
 
 
 def _bind_around(interceptor: AroundInterceptor, method: str) -> Around:
