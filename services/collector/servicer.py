@@ -170,6 +170,9 @@ class CollectorServiceServicer(collector_pb2_grpc.CollectorServiceServicer):
             else:
                 response.duplicate_count += 1
 
+    async def SupersedeTrajectories(self, request, context):
+        return await self._store.supersede(request)
+
     async def GetTrajectory(self, request, context):
         trajectory = await self._store.get(require_identity().tenant_id, request.trajectory_id)
         return collector_pb2.GetTrajectoryResponse(trajectory=trajectory)

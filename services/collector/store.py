@@ -34,16 +34,21 @@ from enum import StrEnum
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Select, and_, func, literal, or_, select, tuple_
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Select, and_, false, func, literal, or_, select, tuple_, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from cohort import idempotency
+from cohort.api.collector.v1 import collector_pb2
 from cohort.api.trajectory.v1 import trajectory_pb2
+from cohort.context import current_tenant
 from cohort.errors import AlreadyExists, CohortError, InvalidArgument, NotFound
 from cohort.paging import DEFAULT_PAGE_SIZE, check_page_size
 from cohort.services.collector import embedding
 from cohort.services.collector.search import (
     EmbeddingCache,
+    L,
     SearchQuery,
+    T,
     TrajectoryFilter,
     View,
     decode_page_token,
@@ -57,13 +62,14 @@ from cohort.services.collector.search import (
     validate_filter,
 )
 from cohort.storage.engine import Database, write_transaction
-from cohort.storage.schema import TrajectoryRow
+from cohort.trajectories import ATTEMPT_LABEL
 from cohort.trajectories.redaction import Redactor
 from cohort.trajectories.usage import PriceTable, fill_usage_and_cost
 
 Trajectory = trajectory_pb2.Trajectory
 
 EXPORT_BATCH = 256
+SUPERSEDE_SCOPE = "cohort.api.collector.v1.CollectorService.SupersedeTrajectories"
 SEARCH_TEXT_LIMIT = 8000
 """Characters of a trajectory that full-text search indexes (task and final result come first)."""
 
@@ -76,8 +82,6 @@ LABEL_VALUE_LIMIT = 1024
 _ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/+=-]*")
 _KNOWN_TERMINATION = frozenset(trajectory_pb2.TerminationReason.values())
 _KNOWN_OUTCOME = frozenset(trajectory_pb2.OutcomeKind.values())
-
-T = TrajectoryRow.__table__
 
 __all__ = [
     "IngestItemResult",
@@ -565,6 +569,44 @@ class TrajectoryStore:
                         labels,
                     )
         return {item.trajectory_id for item in new}, existing
+
+    # -- superseded work --
+
+    async def supersede(
+        self, request: collector_pb2.SupersedeTrajectoriesRequest
+    ) -> collector_pb2.SupersedeTrajectoriesResponse:
+        """Marks `job_id`'s trajectories of iteration `from_iteration` on superseded, except those
+        labelled `attempt` = `current_attempt`; the count marked (already marked ones are not counted
+        again). A repeated `request_id` returns the first answer."""
+        if not request.job_id:
+            raise InvalidArgument("job_id", "is required")
+        if request.from_iteration < 0:
+            raise InvalidArgument("from_iteration", f"must be >= 0, got {request.from_iteration}")
+        if request.current_attempt < 1:
+            raise InvalidArgument("current_attempt", f"must be >= 1, got {request.current_attempt}")
+        tenant_id = current_tenant()
+        current = select(L.c.trajectory_id).where(
+            L.c.tenant_id == tenant_id, L.c.key == ATTEMPT_LABEL, L.c.value == str(request.current_attempt)
+        )
+        statement = (
+            update(T)
+            .where(
+                T.c.tenant_id == tenant_id,
+                T.c.job_id == request.job_id,
+                T.c.iteration >= request.from_iteration,
+                T.c.superseded == false(),
+                T.c.trajectory_id.not_in(current),
+            )
+            .values(superseded=True)
+        )
+
+        async def mark(session: AsyncSession) -> collector_pb2.SupersedeTrajectoriesResponse:
+            result = await session.execute(statement)
+            return collector_pb2.SupersedeTrajectoriesResponse(superseded_count=int(result.rowcount))
+
+        return await idempotency.run_once(
+            self._db, SUPERSEDE_SCOPE, request, collector_pb2.SupersedeTrajectoriesResponse, mark
+        )
 
     # -- get --
 

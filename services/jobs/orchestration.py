@@ -40,6 +40,7 @@ from cohort.services.context import ServiceContext
 from cohort.services.jobs import evaluation
 from cohort.services.jobs.runner import JobHandle, JobOutcome, RunResult
 from cohort.services.reward.apply import apply_score
+from cohort.trajectories import ATTEMPT_LABEL
 from cohort.trajectories.usage import PriceTable, price_micro_usd
 
 log = logging.getLogger(__name__)
@@ -316,6 +317,19 @@ class TrainingLoop:
 
     # -- one iteration --------------------------------------------------------------------------
 
+    async def supersede_abandoned_work(self, from_iteration: int) -> int:
+        """Marks what earlier attempts collected from `from_iteration` on (work this attempt redoes)
+        superseded; how many trajectories were marked."""
+        response = await self.services.collector.SupersedeTrajectories(
+            collector_pb2.SupersedeTrajectoriesRequest(
+                request_id=request_key(self.job_id, "supersede", self.attempt, from_iteration),
+                job_id=self.job_id,
+                from_iteration=from_iteration,
+                current_attempt=self.attempt,
+            )
+        )
+        return response.superseded_count
+
     async def run_iteration(self, state: TrainingState) -> IterationReport:
         """Collect, score and update once; `state` moves to the next iteration on success."""
         iteration = state.iteration
@@ -330,10 +344,13 @@ class TrainingLoop:
                     iteration=iteration,
                     seed=derived_seed(self.spec.seed, "train", iteration, index),
                     size=self.group_size,
-                    labels={"purpose": "training"},
+                    labels={"purpose": "training", ATTEMPT_LABEL: str(self.attempt)},
+                    # The attempt is part of the key (as of the group id): an attempt redoing an
+                    # iteration collects it afresh, and the dead attempt's rollouts are superseded.
                     request_id=request_key(
                         self.job_id,
                         "collect",
+                        self.attempt,
                         state.policy.policy_id,
                         state.policy.version,
                         iteration,
@@ -592,6 +609,11 @@ class TrainingRunner:
             await handle.update_progress(
                 lambda p: p.MergeFrom(jobs_pb2.JobProgress(latest_checkpoint_id=checkpoint.checkpoint_id))
             )
+        if attempt > 1:
+            # An earlier attempt may have collected past the point this one resumes from.
+            superseded = await loop.supersede_abandoned_work(state.iteration)
+            if superseded:
+                log.info("job %s attempt %d: %d trajectories superseded", job.job_id, attempt, superseded)
         total = loop.spec.iterations
         started = time.monotonic()
         first_iteration = state.iteration

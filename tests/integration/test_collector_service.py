@@ -17,6 +17,7 @@ from cohort.api.identity.v1 import identity_pb2, identity_pb2_grpc
 from cohort.api.trajectory.v1 import trajectory_pb2 as tpb
 from cohort.rpc.client import bad_request
 from cohort.services.suite import start_suite
+from cohort.trajectories import ATTEMPT_LABEL
 
 SECRET = "sk-proj-" + "Z9y8X7w6V5u4T3s2R1q0P9o8N7m6"
 
@@ -335,3 +336,58 @@ async def test_get_needs_an_id(suite):
         await collector(suite).GetTrajectory(cpb.GetTrajectoryRequest(), timeout=5)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert bad_request(caught.value).field_violations[0].field == "trajectory_id"
+
+
+async def _job_ids(stub, job_id: str, **filters) -> dict[str, bool]:
+    response = await stub.SearchTrajectories(
+        cpb.SearchTrajectoriesRequest(filter=cpb.TrajectoryFilter(job_id=job_id, **filters), page_size=100),
+        timeout=10,
+    )
+    return {hit.trajectory.trajectory_id: hit.trajectory.superseded for hit in response.hits}
+
+
+async def test_supersede_marks_an_abandoned_attempts_redone_iterations(suite):
+    stub = collector(suite)
+    items = []
+    # attempt 1 collected iterations 0-3 and died; attempt 2 resumes from a checkpoint at iteration 2
+    # and has already collected iteration 2 again
+    for iteration in range(4):
+        items.append(traj(iteration, trajectory_id=f"a1-i{iteration}", job_id="job-s", iteration=iteration))
+        items[-1].labels[ATTEMPT_LABEL] = "1"
+    redone = traj(9, trajectory_id="a2-i2", job_id="job-s", iteration=2)
+    redone.labels[ATTEMPT_LABEL] = "2"
+    other_job = traj(10, trajectory_id="other-i3", job_id="job-other", iteration=3)
+    await ingest(stub, [*items, redone, other_job])
+
+    request = cpb.SupersedeTrajectoriesRequest(
+        request_id="resume-2", job_id="job-s", from_iteration=2, current_attempt=2
+    )
+    assert (await stub.SupersedeTrajectories(request, timeout=10)).superseded_count == 2
+    # searches leave them out; asked for, they come back marked
+    assert await _job_ids(stub, "job-s") == {"a1-i0": False, "a1-i1": False, "a2-i2": False}
+    assert (await _job_ids(stub, "job-s", include_superseded=True))["a1-i3"] is True
+    got = await stub.GetTrajectory(cpb.GetTrajectoryRequest(trajectory_id="a1-i2"), timeout=10)
+    assert got.trajectory.superseded
+    assert await _job_ids(stub, "job-other") == {"other-i3": False}
+    # a retry answers as the first call did; another call finds nothing left to mark
+    assert (await stub.SupersedeTrajectories(request, timeout=10)).superseded_count == 2
+    again = cpb.SupersedeTrajectoriesRequest(job_id="job-s", from_iteration=2, current_attempt=2)
+    assert (await stub.SupersedeTrajectories(again, timeout=10)).superseded_count == 0
+    # attempt 3 resuming from iteration 0 marks what attempt 2 collected as well
+    restart = cpb.SupersedeTrajectoriesRequest(job_id="job-s", from_iteration=0, current_attempt=3)
+    assert (await stub.SupersedeTrajectories(restart, timeout=10)).superseded_count == 3
+
+
+@pytest.mark.parametrize(
+    ("request_fields", "field"),
+    [
+        ({"from_iteration": 1, "current_attempt": 2}, "job_id"),
+        ({"job_id": "j", "from_iteration": -1, "current_attempt": 2}, "from_iteration"),
+        ({"job_id": "j", "from_iteration": 1}, "current_attempt"),
+    ],
+)
+async def test_supersede_names_a_bad_field(suite, request_fields, field):
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await collector(suite).SupersedeTrajectories(cpb.SupersedeTrajectoriesRequest(**request_fields))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert bad_request(caught.value).field_violations[0].field == field

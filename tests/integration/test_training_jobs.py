@@ -19,6 +19,8 @@ from cohort.api.jobs.v1 import jobs_pb2, jobs_pb2_grpc
 from cohort.api.trainer.v1 import trainer_pb2, trainer_pb2_grpc
 from cohort.api.trajectory.v1 import trajectory_pb2
 from cohort.config import Settings
+from cohort.context import Identity, current_identity
+from cohort.services.jobs.runner import JobHandle, JobOutcome
 from cohort.services.suite import start_suite
 
 pytestmark = pytest.mark.timeout(240)
@@ -202,3 +204,52 @@ async def test_budget_exhaustion_pauses_and_a_raised_limit_resumes(suite):
     done = await wait_for(jobs, job.job_id, {Job.STATE_SUCCEEDED, Job.STATE_FAILED})
     assert done.state == Job.STATE_SUCCEEDED, done.error.message
     assert done.progress.iteration == 6
+
+
+class _DiesAfter(JobHandle):
+    """An attempt whose worker stops (as if killed) once `iterations` iterations are done."""
+
+    def __init__(self, job: Job, iterations: int) -> None:
+        super().__init__(job, fencing_token=1)
+        self._iterations = iterations
+
+    async def update_progress(self, mutate):
+        job = await super().update_progress(mutate)
+        if job.progress.iteration >= self._iterations:
+            self.cancelled.set()
+        return job
+
+
+async def test_a_taken_over_job_marks_the_dead_attempts_redone_work_superseded(suite):
+    from cohort.services.jobs.orchestration import TrainingRunner
+    from cohort.trajectories import ATTEMPT_LABEL
+
+    current_identity.set(Identity(tenant_id="default", key_id="test", is_admin=True))
+    runner = TrainingRunner(suite.context)
+    job = toolbench_job(iterations=4)
+    job.job_id, job.tenant_id, job.state = "job-takeover", "default", Job.STATE_RUNNING
+    job.progress.attempt = 1
+    # attempt 1 completes iterations 0-2 (checkpoint after iteration index 1: interval 2) and dies
+    first = _DiesAfter(job, iterations=3)
+    assert (await runner.run(first)).outcome is JobOutcome.CANCELLED
+    # attempt 2 takes over from the checkpoint, which covers iterations 0 and 1
+    taken_over = Job()
+    taken_over.CopyFrom(first.job)
+    taken_over.progress.attempt = 2
+    second = JobHandle(taken_over, fencing_token=2)
+    assert (await runner.run(second)).outcome is JobOutcome.SUCCEEDED
+
+    collector = stub(suite, "collector", collector_pb2_grpc.CollectorServiceStub)
+    found = await collector.SearchTrajectories(
+        collector_pb2.SearchTrajectoriesRequest(
+            filter=collector_pb2.TrajectoryFilter(
+                job_id=job.job_id, labels={"purpose": "training"}, include_superseded=True
+            ),
+            page_size=1000,
+        )
+    )
+    marked = {
+        (t.labels[ATTEMPT_LABEL], t.iteration, t.superseded) for t in (h.trajectory for h in found.hits)
+    }
+    # attempt 1's iteration 2 was redone by attempt 2: superseded; the rest stands
+    assert marked == {("1", 0, False), ("1", 1, False), ("1", 2, True), ("2", 2, False), ("2", 3, False)}

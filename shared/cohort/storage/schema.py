@@ -357,7 +357,6 @@ class BudgetModelUsageRow(Base):
     reasoning_tokens: Mapped[int] = mapped_column(BigInteger(), default=0)
 
 
-
 # --- Jobs (migration 0007) ------------------------------------------------------------------------
 #
 # One row per job. The row is the truth: the job's state, the spec and progress (protobuf binary), a

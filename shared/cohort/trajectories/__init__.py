@@ -9,3 +9,7 @@
 
 Import the submodules directly; this package re-exports nothing so that none of them pulls in the others.
 """
+
+ATTEMPT_LABEL = "job_attempt"
+"""The label a job puts on the trajectories it collects: the job attempt that collected them, so the
+work of an abandoned attempt can be marked superseded (`SupersedeTrajectories`)."""

@@ -160,6 +160,24 @@ class IngestFailure(_message.Message):
     status: _status_pb2.Status
     def __init__(self, index: _Optional[int] = ..., trajectory_id: _Optional[str] = ..., status: _Optional[_Union[_status_pb2.Status, _Mapping]] = ...) -> None: ...
 
+class SupersedeTrajectoriesRequest(_message.Message):
+    __slots__ = ("request_id", "job_id", "from_iteration", "current_attempt")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    FROM_ITERATION_FIELD_NUMBER: _ClassVar[int]
+    CURRENT_ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    job_id: str
+    from_iteration: int
+    current_attempt: int
+    def __init__(self, request_id: _Optional[str] = ..., job_id: _Optional[str] = ..., from_iteration: _Optional[int] = ..., current_attempt: _Optional[int] = ...) -> None: ...
+
+class SupersedeTrajectoriesResponse(_message.Message):
+    __slots__ = ("superseded_count",)
+    SUPERSEDED_COUNT_FIELD_NUMBER: _ClassVar[int]
+    superseded_count: int
+    def __init__(self, superseded_count: _Optional[int] = ...) -> None: ...
+
 class GetTrajectoryRequest(_message.Message):
     __slots__ = ("trajectory_id",)
     TRAJECTORY_ID_FIELD_NUMBER: _ClassVar[int]

@@ -60,6 +60,11 @@ class CollectorServiceStub:
                 request_serializer=cohort_dot_api_dot_collector_dot_v1_dot_collector__pb2.ExportTrajectoriesRequest.SerializeToString,
                 response_deserializer=cohort_dot_api_dot_collector_dot_v1_dot_collector__pb2.ExportTrajectoriesResponse.FromString,
                 _registered_method=True)
+        self.SupersedeTrajectories = channel.unary_unary(
+                '/cohort.api.collector.v1.CollectorService/SupersedeTrajectories',
+                request_serializer=cohort_dot_api_dot_collector_dot_v1_dot_collector__pb2.SupersedeTrajectoriesRequest.SerializeToString,
+                response_deserializer=cohort_dot_api_dot_collector_dot_v1_dot_collector__pb2.SupersedeTrajectoriesResponse.FromString,
+                _registered_method=True)
 
 
 class CollectorServiceServicer:
@@ -103,6 +108,15 @@ class CollectorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SupersedeTrajectories(self, request, context):
+        """Marks the work of a job's abandoned attempts superseded: its trajectories of the iterations a
+        later attempt redoes, `from_iteration` on. They stay stored and exportable, and searches
+        leave them out unless `include_superseded` is set. Idempotent by `request_id`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CollectorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -130,6 +144,11 @@ def add_CollectorServiceServicer_to_server(servicer, server):
                     servicer.ExportTrajectories,
                     request_deserializer=cohort_dot_api_dot_collector_dot_v1_dot_collector__pb2.ExportTrajectoriesRequest.FromString,
                     response_serializer=cohort_dot_api_dot_collector_dot_v1_dot_collector__pb2.ExportTrajectoriesResponse.SerializeToString,
+            ),
+            'SupersedeTrajectories': grpc.unary_unary_rpc_method_handler(
+                    servicer.SupersedeTrajectories,
+                    request_deserializer=cohort_dot_api_dot_collector_dot_v1_dot_collector__pb2.SupersedeTrajectoriesRequest.FromString,
+                    response_serializer=cohort_dot_api_dot_collector_dot_v1_dot_collector__pb2.SupersedeTrajectoriesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -268,6 +287,33 @@ class CollectorService:
             '/cohort.api.collector.v1.CollectorService/ExportTrajectories',
             cohort_dot_api_dot_collector_dot_v1_dot_collector__pb2.ExportTrajectoriesRequest.SerializeToString,
             cohort_dot_api_dot_collector_dot_v1_dot_collector__pb2.ExportTrajectoriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SupersedeTrajectories(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cohort.api.collector.v1.CollectorService/SupersedeTrajectories',
+            cohort_dot_api_dot_collector_dot_v1_dot_collector__pb2.SupersedeTrajectoriesRequest.SerializeToString,
+            cohort_dot_api_dot_collector_dot_v1_dot_collector__pb2.SupersedeTrajectoriesResponse.FromString,
             options,
             channel_credentials,
             insecure,
