@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 
 import aiohttp
 import pytest
@@ -14,6 +15,7 @@ from bench.trajectory_store import make_trajectory
 from google.protobuf import json_format
 
 from cohort.config import Settings
+from cohort.services.gateway.transcoding import build_routes
 from cohort.services.jobs.main import TEST_RUNNER_VARIABLE
 from cohort.services.suite import start_suite
 
@@ -317,3 +319,22 @@ async def test_a_client_leaving_a_watch_does_not_hurt_the_gateway(http):
     await asyncio.sleep(0.05)
     async with http.get(f"/v1/jobs/{job['jobId']}") as response:
         assert response.status == 200
+
+
+_TEMPLATE_VARIABLE = re.compile(r"\{([^}=]+)(=[^}]*)?\}")
+
+
+async def test_every_annotated_rpc_is_served_over_rest(http):
+    """Each `google.api.http` binding of the protos reaches its gRPC method: with an id that does not
+    exist and an empty body, the answer is the backend's (a 200, or a 4xx naming the problem), never
+    the gateway's "no route", a 405, an UNIMPLEMENTED or a server error."""
+    routes = build_routes()
+    assert len(routes) >= 30
+    for route in routes:
+        path = _TEMPLATE_VARIABLE.sub("no-such-id", route.template.template)
+        body = None if route.http_method == "GET" or not route.body else {}
+        async with http.request(route.http_method, path, json=body) as response:
+            text = await response.text()
+        where = f"{route.http_method} {route.template.template} -> {route.grpc_path}"
+        assert response.status not in (405, 501) and response.status < 500, (where, response.status, text)
+        assert "no route for" not in text, where
