@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import grpc
 import grpc.aio
 from opentelemetry import trace
@@ -25,6 +27,29 @@ def _registration(handler) -> ServiceRegistration:
     return ServiceRegistration(SERVICE, None, register)
 
 
+@contextlib.asynccontextmanager
+async def relay_to_leaf(settings: Settings, leaf, on_relay=lambda context: None):
+    """Two servers: `jobs` relays each call to `reward`, whose handler is `leaf`; yields the stub
+    calling the relay."""
+    downstream = await start_server(settings, "reward", [_registration(leaf)], authenticator=None, port=0)
+    pool_to_leaf = ChannelPool(settings.with_overrides(addresses={"reward": f"127.0.0.1:{downstream.port}"}))
+
+    async def relay(request: bytes, context) -> bytes:
+        on_relay(context)
+        return await pool_to_leaf.channel("reward").unary_unary(f"/{SERVICE}/Call")(b"")
+
+    upstream = await start_server(settings, "jobs", [_registration(relay)], authenticator=None, port=0)
+    try:
+        async with ChannelPool(
+            settings.with_overrides(addresses={"jobs": f"127.0.0.1:{upstream.port}"})
+        ) as pool:
+            yield pool.channel("jobs").unary_unary(f"/{SERVICE}/Call")
+    finally:
+        await pool_to_leaf.close()
+        await upstream.stop(0)
+        await downstream.stop(0)
+
+
 async def test_trace_context_flows_from_service_to_service():
     settings = Settings(auth_enabled=False)
     configure_tracing(settings, "cohort-test")
@@ -34,22 +59,8 @@ async def test_trace_context_flows_from_service_to_service():
     async def leaf(request: bytes, context) -> bytes:
         return b"leaf"
 
-    downstream = await start_server(settings, "reward", [_registration(leaf)], authenticator=None, port=0)
-    pool_to_leaf = ChannelPool(settings.with_overrides(addresses={"reward": f"127.0.0.1:{downstream.port}"}))
-
-    async def relay(request: bytes, context) -> bytes:
-        return await pool_to_leaf.channel("reward").unary_unary(f"/{SERVICE}/Call")(b"")
-
-    upstream = await start_server(settings, "jobs", [_registration(relay)], authenticator=None, port=0)
-    try:
-        async with ChannelPool(
-            settings.with_overrides(addresses={"jobs": f"127.0.0.1:{upstream.port}"})
-        ) as pool:
-            assert await pool.channel("jobs").unary_unary(f"/{SERVICE}/Call")(b"") == b"leaf"
-    finally:
-        await pool_to_leaf.close()
-        await upstream.stop(0)
-        await downstream.stop(0)
+    async with relay_to_leaf(settings, leaf) as call:
+        assert await call(b"") == b"leaf"
 
     spans = [s for s in exporter.get_finished_spans() if s.attributes.get("rpc.service") == SERVICE]
     clients = [s for s in spans if s.kind is SpanKind.CLIENT]
@@ -79,25 +90,12 @@ async def test_without_span_processors_the_callers_trace_reaches_the_next_servic
         leaf_traceparents.append(dict(context.invocation_metadata()).get("traceparent"))
         return b"leaf"
 
-    downstream = await start_server(settings, "reward", [_registration(leaf)], authenticator=None, port=0)
-    pool_to_leaf = ChannelPool(settings.with_overrides(addresses={"reward": f"127.0.0.1:{downstream.port}"}))
-
-    async def relay(request: bytes, context) -> bytes:
+    def on_relay(context) -> None:
         seen.setdefault("relay_span", trace.get_current_span().get_span_context())
-        return await pool_to_leaf.channel("reward").unary_unary(f"/{SERVICE}/Call")(b"")
 
-    upstream = await start_server(settings, "jobs", [_registration(relay)], authenticator=None, port=0)
-    try:
-        async with ChannelPool(
-            settings.with_overrides(addresses={"jobs": f"127.0.0.1:{upstream.port}"})
-        ) as pool:
-            call = pool.channel("jobs").unary_unary(f"/{SERVICE}/Call")
-            assert await call(b"", metadata=(("traceparent", traceparent),)) == b"leaf"
-            assert await call(b"") == b"leaf"  # no trace context: none is made up
-    finally:
-        await pool_to_leaf.close()
-        await upstream.stop(0)
-        await downstream.stop(0)
+    async with relay_to_leaf(settings, leaf, on_relay) as call:
+        assert await call(b"", metadata=(("traceparent", traceparent),)) == b"leaf"
+        assert await call(b"") == b"leaf"  # no trace context: none is made up
 
     relay_span = seen["relay_span"]
     assert relay_span.is_remote and format(relay_span.span_id, "016x") == "00f067aa0ba902b7", (
