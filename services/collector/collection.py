@@ -417,7 +417,7 @@ class Collector:
                 trajectories = [_result_of(done, tasks[done]) for done in batch]
                 results = await self._writer.write(tenant_id, trajectories)
                 for done, trajectory, item in zip(batch, trajectories, results, strict=True):
-                    _note_store_failure(trajectory, item)
+                    _note_store_failure(trajectory, item, self._store)
                     yield collector_pb2.CollectGroupResponse(
                         trajectory=trajectory, rollout_index=tasks[done].index
                     )
@@ -536,9 +536,13 @@ def _result_of(done: asyncio.Task, rollout: Rollout) -> trajectory_pb2.Trajector
     return done.result()
 
 
-def _note_store_failure(trajectory: trajectory_pb2.Trajectory, item: IngestItemResult) -> None:
-    """A rollout the store refused is still reported, as ERROR saying why it is not stored."""
+def _note_store_failure(
+    trajectory: trajectory_pb2.Trajectory, item: IngestItemResult, store: TrajectoryStore
+) -> None:
+    """A rollout the store refused is still reported, as ERROR saying why it is not stored, and
+    redacted as the store would have (the recording left that to the store)."""
     if item.status is ItemStatus.FAILED:
+        store.redact(trajectory)
         log.warning("rollout %s not stored: %s", trajectory.trajectory_id, item.error)
         trajectory.termination_reason = trajectory_pb2.TERMINATION_REASON_ERROR
         trajectory.termination_detail = f"not stored: {item.error}"

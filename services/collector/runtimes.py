@@ -118,6 +118,9 @@ class RecorderRecording:
         self.context: AgentContext | None = None
         self.recorder = TrajectoryRecorder(
             sink="memory",
+            # The collector's store redacts each trajectory it stores (and the collector one it
+            # could not store) before it leaves the process: redacting each event too is waste.
+            redact=False,
             prices=prices,
             agent_name=rollout.agent.name,
             agent_version=rollout.agent.version,

@@ -333,7 +333,7 @@ class _Pipeline:
     """The per-trajectory CPU work; one instance per store, used from worker threads."""
 
     def __init__(self, redactor: Redactor, prices: PriceTable | None, fill_usage: Any) -> None:
-        self._redactor = redactor
+        self.redactor = redactor
         self._prices = prices
         self._fill_usage = fill_usage
 
@@ -356,7 +356,7 @@ class _Pipeline:
             t.superseded = False
             if not t.trajectory_id:
                 t.trajectory_id = new_trajectory_id()
-            self._redactor.redact_trajectory(t)
+            self.redactor.redact_trajectory(t)
             sha = hashlib.sha256(t.SerializeToString(deterministic=True)).hexdigest()
             if self._fill_usage is not None:
                 self._fill_usage(t, self._prices)
@@ -424,6 +424,10 @@ class TrajectoryStore:
         self._cache = EmbeddingCache(max_rows=embedding_cache_rows)
         self._stored_since_analyze = 0
         self._analyze_after = SQLITE_FIRST_ANALYZE
+
+    def redact(self, trajectory: Trajectory) -> None:
+        """Redacts `trajectory` in place with the store's rules, as `ingest` does."""
+        self._pipeline.redactor.redact_trajectory(trajectory)
 
     # -- ingest --
 

@@ -120,3 +120,14 @@ async def latency_agent(task: Task, context: AgentContext) -> AgentResult:
         await asyncio.sleep(latency)
         _step(context, number, TOOLS[number % len(TOOLS)], f"result {number}")
     return AgentResult(success=True, final_result="done")
+
+
+LEAKED_SECRET = "sk-proj-" + "Q1w2E3r4T5y6U7i8O9p0A1s2D3f4"
+
+
+async def leaky_agent(task: Task, context: AgentContext) -> AgentResult:
+    """One step whose tool result and final answer carry an API key; `{"nan_score": true}` also
+    reports a score the store refuses, so the rollout comes back unstored."""
+    _step(context, 1, TOOLS[0], f"the key is {LEAKED_SECRET}")
+    score = float("nan") if task.payload.get("nan_score") else 1.0
+    return AgentResult(success=True, final_result=f"use {LEAKED_SECRET}", score=score)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 
 import grpc
@@ -421,3 +422,47 @@ async def test_policy_problems(suite):
                 payload,
                 t.termination_detail,
             )
+
+
+@pytest.mark.parametrize("nan_score", [False, True])
+async def test_secrets_never_leave_the_collector(suite, nan_score):
+    from agents.python_agents import LEAKED_SECRET
+
+    stub = collector(suite)
+    req = request(
+        python_runtime("leaky_agent"),
+        payload=json.dumps({"nan_score": nan_score}),
+        group_size=2,
+        group_id=f"g-leaky-{nan_score}",
+    )
+    responses = await collect(stub, req)
+    assert len(responses) == 2
+    for response in responses:
+        trajectory = response.trajectory
+        assert trajectory.agent_steps, "the step with the key was recorded"
+        assert LEAKED_SECRET not in str(trajectory), "streamed back unredacted"
+        # a score the runtime refuses ends the rollout as ERROR; it is stored all the same
+        assert (trajectory.termination_reason == tpb.TERMINATION_REASON_ERROR) is nan_score
+    found = await stored(stub, group_id=req.group_id)
+    assert len(found) == 2 and all(LEAKED_SECRET not in str(t) for t in found)
+
+
+async def test_a_rollout_the_store_refuses_is_redacted_before_it_is_streamed(tmp_path):
+    from agents.python_agents import LEAKED_SECRET
+
+    from cohort.errors import InvalidArgument
+    from cohort.services.collector.collection import _note_store_failure
+    from cohort.services.collector.store import IngestItemResult, ItemStatus, TrajectoryStore
+    from cohort.storage.engine import open_database
+
+    database = await open_database(Settings(data_dir=tmp_path))
+    try:
+        trajectory = tpb.Trajectory(trajectory_id="t-1", final_result=f"use {LEAKED_SECRET}")
+        refused = IngestItemResult(
+            0, "t-1", ItemStatus.FAILED, InvalidArgument("trajectory.labels", "too long")
+        )
+        _note_store_failure(trajectory, refused, TrajectoryStore(database))
+    finally:
+        await database.close()
+    assert LEAKED_SECRET not in str(trajectory) and trajectory.final_result.startswith("use ")
+    assert trajectory.termination_detail.startswith("not stored")

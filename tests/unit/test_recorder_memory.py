@@ -15,6 +15,7 @@ from trae_types import LLMMessage, LLMResponse, LLMUsage, Tool, ToolCall, ToolRe
 
 from cohort import toolbench
 from cohort.api.trajectory.v1 import trajectory_pb2
+from cohort.errors import InvalidArgument
 from cohort.runtime import AgentContext
 from cohort.sdk import TrajectoryRecorder, load_recorded
 from cohort.sdk import journal as journal_module
@@ -287,3 +288,17 @@ def test_build_recorded_equals_load_recorded_on_the_live_state(clock) -> None:
     _assert_same(
         build_recorded(state.trae, state.cohort), load_recorded({**state.trae, COHORT_KEY: state.cohort})
     )
+
+
+def test_only_a_memory_recording_may_leave_redaction_to_its_caller(tmp_path):
+    secret = "sk-proj-" + "A1b2C3d4E5f6G7h8I9j0K1l2"
+    with pytest.raises(InvalidArgument) as caught:
+        TrajectoryRecorder(tmp_path / "t.json", sink="file", redact=False)
+    assert caught.value.field == "redact"
+    kept = TrajectoryRecorder(sink="memory", redact=False)
+    redacted = TrajectoryRecorder(sink="memory")
+    for recorder in (kept, redacted):
+        recorder.start_recording(f"use {secret}", "p", "m", 3)
+        recorder.finalize_recording(True, f"done with {secret}")
+    assert kept.trajectory.final_result == f"done with {secret}"  # the caller redacts it
+    assert secret not in str(redacted.trajectory)

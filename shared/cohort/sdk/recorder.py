@@ -324,6 +324,8 @@ class TrajectoryRecorder:
     collector recording its in-process rollouts, where a journal per rollout would cost more than
     the rollout). `fsync="event"` fsyncs the journal after every event (durable against
     power loss, measured far slower); the default `"finalize"` fsyncs once at the end.
+    `redact=False` (memory mode only) keeps events as recorded, for a caller that redacts the finished
+    trajectory itself before it goes anywhere.
     """
 
     def __init__(
@@ -343,6 +345,7 @@ class TrajectoryRecorder:
         iteration: int = 0,
         query_id: str = "",
         fsync: Literal["finalize", "event"] = "finalize",
+        redact: bool = True,
     ) -> None:
         if sink not in ("file", "collector", "both", "memory"):
             raise InvalidArgument("sink", f"must be 'file', 'collector', 'both' or 'memory', not {sink!r}")
@@ -350,6 +353,8 @@ class TrajectoryRecorder:
             raise InvalidArgument("collector", f"sink={sink!r} needs a CollectorSink")
         if fsync not in ("finalize", "event"):
             raise InvalidArgument("fsync", f"must be 'finalize' or 'event', not {fsync!r}")
+        if not redact and sink != "memory":
+            raise InvalidArgument("redact", "only a memory recording (nothing written or sent) may skip it")
         if trajectory_path is not None:
             self.trajectory_path: Path = Path(trajectory_path)
         elif sink == "memory":
@@ -378,7 +383,10 @@ class TrajectoryRecorder:
             "iteration": int(iteration),
             "query_id": query_id,
         }
-        self._state.cohort.update(self._redact(self._identity))
+        # redact=False: the caller redacts the finished trajectory before it goes anywhere (the
+        # collector's store redacts everything it stores), so redacting each event is work done twice.
+        self._redact_events = redact
+        self._state.cohort.update(self._redact(self._identity) if redact else self._identity)
         self._last_call: tuple[list[Any], Any, int] = ([], _MISSING, -1)
         self.started = False
         self.finalized = False
@@ -684,7 +692,7 @@ class TrajectoryRecorder:
                 log.warning("%s: %s recorded after finalize_recording; ignored", self.trajectory_path, event)
                 return
             if self.sink == "memory":  # no journal line to encode: redact only
-                if not self._redact.is_clean(data):
+                if self._redact_events and not self._redact.is_clean(data):
                     data = self._redact(data)
                 self._state.apply(event, moment, data)
                 return
