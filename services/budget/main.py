@@ -49,5 +49,6 @@ def registrations(context: ServiceContext) -> list[ServiceRegistration]:
             service_name="cohort.api.budget.v1.BudgetService",
             servicer=BudgetServiceServicer(service),
             add_to_server=budget_pb2_grpc.add_BudgetServiceServicer_to_server,
+            on_stop=service.close,  # its maintenance task and Redis client
         )
     ]

@@ -44,38 +44,23 @@ def job_runner(context: ServiceContext) -> JobRunner | RunnerUnavailable:
     return orchestration.TrainingRunner(context)
 
 
-def _bind_lifecycle(server, service: JobService, context: ServiceContext) -> None:
-    """Starts the job manager with the server and stops it (handing running jobs back) before the
-    server stops, while the database is still open."""
-    start, stop = server.start, server.stop
-
-    async def start_with_jobs():
-        await start()
-        await service.start(ready=lambda: hasattr(context, "channels"))
-
-    async def stop_with_jobs(grace):
-        try:
-            await service.stop()
-        finally:
-            await stop(grace)
-
-    server.start, server.stop = start_with_jobs, stop_with_jobs
-
-
 def registrations(context: ServiceContext) -> list[ServiceRegistration]:
     service = JobService(
         context.settings, context.database, job_runner(context), channels=lambda: context.channels
     )
 
-    def add_job_service(servicer, server) -> None:
-        jobs_pb2_grpc.add_JobServiceServicer_to_server(servicer, server)
-        _bind_lifecycle(server, service, context)
+    async def start_job_manager() -> None:
+        # Jobs start once every server of the process is bound (their runners call the others).
+        await service.start(ready=lambda: hasattr(context, "channels"))
 
     return [
         ServiceRegistration(
             service_name="cohort.api.jobs.v1.JobService",
             servicer=JobServiceServicer(service),
-            add_to_server=add_job_service,
+            add_to_server=jobs_pb2_grpc.add_JobServiceServicer_to_server,
+            on_start=start_job_manager,
+            # Running jobs are handed back before the server stops, while the database is open.
+            on_stop=service.stop,
         ),
         ServiceRegistration(
             service_name="cohort.api.identity.v1.ApiKeyService",

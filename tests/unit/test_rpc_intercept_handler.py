@@ -6,6 +6,7 @@ from __future__ import annotations
 from contextlib import asynccontextmanager
 
 import grpc
+import pytest
 
 from cohort.config import Settings
 from cohort.rpc.interceptors import AroundInterceptor, intercept_handler
@@ -71,29 +72,40 @@ def test_a_generic_handler_is_wrapped_once_per_method():
     assert wrapped.service(Details("/cohort.test.v1.Svc/Unknown")) is None
 
 
-async def test_a_registration_may_hook_the_start_and_stop_of_the_server_it_is_given():
+def _hooked(name: str, seen: list[str], *, fail_start: bool = False) -> ServiceRegistration:
+    async def on_start() -> None:
+        if fail_start:
+            raise RuntimeError(f"{name} cannot start")
+        seen.append(f"start {name}")
+
+    async def on_stop() -> None:
+        seen.append(f"stop {name}")
+
+    return ServiceRegistration(f"x.v1.{name}", None, lambda servicer, server: None, on_start, on_stop)
+
+
+async def test_registrations_start_with_the_server_and_stop_before_it_in_reverse_order():
     seen: list[str] = []
-
-    def register(servicer, server) -> None:
-        start, stop = server.start, server.stop
-
-        async def hooked_start():
-            await start()
-            seen.append("started")
-
-        async def hooked_stop(grace):
-            seen.append("stopping")
-            await stop(grace)
-
-        server.start, server.stop = hooked_start, hooked_stop
-
     running = await start_server(
         Settings(auth_enabled=False),
         "jobs",
-        [ServiceRegistration("x.v1.S", None, register)],
+        [_hooked("A", seen), _hooked("B", seen)],
         authenticator=None,
         port=0,
     )
-    assert seen == ["started"]
+    assert seen == ["start A", "start B"]
     await running.stop(0)
-    assert seen == ["started", "stopping"]
+    assert seen == ["start A", "start B", "stop B", "stop A"]
+
+
+async def test_a_registration_failing_to_start_stops_those_started_and_the_server():
+    seen: list[str] = []
+    with pytest.raises(RuntimeError, match="B cannot start"):
+        await start_server(
+            Settings(auth_enabled=False),
+            "jobs",
+            [_hooked("A", seen), _hooked("B", seen, fail_start=True)],
+            authenticator=None,
+            port=0,
+        )
+    assert seen == ["start A", "stop A"]

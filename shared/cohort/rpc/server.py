@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import grpc
@@ -40,6 +40,10 @@ class ServiceRegistration:
     servicer: object
     add_to_server: Callable[[object, grpc.aio.Server], None]
     """The generated `add_XxxServicer_to_server`."""
+    on_start: Callable[[], Awaitable[None]] | None = None
+    """Runs once the server is listening (background work of the service, for example)."""
+    on_stop: Callable[[], Awaitable[None]] | None = None
+    """Runs when the server is asked to stop, before it stops: the database is still open."""
 
 
 class RunningServer:
@@ -52,16 +56,25 @@ class RunningServer:
         component: str,
         port: int,
         default_grace: float,
+        on_stop: Sequence[Callable[[], Awaitable[None]]] = (),
     ) -> None:
         self.server = server
         self.health = health
         self.component = component
         self.port = port
         self._default_grace = default_grace
+        self._on_stop = tuple(on_stop)
 
     async def stop(self, grace: float | None = None) -> None:
         await self.health.enter_graceful_shutdown()
-        await self.server.stop(self._default_grace if grace is None else grace)
+        try:
+            for hook in reversed(self._on_stop):  # the last started stops first
+                try:
+                    await hook()
+                except Exception:
+                    logger.exception("%s: a service failed to stop cleanly", self.component)
+        finally:
+            await self.server.stop(self._default_grace if grace is None else grace)
 
 
 _WRAPPED_METHODS_CACHED = 4096
@@ -93,8 +106,7 @@ class _InterceptedHandlers(grpc.GenericRpcHandler):
 class _InterceptingServer(grpc.aio.Server):
     """The server as registrations (and `RunningServer`) see it: every handler registered through it
     is wrapped in the interceptors, so grpc runs no interceptor chain per call to find a handler.
-    Everything else is the grpc server's; a registration may hook `start`/`stop` on this object (the
-    jobs service does), so the server is started and stopped through it."""
+    Everything else is the grpc server's."""
 
     def __init__(self, server: grpc.aio.Server, interceptors: Sequence[AroundInterceptor]) -> None:
         self._server = server
@@ -198,12 +210,26 @@ async def start_server(
         raise OSError(f"{component}: cannot listen on {address}")
 
     await server.start()
+    started: list[Callable[[], Awaitable[None]]] = []
+    try:
+        for registration in registrations:
+            if registration.on_start is not None:
+                await registration.on_start()
+            if registration.on_stop is not None:
+                started.append(registration.on_stop)
+    except BaseException:
+        for hook in reversed(started):
+            await hook()
+        await server.stop(0)
+        raise
     for name in ("", *service_names):
         await health_servicer.set(name, _SERVING)
     logger.info(
         "%s listening on %s (%s)", component, _host_port(settings.host, bound_port), settings.tls.mode.value
     )
-    return RunningServer(server, health_servicer, component, bound_port, settings.shutdown_grace_seconds)
+    return RunningServer(
+        server, health_servicer, component, bound_port, settings.shutdown_grace_seconds, on_stop=started
+    )
 
 
 async def serve_until_signal(servers: Sequence[RunningServer], grace: float) -> None:
