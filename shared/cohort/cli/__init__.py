@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -23,6 +22,7 @@ from typing import Any, TypeVar
 
 import click
 
+from cohort.cli import quiet_grpc  # noqa: F401 - before anything loads gRPC
 from cohort.config import GRPC_SERVICE_NAMES, SERVICE_NAMES, ConfigError, Settings
 from cohort.errors import CohortError
 from cohort.event_loop import run_event_loop
@@ -119,8 +119,6 @@ def main() -> None:
     Configuration comes from COHORT_* environment variables (see README.md); with none set, Cohort
     runs on the embedded default: SQLite under ./var, every service on 127.0.0.1.
     """
-    # gRPC core logs every GOAWAY of a graceful shutdown at INFO; a command line wants errors only.
-    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 
 @main.command()
