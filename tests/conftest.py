@@ -60,3 +60,21 @@ async def database_settings(request, tmp_path):
     finally:
         await connection.execute(f'DROP SCHEMA "{schema}" CASCADE')
         await connection.close()
+
+
+@pytest.fixture
+async def start_suite_for():
+    """`await start_suite_for(settings, components)`: a suite on ephemeral ports, stopped (in the
+    order started) when the test ends."""
+    from cohort.services.suite import start_suite
+
+    started = []
+
+    async def start(settings: Settings, components: list[str]):
+        suite = await start_suite(settings, components, ephemeral_ports=True)
+        started.append(suite)
+        return suite
+
+    yield start
+    for suite in started:
+        await suite.stop(0)

@@ -224,7 +224,10 @@ class JobService:
     async def get(self, job_id: str) -> jobs_pb2.Job:
         if not job_id:
             raise InvalidArgument("job_id", "is required")
-        tenant_id = current_tenant()
+        return await self._snapshot(current_tenant(), job_id)
+
+    async def _snapshot(self, tenant_id: str, job_id: str) -> jobs_pb2.Job:
+        """The job's recent snapshot from the fan-out, else read from the table (and kept)."""
         recent = self._recent.get(tenant_id, job_id)
         if recent is not None:
             return recent
@@ -253,10 +256,7 @@ class JobService:
         with self.notifier.subscribe(tenant, job_id) as subscription:
             # A recent snapshot is as new as any change published before the subscription; one
             # committed but not yet published will be delivered to it.
-            latest = self._recent.get(tenant, job_id)
-            if latest is None:
-                latest = await self._store.get(tenant, job_id)
-                self._recent.offer(latest)
+            latest = await self._snapshot(tenant, job_id)
             sent = after_revision
             if latest.revision > sent:
                 yield latest, False

@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -36,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import aiohttp  # noqa: E402
 import grpc  # noqa: E402
 from figures import Figure, percentile  # noqa: E402
+from service_process import cpu_seconds, start_service  # noqa: E402
 
 from cohort.api.jobs.v1 import jobs_pb2, jobs_pb2_grpc  # noqa: E402
 from cohort.event_loop import run_event_loop  # noqa: E402
@@ -43,7 +43,6 @@ from cohort.event_loop import run_event_loop  # noqa: E402
 CLIENTS = 200
 LATENCY_RATE = 1000.0
 WARMUP_SECONDS = 1.0
-SERVICE_NAMES = ("collector", "reward", "trainer", "checkpoint", "budget", "jobs", "gateway")
 TESTS_DIR = Path(__file__).parents[1]
 SPEC = {
     "runtime": {"toolbench": {}},
@@ -53,44 +52,17 @@ SPEC = {
 }
 
 
-def _listening(component: str) -> re.Pattern[str]:
-    return re.compile(rf"^\s*\|?\s*{component}\s*\|?\s+(\S+):(\d+)")
-
-
 def start(component: str, data_dir: str, extra_env: dict[str, str]) -> tuple[subprocess.Popen, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COHORT_")}
-    env.update(
-        COHORT_DATA_DIR=data_dir,
-        COHORT_LOG_LEVEL="WARNING",
-        COHORT_TEST_JOB_RUNNER="integration.test_gateway_jsonrpc:make_runner",
-        PYTHONPATH=os.pathsep.join([str(TESTS_DIR), env.get("PYTHONPATH", "")]),
-        **{f"COHORT_{name.upper()}_PORT": "0" for name in SERVICE_NAMES},
-        **extra_env,
+    """A service whose jobs run with the idle/tick test runner of the gateway tests."""
+    return start_service(
+        component,
+        data_dir,
+        {
+            "COHORT_TEST_JOB_RUNNER": "integration.test_gateway_jsonrpc:make_runner",
+            "PYTHONPATH": os.pathsep.join([str(TESTS_DIR), os.environ.get("PYTHONPATH", "")]),
+            **extra_env,
+        },
     )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "cohort.cli", "serve", component],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    pattern, address, lines = _listening(component), None, []
-    for line in process.stdout:
-        lines.append(line)
-        match = pattern.match(line)
-        if match:
-            address = f"{match.group(1)}:{match.group(2)}"
-        if "Ctrl-C or SIGTERM" in line:
-            break
-    if address is None:
-        process.terminate()
-        raise RuntimeError(f"cohort serve {component} did not report its address:\n" + "".join(lines))
-    return process, address
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def _rpc(http: aiohttp.ClientSession, method: str, params: dict) -> dict:

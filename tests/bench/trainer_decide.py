@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import grpc  # noqa: E402
 from figures import Figure, percentile  # noqa: E402
+from service_process import start_service  # noqa: E402
 
 from cohort.api.trainer.v1 import trainer_pb2 as pb  # noqa: E402
 from cohort.api.trainer.v1 import trainer_pb2_grpc  # noqa: E402
@@ -35,37 +34,6 @@ from cohort.event_loop import run_event_loop  # noqa: E402
 THROUGHPUT_CONCURRENCY = 64
 LATENCY_CONCURRENCY = 4
 WARMUP_SECONDS = 1.0
-SERVICE_NAMES = ("collector", "reward", "trainer", "checkpoint", "budget", "jobs", "gateway")
-_LISTENING = re.compile(r"^\s*\|?\s*trainer\s*\|?\s+(\S+):(\d+)")
-
-
-def start_server(data_dir: str) -> tuple[subprocess.Popen, str]:
-    """`cohort serve trainer` on port 0; returns the process and the trainer's address."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COHORT_")}
-    env["COHORT_DATA_DIR"] = data_dir
-    for name in SERVICE_NAMES:
-        env[f"COHORT_{name.upper()}_PORT"] = "0"
-    env["COHORT_LOG_LEVEL"] = "WARNING"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "cohort.cli", "serve", "trainer"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    address = None
-    lines = []
-    for line in process.stdout:
-        lines.append(line)
-        match = _LISTENING.match(line)
-        if match:
-            address = f"{match.group(1)}:{match.group(2)}"
-        if "Ctrl-C or SIGTERM" in line:
-            break
-    if address is None:
-        process.terminate()
-        raise RuntimeError("cohort serve trainer did not report its address:\n" + "".join(lines))
-    return process, address
 
 
 async def _phase(
@@ -145,7 +113,7 @@ def in_process_decide_microseconds(calls: int = 20_000) -> float:
 def figures() -> list[Figure]:
     seconds = float(os.environ.get("COHORT_BENCH_DECIDE_SECONDS", "5"))
     with tempfile.TemporaryDirectory() as tmp:
-        process, address = start_server(tmp)
+        process, address = start_service("trainer", tmp)
         try:
             api_key = (Path(tmp) / "admin.key").read_text().strip()
             result = run_event_loop(measure(address, api_key, seconds))

@@ -23,25 +23,15 @@ from cohort.rpc.client import bad_request, error_info
 from cohort.services.checkpoint.blobstore import MANIFEST_NAME, STAGING_PREFIX, LocalBlobStore, SaveStage
 from cohort.services.checkpoint.service import CheckpointService
 from cohort.services.checkpoint.state import TrainingState, decode_training_state, encode_training_state
-from cohort.services.suite import start_suite
 
 MiB = 1024 * 1024
 
 
 @pytest.fixture
-async def start(database_settings):
-    started = []
-
-    async def start(**overrides):
-        suite = await start_suite(
-            database_settings.with_overrides(**overrides), ["checkpoint", "jobs"], ephemeral_ports=True
-        )
-        started.append(suite)
-        return suite
-
-    yield start
-    for suite in started:
-        await suite.stop(0)
+def start(start_suite_for, database_settings):
+    return lambda **overrides: start_suite_for(
+        database_settings.with_overrides(**overrides), ["checkpoint", "jobs"]
+    )
 
 
 @pytest.fixture

@@ -18,7 +18,6 @@ from cohort.api.trainer.v1 import trainer_pb2, trainer_pb2_grpc
 from cohort.api.trajectory.v1 import trajectory_pb2 as tpb
 from cohort.config import Settings
 from cohort.rpc.client import bad_request
-from cohort.services.suite import start_suite
 
 COMPLETED = tpb.TERMINATION_REASON_COMPLETED
 ERROR = tpb.TERMINATION_REASON_ERROR
@@ -28,17 +27,8 @@ COMPONENTS = ["all"]
 
 
 @pytest.fixture
-async def start():
-    started = []
-
-    async def start(settings: Settings):
-        suite = await start_suite(settings, COMPONENTS, ephemeral_ports=True)
-        started.append(suite)
-        return suite
-
-    yield start
-    for suite in started:
-        await suite.stop(0)
+def start(start_suite_for):
+    return lambda settings: start_suite_for(settings, COMPONENTS)
 
 
 @pytest.fixture

@@ -16,26 +16,16 @@ from cohort.api.collector.v1 import collector_pb2_grpc
 from cohort.api.identity.v1 import identity_pb2, identity_pb2_grpc
 from cohort.api.trajectory.v1 import trajectory_pb2 as tpb
 from cohort.rpc.client import bad_request
-from cohort.services.suite import start_suite
 from cohort.trajectories import ATTEMPT_LABEL
 
 SECRET = "sk-proj-" + "Z9y8X7w6V5u4T3s2R1q0P9o8N7m6"
 
 
 @pytest.fixture
-async def start(database_settings):
-    started = []
-
-    async def start(**overrides):
-        suite = await start_suite(
-            database_settings.with_overrides(**overrides), ["collector", "jobs"], ephemeral_ports=True
-        )
-        started.append(suite)
-        return suite
-
-    yield start
-    for suite in started:
-        await suite.stop(0)
+def start(start_suite_for, database_settings):
+    return lambda **overrides: start_suite_for(
+        database_settings.with_overrides(**overrides), ["collector", "jobs"]
+    )
 
 
 @pytest.fixture

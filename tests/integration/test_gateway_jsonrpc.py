@@ -9,6 +9,7 @@ and cancel; `tick` finishes one iteration per 20 ms.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 
@@ -70,11 +71,12 @@ SPEC = {
 }
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def suite(tmp_path_factory):
+@contextlib.asynccontextmanager
+async def gateway_suite(data_dir, **overrides):
+    """The whole suite, its jobs run by this module's idle/tick runner (`RUNNER_HOOK`)."""
     previous = os.environ.get(TEST_RUNNER_VARIABLE)
     os.environ[TEST_RUNNER_VARIABLE] = RUNNER_HOOK
-    settings = Settings(data_dir=tmp_path_factory.mktemp("gateway-jsonrpc"), auth_cache_seconds=0.0)
+    settings = Settings(data_dir=data_dir, auth_cache_seconds=0.0, **overrides)
     started = await start_suite(settings, ["all"], ephemeral_ports=True)
     try:
         yield started
@@ -86,10 +88,23 @@ async def suite(tmp_path_factory):
             os.environ[TEST_RUNNER_VARIABLE] = previous
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def http(suite):
+@contextlib.asynccontextmanager
+async def gateway_http(suite):
+    """An HTTP session to the suite's gateway with the admin key."""
     headers = {"Authorization": f"Bearer {suite.settings.api_key}"}
     async with aiohttp.ClientSession(f"http://{suite.address('gateway')}", headers=headers) as session:
+        yield session
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def suite(tmp_path_factory):
+    async with gateway_suite(tmp_path_factory.mktemp("gateway-jsonrpc")) as started:
+        yield started
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def http(suite):
+    async with gateway_http(suite) as session:
         yield session
 
 

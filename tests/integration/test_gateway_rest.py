@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 
 import aiohttp
@@ -13,15 +12,12 @@ import pytest
 import pytest_asyncio
 from bench.trajectory_store import make_trajectory
 from google.protobuf import json_format
+from integration.test_gateway_jsonrpc import gateway_http, gateway_suite
 
-from cohort.config import Settings
 from cohort.services.gateway.transcoding import build_routes
-from cohort.services.jobs.main import TEST_RUNNER_VARIABLE
-from cohort.services.suite import start_suite
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
-RUNNER_HOOK = "integration.test_gateway_jsonrpc:make_runner"
 SPEC = {
     "runtime": {"toolbench": {}},
     "dataset": {"toolbench": {"trainCount": 10, "heldoutCount": 5}},
@@ -32,28 +28,14 @@ SPEC = {
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def suite(tmp_path_factory):
-    previous = os.environ.get(TEST_RUNNER_VARIABLE)
-    os.environ[TEST_RUNNER_VARIABLE] = RUNNER_HOOK
-    settings = Settings(
-        data_dir=tmp_path_factory.mktemp("gateway-rest"),
-        auth_cache_seconds=0.0,
-        gateway_max_body_bytes=64 * 1024,
-    )
-    started = await start_suite(settings, ["all"], ephemeral_ports=True)
-    try:
+    directory = tmp_path_factory.mktemp("gateway-rest")
+    async with gateway_suite(directory, gateway_max_body_bytes=64 * 1024) as started:
         yield started
-    finally:
-        await started.stop(0)
-        if previous is None:
-            os.environ.pop(TEST_RUNNER_VARIABLE, None)
-        else:
-            os.environ[TEST_RUNNER_VARIABLE] = previous
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def http(suite):
-    headers = {"Authorization": f"Bearer {suite.settings.api_key}"}
-    async with aiohttp.ClientSession(f"http://{suite.address('gateway')}", headers=headers) as session:
+    async with gateway_http(suite) as session:
         yield session
 
 

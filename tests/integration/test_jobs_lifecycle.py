@@ -30,7 +30,6 @@ from cohort.rpc.client import bad_request, error_info
 from cohort.services.jobs import main as jobs_main
 from cohort.services.jobs import watch as job_watch
 from cohort.services.jobs.runner import JobHandle, JobOutcome, RunResult
-from cohort.services.suite import start_suite
 
 Job = jpb.Job
 
@@ -106,18 +105,9 @@ def new_job(behaviour: str = "tick:0.02", iterations: int = 5, **fields) -> jpb.
 
 
 @pytest.fixture
-async def starter(monkeypatch):
+def starter(monkeypatch, start_suite_for):
     monkeypatch.setenv(jobs_main.TEST_RUNNER_VARIABLE, f"{__name__}:make_runner")
-    started = []
-
-    async def start(settings: Settings, **overrides):
-        suite = await start_suite(settings.with_overrides(**overrides), ["jobs"], ephemeral_ports=True)
-        started.append(suite)
-        return suite
-
-    yield start
-    for suite in started:
-        await suite.stop(0)
+    return lambda settings, **overrides: start_suite_for(settings.with_overrides(**overrides), ["jobs"])
 
 
 @pytest.fixture

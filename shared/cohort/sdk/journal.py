@@ -44,7 +44,15 @@ from pathlib import Path
 from typing import Any
 
 from cohort.api.trajectory.v1 import trajectory_pb2
-from cohort.trajectories.trae import TOP_KEYS
+from cohort.trajectories.trae import (
+    INTERACTION_KEYS,
+    RESPONSE_KEYS,
+    STEP_KEYS,
+    TOOL_CALL_KEYS,
+    TOOL_RESULT_KEYS,
+    TOP_KEYS,
+    USAGE_KEYS,
+)
 
 try:  # POSIX only; without it a live journal is not protected from recovery.
     import fcntl
@@ -470,28 +478,6 @@ class _NotCanonical(Exception):
     """The recording holds something the fast builder does not handle: use `load_recorded`."""
 
 
-_INTERACTION_KEY_TUPLE = ("timestamp", "provider", "model", "input_messages", "response", "tools_available")
-_STEP_KEY_TUPLE = (
-    "step_number",
-    "timestamp",
-    "state",
-    "llm_messages",
-    "llm_response",
-    "tool_calls",
-    "tool_results",
-    "reflection",
-    "error",
-)
-_RESPONSE_KEY_TUPLE = ("content", "model", "finish_reason", "usage", "tool_calls")
-_USAGE_KEY_TUPLE = (
-    "input_tokens",
-    "output_tokens",
-    "cache_creation_input_tokens",
-    "cache_read_input_tokens",
-    "reasoning_tokens",
-)
-_TOOL_CALL_KEY_TUPLE = ("call_id", "name", "arguments", "id")
-_TOOL_RESULT_KEY_TUPLE = ("call_id", "success", "result", "error", "id")
 _MESSAGE_KEY_TUPLES = frozenset(
     {
         ("role", "content"),
@@ -593,7 +579,7 @@ def _build_top_level(t: trajectory_pb2.Trajectory, doc: Mapping[str, Any], refer
 
 
 def _build_interaction(x: Any, obj: Any, path: str, reference: Any, converted: dict[int, Any]) -> None:
-    if type(obj) is not dict or tuple(obj) != _INTERACTION_KEY_TUPLE:
+    if type(obj) is not dict or tuple(obj) != INTERACTION_KEYS:
         reference._read_interaction(x, obj, path, False)
         return
     provider, model, messages = obj["provider"], obj["model"], obj["input_messages"]
@@ -627,7 +613,7 @@ def _build_interaction(x: Any, obj: Any, path: str, reference: Any, converted: d
 
 
 def _build_step(s: Any, obj: Any, path: str, reference: Any, converted: dict[int, Any]) -> None:
-    if type(obj) is not dict or tuple(obj) != _STEP_KEY_TUPLE:
+    if type(obj) is not dict or tuple(obj) != STEP_KEYS:
         reference._read_step(s, obj, path, False)
         return
     number, state, messages = obj["step_number"], obj["state"], obj["llm_messages"]
@@ -729,7 +715,7 @@ def _canonical_prefix(obj: Any, documented: tuple[str, ...]) -> bool:
 
 
 def _build_response(r: Any, obj: Any, path: str, reference: Any) -> None:
-    if not _canonical_prefix(obj, _RESPONSE_KEY_TUPLE):
+    if not _canonical_prefix(obj, RESPONSE_KEYS):
         reference._read_response(r, obj, path)
         return
     content, model, finish_reason = obj["content"], obj["model"], obj["finish_reason"]
@@ -753,16 +739,16 @@ def _build_response(r: Any, obj: Any, path: str, reference: Any) -> None:
         _build_usage(r.usage, usage, f"{path}.usage", reference)
     for i, item in enumerate(calls or ()):
         _build_tool_call(r.tool_calls.add(), item, f"{path}.tool_calls[{i}]", reference)
-    extra = _extras(obj, _RESPONSE_KEY_TUPLE)
+    extra = _extras(obj, RESPONSE_KEYS)
     if extra:
         r.extra_json = extra
 
 
 def _build_usage(u: Any, obj: Any, path: str, reference: Any) -> None:
-    if not _canonical_prefix(obj, _USAGE_KEY_TUPLE):
+    if not _canonical_prefix(obj, USAGE_KEYS):
         reference._read_usage(u, obj, path)
         return
-    for key in _USAGE_KEY_TUPLE:
+    for key in USAGE_KEYS:
         value = obj[key]
         if value is None:
             continue
@@ -771,13 +757,13 @@ def _build_usage(u: Any, obj: Any, path: str, reference: Any) -> None:
             reference._read_usage(u, obj, path)
             return
         setattr(u, key, value)
-    extra = _extras(obj, _USAGE_KEY_TUPLE)
+    extra = _extras(obj, USAGE_KEYS)
     if extra:
         u.extra_json = extra
 
 
 def _build_tool_call(c: Any, obj: Any, path: str, reference: Any) -> None:
-    if not _canonical_prefix(obj, _TOOL_CALL_KEY_TUPLE):
+    if not _canonical_prefix(obj, TOOL_CALL_KEYS):
         reference._read_tool_call(c, obj, path)
         return
     call_id, name, provider_id = obj["call_id"], obj["name"], obj["id"]
@@ -789,13 +775,13 @@ def _build_tool_call(c: Any, obj: Any, path: str, reference: Any) -> None:
     c.arguments_json = _ARGUMENTS_ENCODER.encode(obj["arguments"])
     if provider_id is not None:
         c.id = provider_id
-    extra = _extras(obj, _TOOL_CALL_KEY_TUPLE)
+    extra = _extras(obj, TOOL_CALL_KEYS)
     if extra:
         c.extra_json = extra
 
 
 def _build_tool_result(r: Any, obj: Any, path: str, reference: Any) -> None:
-    if not _canonical_prefix(obj, _TOOL_RESULT_KEY_TUPLE):
+    if not _canonical_prefix(obj, TOOL_RESULT_KEYS):
         reference._read_tool_result(r, obj, path)
         return
     call_id, success, result, error, provider_id = (
@@ -819,7 +805,7 @@ def _build_tool_result(r: Any, obj: Any, path: str, reference: Any) -> None:
         r.error = error
     if provider_id is not None:
         r.id = provider_id
-    extra = _extras(obj, _TOOL_RESULT_KEY_TUPLE)
+    extra = _extras(obj, TOOL_RESULT_KEYS)
     if extra:
         r.extra_json = extra
 
