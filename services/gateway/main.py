@@ -12,7 +12,6 @@ and never the gateway process's API key.
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 from dataclasses import dataclass, field
 
@@ -128,11 +127,4 @@ async def start_gateway(context: ServiceContext, *, port: int | None = None) -> 
     )
     await site.start()
     bound_port = site._server.sockets[0].getsockname()[1]  # aiohttp exposes the bound port only here
-    # What start-up built (modules, descriptors, routes) lives as long as the process: out of the
-    # collector's sight, a full collection no longer walks it. Under load those collections, set off by
-    # the short-lived objects of every request, took an eighth of the gateway's CPU. A larger young
-    # generation (50,000 allocations, not 700) then runs the collector far less often for the same
-    # garbage: about 10% more requests per CPU-second in the gateway bench.
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
     return RunningGateway(runner=runner, port=bound_port, backends=app[BACKENDS_KEY])
