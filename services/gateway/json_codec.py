@@ -80,6 +80,27 @@ def dumps(value: Any) -> str:
     return _ENCODER.encode(value)
 
 
+MEMO_MAX_BYTES = 16 * 1024
+"""Responses up to this size have their JSON text remembered by content (`message_json_text`)."""
+
+
+def message_json_text(message: Message) -> str:
+    """`dumps(message_to_json(message))`, remembered for the last few small responses by their bytes.
+
+    Clients polling one job get the same `GetJobResponse` until its revision changes; encoding it to
+    JSON once per revision instead of once per request saves most of the gateway's encoding work.
+    """
+    data = message.SerializeToString(deterministic=True)
+    if len(data) > MEMO_MAX_BYTES:
+        return dumps(message_to_json(message))
+    return _remembered_json_text(type(message), data)
+
+
+@functools.lru_cache(maxsize=256)
+def _remembered_json_text(message_class: type[Message], data: bytes) -> str:
+    return dumps(message_to_json(message_class.FromString(data)))
+
+
 def _encoder_for(descriptor: Descriptor) -> Encoder:
     encoder = _plans.get(descriptor.full_name)
     if encoder is None:

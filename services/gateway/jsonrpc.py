@@ -377,7 +377,7 @@ class JsonRpcHandler:
         except Exception:
             log.exception("JSON-RPC %s failed in the gateway", name)
             return {"error": error_object(INTERNAL_ERROR, "Internal error")}
-        return {"result": json_codec.message_to_json(response)}
+        return {"result": EncodedJson(json_codec.message_json_text(response))}
 
 
 def rpc_error(exc: grpc.aio.AioRpcError, component: str) -> dict[str, Any]:
@@ -392,7 +392,21 @@ def rpc_error(exc: grpc.aio.AioRpcError, component: str) -> dict[str, Any]:
     return error_object(code, status.message, status_to_json(status))
 
 
+class EncodedJson(str):
+    """A result already encoded as JSON text, spliced into its response object as it is."""
+
+
+def _encode_answer(answer: dict[str, Any]) -> str:
+    result = answer.get("result")
+    if result.__class__ is not EncodedJson:
+        return json_codec.dumps(answer)
+    return f'{{"jsonrpc":"2.0","result":{result},"id":{json_codec.dumps(answer["id"])}}}'
+
+
 def _json(value: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(
-        text=json_codec.dumps(value), status=status, content_type="application/json", headers=headers
-    )
+    """A response object (or a batch of them) as the HTTP response."""
+    if isinstance(value, list):
+        text = "[" + ",".join(_encode_answer(answer) for answer in value) + "]"
+    else:
+        text = _encode_answer(value)
+    return web.Response(text=text, status=status, content_type="application/json", headers=headers)

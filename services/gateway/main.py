@@ -24,7 +24,14 @@ from cohort.services.context import ServiceContext
 from cohort.services.gateway.errors import GatewayError, make_status, status_to_json
 from cohort.services.gateway.jsonrpc import JsonRpcHandler
 from cohort.services.gateway.openapi import openapi_document
-from cohort.services.gateway.transcoding import Backends, RouteTable, Transcoder, build_routes, error_response
+from cohort.services.gateway.transcoding import (
+    Backends,
+    RouteTable,
+    Transcoder,
+    build_routes,
+    error_response,
+    read_paths,
+)
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +96,9 @@ def build_app(context: ServiceContext, backends: Backends | None = None) -> web.
     def settings():
         return context.settings
 
-    backends = backends or Backends(settings)
-    table = RouteTable(build_routes())
+    routes = build_routes()
+    backends = backends or Backends(settings, reads=read_paths(routes))
+    table = RouteTable(routes)
     transcoder = Transcoder(table, backends, settings)
     jsonrpc = JsonRpcHandler(backends, settings)
     document = openapi_document(table.routes)

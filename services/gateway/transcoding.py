@@ -42,6 +42,7 @@ from cohort.rpc import tls
 from cohort.rpc.client import channel_options
 from cohort.rpc.interceptors import AUTHORIZATION_KEY, REQUEST_ID_KEY, TENANT_KEY
 from cohort.services.gateway import json_codec
+from cohort.services.gateway.coalescing import CoalescedRead
 from cohort.services.gateway.errors import (
     GatewayError,
     invalid_argument,
@@ -241,6 +242,15 @@ def build_routes(modules: Iterable[Any] | None = None) -> list[Route]:
     return routes
 
 
+def read_paths(routes: Iterable[Route]) -> frozenset[str]:
+    """gRPC paths of the unary RPCs bound to HTTP GET: side-effect free by the API conventions."""
+    return frozenset(
+        route.grpc_path
+        for route in routes
+        if route.http_method == "GET" and not (route.client_streaming or route.server_streaming)
+    )
+
+
 class RouteTable:
     def __init__(self, routes: list[Route]) -> None:
         self.routes = routes
@@ -310,10 +320,12 @@ class Backends:
     so a call carries the HTTP caller's `Authorization` or none (then the backend answers 401).
     They carry no client interceptors but tracing (when it is on): every call sets its deadline and
     metadata itself, and grpc.aio interceptors cost more CPU per call than the rest of the gateway.
+    Calls of the RPCs in `reads` are coalesced (`CoalescedRead`).
     """
 
     settings_source: Any
     """A callable returning the current settings (addresses are known only after every port is bound)."""
+    reads: frozenset[str] = field(default_factory=lambda: read_paths(build_routes()))
     _channels: dict[str, grpc.aio.Channel] = field(default_factory=dict)
     _callables: dict[tuple[str, str], Any] = field(default_factory=dict)
 
@@ -355,6 +367,8 @@ class Backends:
                 response_deserializer=response_class.FromString,
                 _registered_method=True,
             )
+            if path in self.reads and not (client_streaming or server_streaming):
+                found = self._callables[key] = CoalescedRead(found)
         return found
 
     def for_route(self, route: Route) -> Any:
@@ -525,7 +539,9 @@ class Transcoder:
         request_id = _trailing_request_id(await call.trailing_metadata())
         if request_id:
             headers["X-Request-Id"] = request_id
-        return json_response(json_codec.message_to_json(response), headers=headers)
+        return web.Response(
+            text=json_codec.message_json_text(response), content_type="application/json", headers=headers
+        )
 
 
 def _parse_json(body: bytes) -> Any:

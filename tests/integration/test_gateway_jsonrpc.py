@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import os
+import time
 
 import aiohttp
 import pytest
@@ -345,6 +346,32 @@ async def test_pause_resume_cancel(http):
     again = await call(http, "training.resume", {"job_id": job_id})
     assert again["error"]["code"] == -32009  # FAILED_PRECONDITION
     assert again["error"]["data"]["code"] == 9
+
+
+async def test_concurrent_pollers_see_every_change_made_before_they_asked(http):
+    """Identical get_status calls share backend calls (CoalescedRead), but none answers with a job
+    read before the request was sent: each poll sent after the cancel was answered sees it."""
+    job_id = (await start_job(http))["jobId"]
+    await wait_for_state(http, job_id, "STATE_RUNNING")
+    polls: list[tuple[float, int]] = []
+    stop = asyncio.Event()
+
+    async def poll() -> None:
+        while not stop.is_set():
+            sent = time.monotonic()
+            job = (await call(http, "training.get_status", {"job_id": job_id}))["result"]["job"]
+            polls.append((sent, int(job["revision"])))
+
+    pollers = [asyncio.ensure_future(poll()) for _ in range(30)]
+    await asyncio.sleep(0.2)
+    cancelled = (await call(http, "training.cancel", {"job_id": job_id}))["result"]["job"]
+    answered = time.monotonic()
+    await asyncio.sleep(0.3)
+    stop.set()
+    await asyncio.gather(*pollers)
+    after = [revision for sent, revision in polls if sent > answered]
+    assert after, "no poll was sent after the cancel"
+    assert min(after) >= int(cancelled["revision"])
 
 
 async def test_evaluate(http):

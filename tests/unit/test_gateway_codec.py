@@ -15,7 +15,9 @@ from cohort.api.jobs.v1 import jobs_pb2
 from cohort.services.gateway.errors import GatewayError
 from cohort.services.gateway.json_codec import (
     BadJson,
+    dumps,
     loads,
+    message_json_text,
     message_to_json,
     parse_into,
     set_from_strings,
@@ -92,6 +94,21 @@ def test_the_fast_encoder_matches_json_format(message_class):
     for message in (message_class(), _fill(message_class())):
         expected = json_format.MessageToDict(message, always_print_fields_with_no_presence=True)
         assert message_to_json(message) == expected
+
+
+@pytest.mark.parametrize("message_class", MESSAGE_CLASSES, ids=lambda cls: cls.DESCRIPTOR.full_name)
+def test_the_remembered_json_text_is_the_message_encoded(message_class):
+    for message in (message_class(), _fill(message_class()), _fill(message_class(), seed=7)):
+        for _ in range(2):  # the first encodes; the second is remembered
+            assert message_json_text(message) == dumps(message_to_json(message))
+
+
+def test_a_changed_response_is_encoded_anew():
+    job = jobs_pb2.GetJobResponse(job=jobs_pb2.Job(job_id="j", revision=1))
+    first = message_json_text(job)
+    job.job.revision = 2
+    assert message_json_text(job) != first
+    assert '"revision":"2"' in message_json_text(job)
 
 
 @pytest.mark.parametrize(
