@@ -15,8 +15,12 @@ A custom function that raises, times out (`call_timeout_seconds`), returns a non
 non-numeric value, or cannot be reached fails the score of that trajectory with a reason
 (`RewardFunctionFailed`); the caller keeps the other trajectories.
 
-The registry is process memory: registrations last as long as the reward process. (Durable
-registrations need a table and a migration slot, which the reward service does not have yet.)
+Registrations are stored (`reward_functions`, migration 0008) and survive restarts; a reward
+process caches the ones it has read, which is always safe: a registration never changes once made
+(the same name with another definition is `ALREADY_EXISTS`). Another reward process finds a new one
+in the database at its first use. A Python entry point is imported at registration (an import error
+is the registrant's `INVALID_ARGUMENT`) and again in each process that first calls it; if it cannot
+be imported there, the trajectories it scores fail with `REWARD_FUNCTION_UNAVAILABLE`.
 """
 
 from __future__ import annotations
@@ -27,28 +31,40 @@ import inspect
 import json
 import math
 import re
-import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
 
 import grpc
 import grpc.aio
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from cohort import idempotency
 from cohort.api.reward.v1 import reward_function_pb2, reward_function_pb2_grpc
+from cohort.api.reward.v1 import reward_pb2 as rpb
 from cohort.api.trajectory.v1 import trajectory_pb2 as tpb
-from cohort.errors import AlreadyExists, CohortError, InvalidArgument, NotFound, PermissionDenied
+from cohort.errors import (
+    AlreadyExists,
+    CohortError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+)
 from cohort.paging import check_page_size, decode_page_token, encode_page_token
 from cohort.services.reward import scoring
+from cohort.storage.engine import Database
+from cohort.storage.schema import RewardFunctionRow
 
 DEFAULT_CALL_TIMEOUT_SECONDS = 10.0
 NAME_PATTERN = re.compile(r"[a-z][a-z0-9_.\-]{0,62}")
 ENTRY_POINT_PATTERN = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
 ADDRESS_PATTERN = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.\-]+):[0-9]{1,5}")
 DESCRIPTION_LIMIT = 1000
-IDEMPOTENCY_MEMORY = 10_000
 
 
 class FunctionKind(Enum):
@@ -90,6 +106,37 @@ class RewardFunction:
             other.address,
             other.description,
         )
+
+
+def _from_row(row: RewardFunctionRow) -> RewardFunction:
+    return RewardFunction(
+        name=row.name,
+        kind=FunctionKind(row.kind),
+        entry_point=row.entry_point,
+        address=row.address,
+        description=row.description,
+        create_time=row.create_time,
+    )
+
+
+_KIND_TO_PROTO = {
+    FunctionKind.BUILTIN: rpb.REWARD_FUNCTION_KIND_BUILTIN,
+    FunctionKind.PYTHON: rpb.REWARD_FUNCTION_KIND_PYTHON,
+    FunctionKind.REMOTE: rpb.REWARD_FUNCTION_KIND_REMOTE,
+}
+
+
+def function_to_proto(function: RewardFunction) -> rpb.RewardFunction:
+    message = rpb.RewardFunction(
+        name=function.name,
+        kind=_KIND_TO_PROTO[function.kind],
+        entry_point=function.entry_point,
+        address=function.address,
+        description=function.description,
+    )
+    if isinstance(function.create_time, datetime):
+        message.create_time.FromDatetime(function.create_time)
+    return message
 
 
 # --- built-ins
@@ -258,50 +305,66 @@ def _raised(name: str, exc: BaseException) -> RewardFunctionFailed:
     )
 
 
-class RewardFunctionRegistry:
-    """Registered functions per tenant, with the built-ins beside them, and the means to call them."""
+REGISTER_SCOPE = "cohort.api.reward.v1.RewardService.RegisterRewardFunction"
+ENTRY_POINT_LIMIT = 500
+ADDRESS_LIMIT = 300
 
-    def __init__(self, *, call_timeout_seconds: float = DEFAULT_CALL_TIMEOUT_SECONDS) -> None:
+
+class RewardFunctionRegistry:
+    """Registered functions per tenant, with the built-ins beside them, and the means to call them.
+
+    `database` None: the built-ins only (a scorer with nothing registered); registering needs one.
+    """
+
+    def __init__(
+        self, database: Database | None = None, *, call_timeout_seconds: float = DEFAULT_CALL_TIMEOUT_SECONDS
+    ) -> None:
+        self.database = database
         self.call_timeout_seconds = call_timeout_seconds
         self._functions: dict[tuple[str, str], RewardFunction] = {}
         self._python: dict[str, _PythonFunction] = {}
-        self._requests: dict[tuple[str, str], RewardFunction] = {}
         self._channels: dict[str, grpc.aio.Channel] = {}
-        self._lock = threading.Lock()
 
     # -- registration and listing
 
-    def register(
-        self, tenant_id: str, function: RewardFunction, *, request_id: str = "", is_admin: bool = False
-    ) -> RewardFunction:
-        if request_id and (tenant_id, request_id) in self._requests:
-            return self._requests[(tenant_id, request_id)]
+    async def register(
+        self, tenant_id: str, request: rpb.RegisterRewardFunctionRequest, function: RewardFunction, *,
+        is_admin: bool,
+    ) -> rpb.RegisterRewardFunctionResponse:  # fmt: skip
+        """Stores `function` (the definition `request` asks for); idempotent by `request.request_id`."""
         self._check(function, is_admin)
-        loaded = None
+        if self.database is None:
+            raise FailedPrecondition("this reward service has no database to register functions in")
         if function.kind is FunctionKind.PYTHON:
-            target = _load_entry_point(function.entry_point, "function.entry_point")
-            is_async = inspect.iscoroutinefunction(target) or inspect.iscoroutinefunction(
-                getattr(target, "__call__", None)  # noqa: B004 - an object whose __call__ is async
+            self._python_function(function.entry_point, "function.entry_point")
+
+        async def store(session: AsyncSession) -> rpb.RegisterRewardFunctionResponse:
+            row = await session.get(RewardFunctionRow, (tenant_id, function.name))
+            if row is None:
+                row = RewardFunctionRow(
+                    tenant_id=tenant_id,
+                    name=function.name,
+                    kind=function.kind.value,
+                    entry_point=function.entry_point,
+                    address=function.address,
+                    description=function.description,
+                    create_time=datetime.now(UTC),
+                )
+                session.add(row)
+            elif not _from_row(row).same_definition(function):
+                raise AlreadyExists(
+                    f"reward function {function.name!r} is already registered with another definition"
+                )
+            return rpb.RegisterRewardFunctionResponse(function=function_to_proto(_from_row(row)))
+
+        try:
+            return await idempotency.run_once(
+                self.database, REGISTER_SCOPE, request, rpb.RegisterRewardFunctionResponse, store
             )
-            loaded = _PythonFunction(target, is_async, _accepts_params(target))
-        with self._lock:
-            existing = self._functions.get((tenant_id, function.name))
-            if existing is not None:
-                if not existing.same_definition(function):
-                    raise AlreadyExists(
-                        f"reward function {function.name!r} is already registered with another definition"
-                    )
-                registered = existing
-            else:
-                registered = replace(function, create_time=datetime.now(UTC))
-                self._functions[(tenant_id, function.name)] = registered
-                if loaded is not None:
-                    self._python[function.entry_point] = loaded
-            if request_id:
-                if len(self._requests) >= IDEMPOTENCY_MEMORY:
-                    self._requests.pop(next(iter(self._requests)))
-                self._requests[(tenant_id, request_id)] = registered
-        return registered
+        except IntegrityError:
+            # Registered at the same moment by another request: its definition decides.
+            async with self.database.sessions() as session:
+                return await store(session)
 
     @staticmethod
     def _check(function: RewardFunction, is_admin: bool) -> None:
@@ -318,6 +381,10 @@ class RewardFunctionRegistry:
         if function.kind is FunctionKind.PYTHON:
             if function.address:
                 raise InvalidArgument("function.address", "is for remote functions, not Python ones")
+            if len(function.entry_point) > ENTRY_POINT_LIMIT:
+                raise InvalidArgument(
+                    "function.entry_point", f"is longer than {ENTRY_POINT_LIMIT} characters"
+                )
             if not ENTRY_POINT_PATTERN.fullmatch(function.entry_point):
                 raise InvalidArgument("function.entry_point", "must be 'module:function'")
             if not is_admin:
@@ -326,14 +393,30 @@ class RewardFunctionRegistry:
             if function.entry_point:
                 raise InvalidArgument("function.entry_point", "is for Python functions, not remote ones")
             if (
-                not ADDRESS_PATTERN.fullmatch(function.address)
+                len(function.address) > ADDRESS_LIMIT
+                or not ADDRESS_PATTERN.fullmatch(function.address)
                 or not 0 < int(function.address.rsplit(":", 1)[1]) < 65536
             ):
                 raise InvalidArgument("function.address", "must be 'host:port'")
         else:
             raise InvalidArgument("function.kind", "must be REWARD_FUNCTION_KIND_PYTHON or _REMOTE")
 
+    async def load(self, tenant_id: str, names: Sequence[str]) -> None:
+        """Reads the tenant's registrations of `names` that this process has not read yet (one query)."""
+        missing = sorted({n for n in names if n not in BUILTINS and (tenant_id, n) not in self._functions})
+        if not missing or self.database is None:
+            return
+        async with self.database.sessions() as session:
+            rows = await session.scalars(
+                select(RewardFunctionRow).where(
+                    RewardFunctionRow.tenant_id == tenant_id, RewardFunctionRow.name.in_(missing)
+                )
+            )
+            for row in rows:
+                self._functions[(tenant_id, row.name)] = _from_row(row)
+
     def get(self, tenant_id: str, name: str) -> RewardFunction:
+        """A built-in, or a registration read by `load`."""
         builtin = BUILTINS.get(name)
         if builtin is not None:
             return builtin.function
@@ -342,17 +425,22 @@ class RewardFunctionRegistry:
             raise NotFound(f"no reward function named {name!r}", metadata={"name": name})
         return function
 
-    def list(self, tenant_id: str, page_size: int, page_token: str) -> tuple[list[RewardFunction], str]:
+    async def list(self, tenant_id: str, page_size: int, page_token: str) -> tuple[list[RewardFunction], str]:
         """Built-ins first, then the tenant's functions, each by name."""
         check_page_size(page_size)
         scope = {"list": "reward_functions", "tenant": tenant_id}
         position = decode_page_token(page_token, scope)
-        everything = [(0, name, b.function) for name, b in sorted(BUILTINS.items())] + sorted(
-            (1, name, f) for (tenant, name), f in list(self._functions.items()) if tenant == tenant_id
-        )
-        if position is not None:
-            after = (position[0], position[1])
-            everything = [entry for entry in everything if (entry[0], entry[1]) > after]
+        after = (0, "") if position is None else (position[0], position[1])
+        builtins = [(0, name, b.function) for name, b in sorted(BUILTINS.items()) if (0, name) > after]
+        registered: list[tuple[int, str, RewardFunction]] = []
+        if self.database is not None and len(builtins) <= page_size:
+            query = select(RewardFunctionRow).where(RewardFunctionRow.tenant_id == tenant_id)
+            if after[0] == 1:
+                query = query.where(RewardFunctionRow.name > after[1])
+            query = query.order_by(RewardFunctionRow.name).limit(page_size + 1 - len(builtins))
+            async with self.database.sessions() as session:
+                registered = [(1, row.name, _from_row(row)) for row in await session.scalars(query)]
+        everything = builtins + registered
         page = everything[:page_size]
         next_token = ""
         if len(everything) > page_size:
@@ -374,7 +462,16 @@ class RewardFunctionRegistry:
             compute = BUILTINS[function.name].compute
             return [FunctionResult(*compute(t, params)) for t in trajectories]
         if function.kind is FunctionKind.PYTHON:
-            python = self._python[function.entry_point]
+            try:
+                python = self._python_function(function.entry_point, "entry_point")
+            except InvalidArgument as exc:
+                failure = RewardFunctionFailed(
+                    f"reward function {function.name!r} cannot be imported here: {exc.message}"[:1000],
+                    reason="REWARD_FUNCTION_UNAVAILABLE",
+                    code=grpc.StatusCode.FAILED_PRECONDITION,
+                    function=function.name,
+                )
+                return [failure for _ in trajectories]
             calls = [self._call_python(function.name, python, t, params) for t in trajectories]
         else:
             stub = reward_function_pb2_grpc.RewardFunctionServiceStub(self._channel(function.address))
@@ -436,6 +533,17 @@ class RewardFunctionRegistry:
         except RewardFunctionFailed as failure:
             return failure
         return FunctionResult(result.value, response.detail, tuple(response.components))
+
+    def _python_function(self, entry_point: str, field_name: str) -> _PythonFunction:
+        """The entry point, imported once per process; if it cannot be, `InvalidArgument` (`field_name`)."""
+        loaded = self._python.get(entry_point)
+        if loaded is None:
+            target = _load_entry_point(entry_point, field_name)
+            is_async = inspect.iscoroutinefunction(target) or inspect.iscoroutinefunction(
+                getattr(target, "__call__", None)  # noqa: B004 - an object whose __call__ is async
+            )
+            loaded = self._python[entry_point] = _PythonFunction(target, is_async, _accepts_params(target))
+        return loaded
 
     def _channel(self, address: str) -> grpc.aio.Channel:
         channel = self._channels.get(address)

@@ -45,7 +45,7 @@ def collector_fetch(context: ServiceContext):
 
 
 def registrations(context: ServiceContext) -> list[ServiceRegistration]:
-    registry = RewardFunctionRegistry()
+    registry = RewardFunctionRegistry(context.database)
     scorer = RewardScorer(registry, fetch=collector_fetch(context))
     return [
         ServiceRegistration(

@@ -310,6 +310,7 @@ class RewardScorer:
         failure_policy: FailurePolicy = FailurePolicy.SCORE_AS_FAILURE,
     ) -> ScoreResult:
         check_advantage(advantage)
+        await self.registry.load(tenant_id, [custom.name for custom in reward.custom_functions])
         terms = resolve_terms(self.registry, tenant_id, reward)
         large = check_groups(groups) > OFF_LOOP_TRAJECTORIES
         fetched = await self._fetch_stored(groups)

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
-from google.protobuf.timestamp_pb2 import Timestamp
-
 from cohort.api.reward.v1 import reward_pb2 as rpb
 from cohort.api.reward.v1 import reward_pb2_grpc
 from cohort.context import require_identity
 from cohort.errors import InvalidArgument
 from cohort.paging import DEFAULT_PAGE_SIZE
 from cohort.rpc.interceptors import status_of
-from cohort.services.reward.functions import FunctionKind, RewardFunction, RewardFunctionRegistry
+from cohort.services.reward.functions import (
+    FunctionKind,
+    RewardFunction,
+    RewardFunctionRegistry,
+    function_to_proto,
+)
 from cohort.services.reward.service import (
     DEFAULT_REWARD,
     AdvantageSpec,
@@ -45,11 +46,6 @@ _FAILURE_POLICY = {
 _KIND_FROM_PROTO = {
     rpb.REWARD_FUNCTION_KIND_PYTHON: FunctionKind.PYTHON,
     rpb.REWARD_FUNCTION_KIND_REMOTE: FunctionKind.REMOTE,
-}
-_KIND_TO_PROTO = {
-    FunctionKind.BUILTIN: rpb.REWARD_FUNCTION_KIND_BUILTIN,
-    FunctionKind.PYTHON: rpb.REWARD_FUNCTION_KIND_PYTHON,
-    FunctionKind.REMOTE: rpb.REWARD_FUNCTION_KIND_REMOTE,
 }
 
 
@@ -119,25 +115,6 @@ def score_groups_response(result: ScoreResult) -> rpb.ScoreGroupsResponse:
     return response
 
 
-def function_to_proto(function: RewardFunction) -> rpb.RewardFunction:
-    message = rpb.RewardFunction(
-        name=function.name,
-        kind=_KIND_TO_PROTO[function.kind],
-        entry_point=function.entry_point,
-        address=function.address,
-        description=function.description,
-    )
-    if isinstance(function.create_time, datetime):
-        message.create_time.CopyFrom(_timestamp(function.create_time))
-    return message
-
-
-def _timestamp(moment: datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(moment)
-    return stamp
-
-
 class RewardServiceServicer(reward_pb2_grpc.RewardServiceServicer):
     def __init__(self, scorer: RewardScorer, registry: RewardFunctionRegistry) -> None:
         self._scorer = scorer
@@ -155,7 +132,7 @@ class RewardServiceServicer(reward_pb2_grpc.RewardServiceServicer):
         return score_groups_response(result)
 
     async def ListRewardFunctions(self, request, context):
-        functions, next_token = self._registry.list(
+        functions, next_token = await self._registry.list(
             require_identity().tenant_id, request.page_size or DEFAULT_PAGE_SIZE, request.page_token
         )
         return rpb.ListRewardFunctionsResponse(
@@ -170,16 +147,13 @@ class RewardServiceServicer(reward_pb2_grpc.RewardServiceServicer):
         kind = _KIND_FROM_PROTO.get(message.kind)
         if kind is None:
             raise InvalidArgument("function.kind", "must be REWARD_FUNCTION_KIND_PYTHON or _REMOTE")
-        registered = self._registry.register(
-            identity.tenant_id,
-            RewardFunction(
-                name=message.name,
-                kind=kind,
-                entry_point=message.entry_point,
-                address=message.address,
-                description=message.description,
-            ),
-            request_id=request.request_id,
-            is_admin=identity.is_admin,
+        function = RewardFunction(
+            name=message.name,
+            kind=kind,
+            entry_point=message.entry_point,
+            address=message.address,
+            description=message.description,
         )
-        return rpb.RegisterRewardFunctionResponse(function=function_to_proto(registered))
+        return await self._registry.register(
+            identity.tenant_id, request, function, is_admin=identity.is_admin
+        )

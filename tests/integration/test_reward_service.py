@@ -380,3 +380,114 @@ async def test_list_register_idempotency_and_tenants(suite):
     )
     assert violation(error) == "page_token"
     assert error_details_pb2.BadRequest  # the detail type the violations above came in
+
+
+async def test_registrations_survive_a_restart_and_reach_every_reward_process(database_settings):
+    """Stored, not process memory: a new process on the same database lists and scores with them."""
+    settings = database_settings
+    first = await start_suite(settings, ["collector", "reward", "jobs"], ephemeral_ports=True)
+    try:
+        await register(
+            reward(first), "mentions", kind=rpb.REWARD_FUNCTION_KIND_PYTHON,
+            entry_point="test_reward_service:mentions", description="says the word",
+        )  # fmt: skip
+        # A second reward process on the same database, started before it was registered elsewhere.
+        second = await start_suite(settings, ["reward"], ephemeral_ports=True)
+        try:
+            await register(
+                reward(first), "steps", kind=rpb.REWARD_FUNCTION_KIND_PYTHON,
+                entry_point="test_reward_service:step_count",
+            )  # fmt: skip
+            listed = await reward(second).ListRewardFunctions(rpb.ListRewardFunctionsRequest(), timeout=5)
+            assert [f.name for f in listed.functions][-2:] == ["mentions", "steps"]
+            spec = rpb.RewardSpec(custom_functions=[rpb.WeightedFunction(name="steps", weight=1.0)])
+            group = rpb.TrajectoryGroup(group_id="g", trajectories=[traj(0), traj(1)])
+            scored = await reward(second).ScoreGroups(
+                rpb.ScoreGroupsRequest(groups=[group], reward=spec), timeout=10
+            )
+            assert [c.name for c in scored.groups[0].trajectories[0].components] == ["steps"]
+        finally:
+            await second.stop(0)
+    finally:
+        await first.stop(0)
+
+    restarted = await start_suite(settings, ["collector", "reward", "jobs"], ephemeral_ports=True)
+    try:
+        listed = await reward(restarted).ListRewardFunctions(rpb.ListRewardFunctionsRequest(), timeout=5)
+        mentions = next(f for f in listed.functions if f.name == "mentions")
+        assert (mentions.entry_point, mentions.description) == (
+            "test_reward_service:mentions",
+            "says the word",
+        )
+        assert mentions.HasField("create_time")
+        spec = rpb.RewardSpec(
+            custom_functions=[
+                rpb.WeightedFunction(name="mentions", weight=1.0, params_json='{"word": "Paris"}')
+            ]
+        )
+        group = rpb.TrajectoryGroup(group_id="g", trajectories=[traj(0), traj(1)])
+        scored = await reward(restarted).ScoreGroups(
+            rpb.ScoreGroupsRequest(groups=[group], reward=spec), timeout=10
+        )
+        assert [t.reward for t in scored.groups[0].trajectories] == [1.0, 0.0]
+    finally:
+        await restarted.stop(0)
+
+
+async def test_a_request_id_reused_for_another_function_is_invalid(suite):
+    stub = reward(suite)
+    first = rpb.RewardFunction(name="one", kind=rpb.REWARD_FUNCTION_KIND_REMOTE, address="localhost:9")
+    await stub.RegisterRewardFunction(rpb.RegisterRewardFunctionRequest(request_id="r", function=first))
+    other = rpb.RewardFunction(name="two", kind=rpb.REWARD_FUNCTION_KIND_REMOTE, address="localhost:9")
+    error = await rejected(
+        stub.RegisterRewardFunction(rpb.RegisterRewardFunctionRequest(request_id="r", function=other))
+    )
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    listed = await stub.ListRewardFunctions(rpb.ListRewardFunctionsRequest(), timeout=5)
+    assert "two" not in [f.name for f in listed.functions]  # nothing stored for the refused request
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("entry_point", "m" * 600 + ":f"), ("address", "h" * 400 + ":80")],
+)
+async def test_overlong_definitions_are_invalid(suite, field, value):
+    kind = rpb.REWARD_FUNCTION_KIND_PYTHON if field == "entry_point" else rpb.REWARD_FUNCTION_KIND_REMOTE
+    function = rpb.RewardFunction(name="long", kind=kind, **{field: value})
+    error = await rejected(
+        reward(suite).RegisterRewardFunction(rpb.RegisterRewardFunctionRequest(function=function))
+    )
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert f"function.{field}" in error.details()
+
+
+async def test_an_entry_point_this_process_cannot_import_fails_its_trajectories(database_settings):
+    """Registered by a process that could import it (a row as that process would have written it)."""
+    from datetime import UTC, datetime
+
+    from cohort.context import Identity, current_identity
+    from cohort.services.reward.functions import RewardFunctionRegistry
+    from cohort.services.reward.service import GroupInput, RewardScorer, RewardSpec, WeightedFunction
+    from cohort.storage.engine import open_database, write_transaction
+    from cohort.storage.schema import RewardFunctionRow
+
+    database = await open_database(database_settings)
+    current_identity.set(Identity("tenant", "key", is_admin=True))
+    try:
+        async with write_transaction(database.sessions) as session:
+            session.add(
+                RewardFunctionRow(
+                    tenant_id="tenant", name="elsewhere", kind="python", entry_point="not_here_module:score",
+                    address="", description="", create_time=datetime.now(UTC),
+                )
+            )  # fmt: skip
+        spec = RewardSpec(outcome_weight=0.0, custom_functions=(WeightedFunction("elsewhere", 1.0),))
+        group = GroupInput("g", [traj(0), traj(1)])
+        result = await RewardScorer(RewardFunctionRegistry(database)).score_groups(
+            "tenant", [group], reward=spec
+        )
+        errors = [t.error for t in result.groups[0].trajectories]
+        assert all(e is not None and e.reason == "REWARD_FUNCTION_UNAVAILABLE" for e in errors)
+        assert "not_here_module" in errors[0].message
+    finally:
+        await database.close()

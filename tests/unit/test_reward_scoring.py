@@ -366,22 +366,28 @@ def slow_on_b(trajectory: tpb.Trajectory) -> float:
     return 1.0 if trajectory.success else 0.0
 
 
-def test_a_custom_function_that_times_out_fails_only_its_trajectory():
-    registry = RewardFunctionRegistry(call_timeout_seconds=0.1)
-    registry.register(
-        "tenant",
-        RewardFunction("slow", FunctionKind.PYTHON, entry_point="test_reward_scoring:slow_on_b"),
-        is_admin=True,
-    )
-    spec = RewardSpec(outcome_weight=0.0, custom_functions=(WeightedFunction("slow", 1.0),))
-    group = GroupInput("g", [make("a", success=True), make("b"), make("c", success=False)])
-    result = asyncio.run(RewardScorer(registry).score_groups("tenant", [group], reward=spec))
-    a, b, c = result.groups[0].trajectories
-    assert b.error is not None and b.error.reason == "REWARD_FUNCTION_TIMEOUT"
-    assert (a.reward, c.reward) == (1.0, 0.0)
-    assert result.groups[0].size == 2
-    with pytest.raises(NotFound):
-        asyncio.run(RewardScorer(registry).score_groups("other-tenant", [group], reward=spec))
+async def test_a_custom_function_that_times_out_fails_only_its_trajectory(tmp_path):
+    from cohort.api.reward.v1 import reward_pb2 as rpb
+    from cohort.context import Identity, current_identity
+    from cohort.storage.engine import open_database
+
+    database = await open_database(f"sqlite+aiosqlite:///{tmp_path}/reward.db")
+    current_identity.set(Identity("tenant", "key", is_admin=True))
+    try:
+        registry = RewardFunctionRegistry(database, call_timeout_seconds=0.1)
+        slow = RewardFunction("slow", FunctionKind.PYTHON, entry_point="test_reward_scoring:slow_on_b")
+        await registry.register("tenant", rpb.RegisterRewardFunctionRequest(), slow, is_admin=True)
+        spec = RewardSpec(outcome_weight=0.0, custom_functions=(WeightedFunction("slow", 1.0),))
+        group = GroupInput("g", [make("a", success=True), make("b"), make("c", success=False)])
+        result = await RewardScorer(registry).score_groups("tenant", [group], reward=spec)
+        a, b, c = result.groups[0].trajectories
+        assert b.error is not None and b.error.reason == "REWARD_FUNCTION_TIMEOUT"
+        assert (a.reward, c.reward) == (1.0, 0.0)
+        assert result.groups[0].size == 2
+        with pytest.raises(NotFound):
+            await RewardScorer(registry).score_groups("other-tenant", [group], reward=spec)
+    finally:
+        await database.close()
 
 
 def test_scores_are_applied_to_the_trajectories_decisions():

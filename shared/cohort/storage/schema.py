@@ -198,6 +198,27 @@ class IdempotencyRecord(Base):
     create_time: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
 
 
+# --- Reward functions (migration 0008) ------------------------------------------------------------
+#
+# A registration never changes once made (the same name with another definition is ALREADY_EXISTS),
+# so a reward process may cache a row for as long as it runs.
+
+
+class RewardFunctionRow(Base):
+    """A custom reward function registered by a tenant: a Python entry point or a remote address."""
+
+    __tablename__ = "reward_functions"
+
+    tenant_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    """`python` or `remote` (`cohort.services.reward.functions.FunctionKind`)."""
+    entry_point: Mapped[str] = mapped_column(String(500))
+    address: Mapped[str] = mapped_column(String(300))
+    description: Mapped[str] = mapped_column(Text())
+    create_time: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
 # --- Policies (migration 0004) --------------------------------------------------------------------
 #
 # A policy row (identity, heads, the latest version) and one immutable row per version. Weights are
