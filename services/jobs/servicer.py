@@ -17,6 +17,13 @@ from cohort.services.jobs.service import JobService
 class JobServiceServicer(jobs_pb2_grpc.JobServiceServicer):
     def __init__(self, service: JobService) -> None:
         self._service = service
+        # The last WatchJob response and the snapshot it holds: a change reaches every watcher as
+        # one snapshot object, so a thousand watchers share one response instead of copying it each.
+        self._last_watch: tuple[jobs_pb2.Job | None, bool, jobs_pb2.WatchJobResponse | None] = (
+            None,
+            False,
+            None,
+        )
 
     async def CreateJob(self, request, context):
         return await self._service.create(request)
@@ -32,7 +39,14 @@ class JobServiceServicer(jobs_pb2_grpc.JobServiceServicer):
 
     async def WatchJob(self, request, context):
         async for job, heartbeat in self._service.watch(request.job_id, request.after_revision):
-            yield jobs_pb2.WatchJobResponse(job=job, heartbeat=heartbeat)
+            yield self._watch_response(job, heartbeat)
+
+    def _watch_response(self, job: jobs_pb2.Job, heartbeat: bool) -> jobs_pb2.WatchJobResponse:
+        last_job, last_heartbeat, response = self._last_watch
+        if last_job is not job or last_heartbeat != heartbeat or response is None:
+            response = jobs_pb2.WatchJobResponse(job=job, heartbeat=heartbeat)
+            self._last_watch = (job, heartbeat, response)
+        return response
 
     async def PauseJob(self, request, context):
         return jobs_pb2.PauseJobResponse(job=await self._service.pause(request))
