@@ -291,8 +291,7 @@ class EmbeddingCache:
 
     def lookup(self, tenant_id: str, ids: Sequence[str]) -> tuple[list[int | None], list[str]]:
         """The cached row of each id (None when not cached) and the ids not cached."""
-        get = self._rows.get(tenant_id, {}).get
-        rows = [get(tid) for tid in ids]
+        rows = list(map(self._rows.get(tenant_id, {}).get, ids))
         missing = [tid for tid, row in zip(ids, rows, strict=True) if row is None] if None in rows else []
         return rows, missing
 
@@ -318,9 +317,12 @@ class EmbeddingCache:
             tenant_rows[tid] = row
             self._count += 1
 
-    def snapshot(self, tenant_id: str, ids: Sequence[str]) -> SimilaritySnapshot:
-        """The cached rows of `ids` (ids not cached, e.g. after a reset, are left out)."""
-        rows, missing = self.lookup(tenant_id, ids)
+    def snapshot(
+        self, tenant_id: str, ids: Sequence[str], cached_rows: list[int | None] | None = None
+    ) -> SimilaritySnapshot:
+        """The cached rows of `ids` (ids not cached, e.g. after a reset, are left out). `cached_rows`:
+        what `lookup` found for `ids` when it found every one and nothing was added since."""
+        rows, missing = (cached_rows, []) if cached_rows is not None else self.lookup(tenant_id, ids)
         if missing:
             kept = [(tid, row) for tid, row in zip(ids, rows, strict=True) if row is not None]
             ids = [tid for tid, _ in kept]

@@ -734,7 +734,7 @@ class TrajectoryStore:
             statement = statement.join(matches, T.c.trajectory_id == matches.c.trajectory_id)
         async with self._db.engine.connect() as connection:
             ids = await self._fetch_ids(connection, statement)
-            _, missing = self._cache.lookup(tenant_id, ids)
+            looked_up, missing = self._cache.lookup(tenant_id, ids)
             for start in range(0, len(missing), 5000):
                 chunk = missing[start : start + 5000]
                 rows = await connection.execute(
@@ -744,7 +744,7 @@ class TrajectoryStore:
                 )
                 self._cache.add_many(tenant_id, [(r[0], r[1]) for r in rows])
         after_key = ranked_key(after) if after is not None else None
-        snapshot = self._cache.snapshot(tenant_id, ids)
+        snapshot = self._cache.snapshot(tenant_id, ids, None if missing else looked_up)
         ranked = await asyncio.to_thread(rank_by_similarity, snapshot, vector, after_key, page_size + 1)
         more = len(ranked) > page_size
         ranked = ranked[:page_size]

@@ -135,6 +135,8 @@ class TrajectoryRow(Base):
         Index("ix_trajectories_tenant_query", "tenant_id", "query_id"),
         Index("ix_trajectories_tenant_outcome", "tenant_id", "success", "termination_reason"),
         Index("ix_trajectories_tenant_reward", "tenant_id", "reward"),
+        # The ids similarity search ranks, read without touching the rows (migration 0009).
+        Index("ix_trajectories_tenant_live", "tenant_id", "superseded", "trajectory_id"),
     )
 
     tenant_id: Mapped[str] = mapped_column(String(128), primary_key=True)
