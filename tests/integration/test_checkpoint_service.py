@@ -14,10 +14,10 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
+from suite_calls import rpc_error, tenant_key
 
 from cohort.api.checkpoint.v1 import checkpoint_pb2 as pb
 from cohort.api.checkpoint.v1 import checkpoint_pb2_grpc
-from cohort.api.identity.v1 import identity_pb2, identity_pb2_grpc
 from cohort.context import Identity, current_identity
 from cohort.rpc.client import bad_request, error_info
 from cohort.services.checkpoint.blobstore import MANIFEST_NAME, STAGING_PREFIX, LocalBlobStore, SaveStage
@@ -114,20 +114,6 @@ async def listed(stub, job_id: str = "job-1", **kwargs) -> list[str]:
 
 def content_of(response) -> dict[str, bytes]:
     return {f.name: f.content for f in response.files}
-
-
-async def tenant_key(suite, tenant: str) -> tuple[tuple[str, str]]:
-    keys = identity_pb2_grpc.ApiKeyServiceStub(suite.context.channels.channel("jobs"))
-    created = await keys.CreateApiKey(
-        identity_pb2.CreateApiKeyRequest(tenant_id=tenant, display_name="t"), timeout=5
-    )
-    return (("authorization", f"Bearer {created.secret}"),)
-
-
-async def rpc_error(call) -> grpc.aio.AioRpcError:
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await call
-    return caught.value
 
 
 # --- Save and load ----------------------------------------------------------------------------------

@@ -10,10 +10,10 @@ import grpc
 import pytest
 from bench.trajectory_store import make_trajectory
 from google.rpc import error_details_pb2
+from suite_calls import tenant_key
 
 from cohort.api.collector.v1 import collector_pb2 as cpb
 from cohort.api.collector.v1 import collector_pb2_grpc
-from cohort.api.identity.v1 import identity_pb2, identity_pb2_grpc
 from cohort.api.trajectory.v1 import trajectory_pb2 as tpb
 from cohort.rpc.client import bad_request
 from cohort.trajectories import ATTEMPT_LABEL
@@ -56,14 +56,6 @@ async def ingest(stub, items, **kwargs) -> cpb.IngestTrajectoriesResponse:
 
 async def export(stub, request, **kwargs) -> list[cpb.ExportTrajectoriesResponse]:
     return [record async for record in stub.ExportTrajectories(request, timeout=30, **kwargs)]
-
-
-async def tenant_key(suite, tenant: str) -> tuple[tuple[str, str]]:
-    keys = identity_pb2_grpc.ApiKeyServiceStub(suite.context.channels.channel("jobs"))
-    created = await keys.CreateApiKey(
-        identity_pb2.CreateApiKeyRequest(tenant_id=tenant, display_name="t"), timeout=5
-    )
-    return (("authorization", f"Bearer {created.secret}"),)
 
 
 def failure_detail(failure: cpb.IngestFailure, kind):

@@ -10,10 +10,11 @@ import grpc.aio
 import pytest
 from bench.trajectory_store import make_trajectory
 from google.rpc import error_details_pb2
+from suite_calls import rpc_error as rejected
+from suite_calls import tenant_key
 
 from cohort.api.collector.v1 import collector_pb2 as cpb
 from cohort.api.collector.v1 import collector_pb2_grpc
-from cohort.api.identity.v1 import identity_pb2, identity_pb2_grpc
 from cohort.api.reward.v1 import reward_function_pb2, reward_function_pb2_grpc, reward_pb2_grpc
 from cohort.api.reward.v1 import reward_pb2 as rpb
 from cohort.api.trajectory.v1 import trajectory_pb2 as tpb
@@ -97,20 +98,6 @@ async def register(stub, name: str, **fields) -> rpb.RewardFunction:
         rpb.RegisterRewardFunctionRequest(function=rpb.RewardFunction(name=name, **fields)), timeout=5
     )
     return response.function
-
-
-async def tenant_key(suite, tenant: str) -> tuple[tuple[str, str]]:
-    keys = identity_pb2_grpc.ApiKeyServiceStub(suite.context.channels.channel("jobs"))
-    created = await keys.CreateApiKey(
-        identity_pb2.CreateApiKeyRequest(tenant_id=tenant, display_name="t"), timeout=5
-    )
-    return (("authorization", f"Bearer {created.secret}"),)
-
-
-async def rejected(call) -> grpc.aio.AioRpcError:
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await call
-    return caught.value
 
 
 # --- tests
