@@ -90,10 +90,10 @@ def message_json_text(message: Message) -> str:
     Clients polling one job get the same `GetJobResponse` until its revision changes; encoding it to
     JSON once per revision instead of once per request saves most of the gateway's encoding work.
     """
-    data = message.SerializeToString(deterministic=True)
-    if len(data) > MEMO_MAX_BYTES:
+    # The size first: a large response (an export page) is neither serialized for a key nor kept.
+    if message.ByteSize() > MEMO_MAX_BYTES:
         return dumps(message_to_json(message))
-    return _remembered_json_text(type(message), data)
+    return _remembered_json_text(type(message), message.SerializeToString(deterministic=True))
 
 
 @functools.lru_cache(maxsize=256)
