@@ -126,6 +126,27 @@ _KIND_TO_PROTO = {
 }
 
 
+_KIND_FROM_PROTO = {
+    rpb.REWARD_FUNCTION_KIND_PYTHON: FunctionKind.PYTHON,
+    rpb.REWARD_FUNCTION_KIND_REMOTE: FunctionKind.REMOTE,
+}
+"""The kinds a registration may have (the built-ins are not registered)."""
+
+
+def function_from_proto(message: rpb.RewardFunction) -> RewardFunction:
+    """A function to register; `InvalidArgument` for a kind that cannot be registered."""
+    kind = _KIND_FROM_PROTO.get(message.kind)
+    if kind is None:
+        raise InvalidArgument("function.kind", "must be REWARD_FUNCTION_KIND_PYTHON or _REMOTE")
+    return RewardFunction(
+        name=message.name,
+        kind=kind,
+        entry_point=message.entry_point,
+        address=message.address,
+        description=message.description,
+    )
+
+
 def function_to_proto(function: RewardFunction) -> rpb.RewardFunction:
     message = rpb.RewardFunction(
         name=function.name,

@@ -9,9 +9,8 @@ from cohort.errors import InvalidArgument
 from cohort.paging import DEFAULT_PAGE_SIZE
 from cohort.rpc.interceptors import status_of
 from cohort.services.reward.functions import (
-    FunctionKind,
-    RewardFunction,
     RewardFunctionRegistry,
+    function_from_proto,
     function_to_proto,
 )
 from cohort.services.reward.service import (
@@ -42,10 +41,6 @@ _FAILURE_POLICY = {
     rpb.FAILURE_POLICY_SCORE_AS_FAILURE: FailurePolicy.SCORE_AS_FAILURE,
     rpb.FAILURE_POLICY_DROP: FailurePolicy.DROP,
     rpb.FAILURE_POLICY_RETRY: FailurePolicy.RETRY,
-}
-_KIND_FROM_PROTO = {
-    rpb.REWARD_FUNCTION_KIND_PYTHON: FunctionKind.PYTHON,
-    rpb.REWARD_FUNCTION_KIND_REMOTE: FunctionKind.REMOTE,
 }
 
 
@@ -143,17 +138,7 @@ class RewardServiceServicer(reward_pb2_grpc.RewardServiceServicer):
         identity = require_identity()
         if not request.HasField("function"):
             raise InvalidArgument("function", "is required")
-        message = request.function
-        kind = _KIND_FROM_PROTO.get(message.kind)
-        if kind is None:
-            raise InvalidArgument("function.kind", "must be REWARD_FUNCTION_KIND_PYTHON or _REMOTE")
-        function = RewardFunction(
-            name=message.name,
-            kind=kind,
-            entry_point=message.entry_point,
-            address=message.address,
-            description=message.description,
-        )
+        function = function_from_proto(request.function)
         return await self._registry.register(
             identity.tenant_id, request, function, is_admin=identity.is_admin
         )
