@@ -18,8 +18,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import NamedTuple
+from dataclasses import dataclass, field
 
 import numpy as np
 from sqlalchemy.exc import IntegrityError
@@ -36,7 +35,7 @@ from cohort.policy import (
     PolicySnapshot,
     check_recorded_decision,
     check_weights,
-    encode_batch,
+    encode_checked,
 )
 from cohort.policy import heads_from_proto as parse_heads
 from cohort.runtime import DecisionRequest
@@ -102,19 +101,15 @@ def _size(snapshot: PolicySnapshot) -> int:
     return sum(weights.nbytes for weights in snapshot.weights.values())
 
 
-class _UsableDecision(NamedTuple):
-    decision: trajectory_pb2.Decision
-    checked: CheckedDecision
-    """What `check_recorded_decision` read: the batch encoder does not read the decision again."""
-    advantage: float
+@dataclass
+class HeadColumns:
+    """One head's usable decisions, as `check_recorded_decision` read them, and their advantages."""
 
+    checked: list[CheckedDecision] = field(default_factory=list)
+    advantage: list[float] = field(default_factory=list)
 
-@dataclass(frozen=True)
-class _Usable:
-    """A trajectory an update uses: its checked decisions with their options and advantages."""
-
-    trajectory: trajectory_pb2.Trajectory
-    decisions: list[_UsableDecision]
+    def __len__(self) -> int:
+        return len(self.checked)
 
 
 class TrainerService:
@@ -286,22 +281,22 @@ class TrainerService:
 
         def compute():
             # Reading 1,000+ recorded decisions is milliseconds of CPU: off the loop with the math.
-            usable, rejected = select_trajectories(
+            usable, by_head, rejected = select_trajectories(
                 base.snapshot, request.trajectories, request.base_version, settings.max_policy_staleness
             )
             if not usable:
                 return usable, rejected, None, None
-            batches = {}
-            for name, decisions in group_by_head(usable).items():
-                head = base.snapshot.heads[name]
-                batches[name] = HeadBatch(
-                    batch=encode_batch(
-                        head, [d.decision for d in decisions], checked=[d.checked for d in decisions]
+            batches = {
+                name: HeadBatch(
+                    batch=encode_checked(base.snapshot.heads[name], columns.checked),
+                    old_log_prob=np.fromiter(
+                        (checked[4] for checked in columns.checked), dtype=np.float64, count=len(columns)
                     ),
-                    old_log_prob=np.array([d.decision.log_prob for d in decisions], dtype=np.float64),
-                    advantage=np.array([d.advantage for d in decisions], dtype=np.float64),
+                    advantage=np.array(columns.advantage, dtype=np.float64),
                     reference_weights=None if reference is None else reference[name],
                 )
+                for name, columns in by_head.items()
+            }
             result = grpo_update(weights, batches, optimizer, settings)
             return usable, rejected, result, result.optimizer.to_proto()
 
@@ -315,7 +310,7 @@ class TrainerService:
                 idempotency.remember(session, UPDATE_SCOPE, request, response)
             return response
 
-        rewards = [u.trajectory.reward for u in usable if u.trajectory.HasField("reward")]
+        rewards = [trajectory.reward for trajectory in usable if trajectory.HasField("reward")]
         response.metrics.CopyFrom(
             trainer_pb2.UpdateMetrics(
                 loss=result.loss,
@@ -326,7 +321,7 @@ class TrainerService:
                 grad_norm_clipped=result.grad_norm_clipped,
                 reward_mean=float(np.mean(rewards)) if rewards else 0.0,
                 reward_std=float(np.std(rewards)) if rewards else 0.0,
-                groups_used=len({u.trajectory.group_id for u in usable if u.trajectory.group_id}),
+                groups_used=len({trajectory.group_id for trajectory in usable if trajectory.group_id}),
                 decisions=result.decisions,
                 trajectories_used=len(usable),
             )
@@ -382,32 +377,38 @@ def select_trajectories(
     trajectories: Sequence[trajectory_pb2.Trajectory],
     base_version: int,
     max_staleness: int,
-) -> tuple[list[_Usable], list[trainer_pb2.RejectedTrajectory]]:
-    """The trajectories an update can use, and the others with the reason each is left out."""
-    usable: list[_Usable] = []
+) -> tuple[list[trajectory_pb2.Trajectory], dict[str, HeadColumns], list[trainer_pb2.RejectedTrajectory]]:
+    """The trajectories an update can use, their decisions by head, and the other trajectories with
+    the reason each is left out."""
+    usable: list[trajectory_pb2.Trajectory] = []
+    by_head: dict[str, HeadColumns] = {}
     rejected: list[trainer_pb2.RejectedTrajectory] = []
     oldest = base_version - max_staleness
     for index, trajectory in enumerate(trajectories):
-        reason = ""
-        decisions: list[_UsableDecision] = []
         try:
             decisions = _usable_decisions(base, trajectory, base_version, oldest)
         except CohortError as error:
-            reason = error.message
-        if reason:
             rejected.append(
                 trainer_pb2.RejectedTrajectory(
-                    trajectory_id=trajectory.trajectory_id or f"trajectories[{index}]", reason=reason
+                    trajectory_id=trajectory.trajectory_id or f"trajectories[{index}]", reason=error.message
                 )
             )
-        else:
-            usable.append(_Usable(trajectory, decisions))
-    return usable, rejected
+            continue
+        usable.append(trajectory)
+        for name, checked, advantage in decisions:
+            columns = by_head.get(name)
+            if columns is None:
+                columns = by_head[name] = HeadColumns()
+            columns.checked.append(checked)
+            columns.advantage.append(advantage)
+    return usable, by_head, rejected
 
 
 def _usable_decisions(
     base: PolicySnapshot, trajectory: trajectory_pb2.Trajectory, base_version: int, oldest: int
-) -> list[_UsableDecision]:
+) -> list[tuple[str, CheckedDecision, float]]:
+    """Each decision of `trajectory` as (head name, what `check_recorded_decision` read, advantage);
+    the first problem with any of them rejects the whole trajectory."""
     policy_id = base.policy_id
     if trajectory.policy.policy_id and trajectory.policy.policy_id != policy_id:
         raise InvalidArgument("policy", f"collected by another policy ({trajectory.policy.policy_id!r})")
@@ -432,9 +433,10 @@ def _usable_decisions(
         made_by = decision.policy.policy_id
         if made_by and made_by != policy_id:
             raise InvalidArgument(f"decisions[{i}].policy", f"made by another policy ({made_by!r})")
-        head = heads.get(decision.head)
+        name = decision.head
+        head = heads.get(name)
         if head is None:
-            raise NotFound(f"decisions[{i}]: the policy has no head {decision.head!r}")
+            raise NotFound(f"decisions[{i}]: the policy has no head {name!r}")
         checked = check_recorded_decision(head, decision, lambda i=i: f"decisions[{i}]")
         if decision.HasField("advantage"):
             advantage = decision.advantage
@@ -446,18 +448,10 @@ def _usable_decisions(
             )
         if not math.isfinite(advantage):
             raise InvalidArgument(f"decisions[{i}].advantage", "must be a finite number")
-        if decision.log_prob > 1e-9:  # finite: checked above
+        if checked[4] > 1e-9:  # the log-probability: finite, checked above
             raise InvalidArgument(f"decisions[{i}].log_prob", "a log-probability must be <= 0")
-        result.append(_UsableDecision(decision, checked, advantage))
+        result.append((name, checked, advantage))
     return result
-
-
-def group_by_head(usable: Sequence[_Usable]) -> dict[str, list[_UsableDecision]]:
-    grouped: dict[str, list[_UsableDecision]] = {}
-    for item in usable:
-        for usable_decision in item.decisions:
-            grouped.setdefault(usable_decision.decision.head, []).append(usable_decision)
-    return grouped
 
 
 __all__ = ["PolicyVersion", "TrainerService", "check_policy_id", "initial_weights", "select_trajectories"]

@@ -1,9 +1,9 @@
 """Decision-head policies: `pi(a|x) = softmax(W . phi(x, a) / temperature)` per head.
 
 Feature hashing (`bucket`, `option_rows`), batch scoring for training (`DecisionBatch`,
-`encode_batch`, `log_probabilities`), heads and immutable snapshots (`HeadSpec`, `PolicySnapshot`),
-and deciders for agents (`LocalDecider`, `RemoteDecider`). See `cohort.policy.features` for the
-exact formula every component relies on.
+`encode_batch`, `encode_checked`, `log_probabilities`), heads and immutable snapshots (`HeadSpec`,
+`PolicySnapshot`), and deciders for agents (`LocalDecider`, `RemoteDecider`). See
+`cohort.policy.features` for the exact formula every component relies on.
 """
 
 from cohort.policy.decider import LocalDecider, RemoteDecider, decide_request, decision_request_from_proto
@@ -11,6 +11,7 @@ from cohort.policy.features import (
     DecisionBatch,
     bucket,
     encode_batch,
+    encode_checked,
     log_probabilities,
     log_softmax,
     logits_of,
@@ -51,6 +52,7 @@ __all__ = [
     "decide_request",
     "decision_request_from_proto",
     "encode_batch",
+    "encode_checked",
     "heads_from_proto",
     "log_probabilities",
     "log_softmax",

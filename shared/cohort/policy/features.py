@@ -135,32 +135,35 @@ def _context_layout(options: tuple[str, ...], names: tuple[str, ...], buckets: i
     )
 
 
-def encode_batch(
-    head, decisions: Sequence[trajectory_pb2.Decision], checked: Sequence | None = None
-) -> DecisionBatch:
+def encode_batch(head, decisions: Sequence[trajectory_pb2.Decision]) -> DecisionBatch:
     """The `DecisionBatch` of recorded decisions of `head` (a `HeadSpec`).
 
     Each decision's own `options` are used (the head's fixed options when a recording left them
     out); `check_recorded_decision` says whether a decision is usable, and a bad one here is an
-    `InvalidArgument` naming `decisions[i]`. A caller that has already checked every decision passes
-    what that check returned (`CheckedDecision`s) as `checked`, so the batch is not checked twice. Rows are
-    exactly `option_rows`; decisions without per-option features take a cached layout
-    (`_context_layout`) and are written group by group instead of row by row.
+    `InvalidArgument` naming `decisions[i]`.
     """
     from cohort.policy.snapshot import check_recorded_decision
 
+    return encode_checked(
+        head,
+        [check_recorded_decision(head, decision, f"decisions[{i}]") for i, decision in enumerate(decisions)],
+    )
+
+
+def encode_checked(head, checked: Sequence) -> DecisionBatch:
+    """The `DecisionBatch` of decisions of `head` that `check_recorded_decision` has read (its
+    `CheckedDecision`s), without reading the decisions again.
+
+    Rows are exactly `option_rows`; decisions without per-option features take a cached layout
+    (`_context_layout`) and are written group by group instead of row by row.
+    """
     buckets = head.feature_buckets
-    count = len(decisions)
-    chosen: list[int] = []
+    count = len(checked)
     # layout -> (decision positions, their value rows); id() keys: layouts are cached, shared arrays.
     by_layout: dict[int, tuple[np.ndarray, list[int], list[list[float]]]] = {}
     ragged: list[tuple[int, np.ndarray, np.ndarray]] = []
-    for i, decision in enumerate(decisions):
-        options, names, feature_values = (
-            check_recorded_decision(head, decision, f"decisions[{i}]") if checked is None else checked[i]
-        )
-        if decision.option_features:
-            option_features = [dict(f.values) for f in decision.option_features]
+    for i, (options, names, feature_values, _, _, option_features) in enumerate(checked):
+        if option_features:
             rows = option_rows(
                 options, dict(zip(names, feature_values, strict=True)), option_features, buckets
             )
@@ -173,7 +176,6 @@ def encode_batch(
                 group = by_layout[id(layout)] = (layout, [], [])
             group[1].append(i)
             group[2].append([1.0, *feature_values])
-        chosen.append(decision.chosen_index)
     shapes = [layout.shape for layout, _, _ in by_layout.values()] + [rows.shape for _, rows, _ in ragged]
     width = max((shape[0] for shape in shapes), default=0)
     depth = max((shape[1] for shape in shapes), default=0)
@@ -196,7 +198,7 @@ def encode_batch(
         indices=indices,
         values=values,
         option_mask=mask,
-        chosen=np.array(chosen, dtype=np.int64),
+        chosen=np.fromiter((decision[3] for decision in checked), dtype=np.int64, count=count),
         temperature=float(head.temperature),
     )
 

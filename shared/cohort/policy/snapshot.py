@@ -241,9 +241,13 @@ def parameters_sha256(weights: Mapping[str, np.ndarray]) -> str:
     return digest.hexdigest()
 
 
-CheckedDecision = tuple[tuple[str, ...], tuple[str, ...], list[float]]
+CheckedDecision = tuple[
+    tuple[str, ...], tuple[str, ...], list[float], int, float, tuple[dict[str, float], ...]
+]
 """What `check_recorded_decision` read off a recorded decision, so nothing reads it twice: its
-options, its context feature names (sorted) and their values in the same order."""
+options, its context feature names (sorted) and their values in the same order, the chosen option's
+index, the log-probability it had when it was chosen, and each option's own features (an empty tuple
+when the decision has none)."""
 
 
 def check_recorded_decision(
@@ -269,13 +273,8 @@ def check_recorded_decision(
     chosen = decision.chosen
     if chosen and chosen != options[chosen_index]:
         raise InvalidArgument(f"{_name(field_name)}.chosen", f"{chosen!r} is not options[{chosen_index}]")
-    option_features = decision.option_features
-    if option_features and len(option_features) != len(options):
-        raise InvalidArgument(
-            f"{_name(field_name)}.option_features",
-            f"has {len(option_features)} entries for {len(options)} options",
-        )
-    if not math.isfinite(decision.log_prob):
+    log_prob = decision.log_prob
+    if not math.isfinite(log_prob):
         raise InvalidArgument(f"{_name(field_name)}.log_prob", "must be a finite number")
     # Keys, then a lookup each: several times cheaper than items() on a protobuf map.
     features = decision.features
@@ -283,16 +282,23 @@ def check_recorded_decision(
     values = list(map(features.__getitem__, names))
     if not all(map(math.isfinite, values)):
         _check_finite(names, values, f"{_name(field_name)}.features")
-    if option_features:
-        for i, entry in enumerate(option_features):
-            option_names = tuple(entry.values)
-            _check_finite(
-                option_names,
-                [entry.values[name] for name in option_names],
-                f"{_name(field_name)}.option_features[{i}]",
-            )
-    # A plain tuple: building a NamedTuple costs as much as reading a feature map.
-    return (options, names, values)  # type: ignore[return-value]
+    option_features = decision.option_features
+    if not option_features:
+        # A plain tuple: building a NamedTuple costs as much as reading a feature map.
+        return (options, names, values, chosen_index, log_prob, ())
+    if len(option_features) != len(options):
+        raise InvalidArgument(
+            f"{_name(field_name)}.option_features",
+            f"has {len(option_features)} entries for {len(options)} options",
+        )
+    per_option = []
+    for i, entry in enumerate(option_features):
+        entry_values = entry.values
+        option_names = tuple(entry_values)
+        option_values = list(map(entry_values.__getitem__, option_names))
+        _check_finite(option_names, option_values, f"{_name(field_name)}.option_features[{i}]")
+        per_option.append(dict(zip(option_names, option_values, strict=True)))
+    return (options, names, values, chosen_index, log_prob, tuple(per_option))
 
 
 def _name(field_name: str | Callable[[], str]) -> str:
