@@ -26,6 +26,7 @@ import hashlib
 import math
 import os
 import re
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -539,40 +540,8 @@ class TrajectoryStore:
         return inserted, existing
 
     async def _write_sqlite(self, tenant_id: str, items: list[_Prepared]) -> tuple[set[str], dict[str, str]]:
-        ids = [item.trajectory_id for item in items]
-        async with write_transaction(self._db.sessions) as session:
-            connection = await session.connection()
-            existing: dict[str, str] = {}
-            for start in range(0, len(ids), 500):
-                chunk = ids[start : start + 500]
-                marks = ", ".join("?" for _ in chunk)
-                result = await connection.exec_driver_sql(
-                    "SELECT trajectory_id, content_sha256 FROM trajectories "
-                    f"WHERE tenant_id = ? AND trajectory_id IN ({marks})",
-                    (tenant_id, *chunk),
-                )
-                existing.update({row[0]: row[1] for row in result})
-            new = [item for item in items if item.trajectory_id not in existing]
-            if new:
-                rows = [_sqlite_row(item.row) for item in new]
-                marks = ", ".join("?" for _ in _COLUMNS)
-                await connection.exec_driver_sql(
-                    f"INSERT INTO trajectories ({', '.join(_COLUMNS)}) VALUES ({marks})", rows
-                )
-                await connection.exec_driver_sql(
-                    "INSERT INTO trajectories_fts (search_text, tenant_id, trajectory_id) VALUES (?, ?, ?)",
-                    [(item.row[_ROW_SEARCH_TEXT], tenant_id, item.trajectory_id) for item in new],
-                )
-                labels = [
-                    (tenant_id, item.trajectory_id, key, value) for item in new for key, value in item.labels
-                ]
-                if labels:
-                    await connection.exec_driver_sql(
-                        "INSERT INTO trajectory_labels (tenant_id, trajectory_id, key, value) "
-                        "VALUES (?, ?, ?, ?)",
-                        labels,
-                    )
-        return {item.trajectory_id for item in new}, existing
+        assert self._db.sqlite_writer is not None
+        return await self._db.sqlite_writer.run(_insert_sqlite, tenant_id, items)
 
     # -- superseded work --
 
@@ -831,6 +800,45 @@ class TrajectoryStore:
 def _not_found(trajectory_id: str) -> NotFound:
     # The same message for a missing trajectory and another tenant's: never say which.
     return NotFound(f"trajectory {trajectory_id!r} not found", metadata={"trajectory_id": trajectory_id})
+
+
+def _insert_sqlite(
+    connection: sqlite3.Connection, tenant_id: str, items: list[_Prepared]
+) -> tuple[set[str], dict[str, str]]:
+    """Inserts the items whose ids are not stored yet (rows, full-text entries, labels); the ids
+    inserted and the content hash of each id that was already there. Runs in a `SqliteWriter`
+    transaction."""
+    ids = [item.trajectory_id for item in items]
+    existing: dict[str, str] = {}
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        marks = ", ".join("?" for _ in chunk)
+        existing.update(
+            connection.execute(
+                "SELECT trajectory_id, content_sha256 FROM trajectories "
+                f"WHERE tenant_id = ? AND trajectory_id IN ({marks})",
+                (tenant_id, *chunk),
+            )
+        )
+    new = [item for item in items if item.trajectory_id not in existing]
+    if new:
+        connection.executemany(_SQLITE_INSERT_TRAJECTORY, [_sqlite_row(item.row) for item in new])
+        connection.executemany(
+            "INSERT INTO trajectories_fts (search_text, tenant_id, trajectory_id) VALUES (?, ?, ?)",
+            [(item.row[_ROW_SEARCH_TEXT], tenant_id, item.trajectory_id) for item in new],
+        )
+        labels = [(tenant_id, item.trajectory_id, key, value) for item in new for key, value in item.labels]
+        if labels:
+            connection.executemany(
+                "INSERT INTO trajectory_labels (tenant_id, trajectory_id, key, value) VALUES (?, ?, ?, ?)",
+                labels,
+            )
+    return {item.trajectory_id for item in new}, existing
+
+
+_SQLITE_INSERT_TRAJECTORY = (
+    f"INSERT INTO trajectories ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' for _ in _COLUMNS)})"
+)
 
 
 def _sqlite_row(row: tuple) -> tuple:

@@ -110,7 +110,7 @@ async def test_sqlite_upgrade_twice_is_a_no_op(tmp_path):
 
 async def test_sqlite_concurrent_upgrades_in_one_process_all_succeed(tmp_path):
     url = sqlite_url(tmp_path / "fresh.db")
-    engines = [create_engine(url) for _ in range(4)]
+    engines = [create_engine(url) for _ in range(8)]
     try:
         await asyncio.gather(*(upgrade_to_head(engine) for engine in engines))
         for engine in engines:

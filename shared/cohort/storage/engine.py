@@ -6,6 +6,11 @@ brings the schema to the latest migration and hands back the engine with a sessi
 
 from __future__ import annotations
 
+import asyncio
+import shutil
+import tempfile
+import time
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -16,9 +21,9 @@ from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
-from sqlalchemy.pool import StaticPool
 
 from cohort.config import Settings
+from cohort.storage.sqlite_writer import SqliteWriter
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
 
@@ -69,16 +74,40 @@ def create_engine(target: Settings | str | URL, *, schema: str | None = None) ->
     return _create_async_engine(url, pool_pre_ping=True, connect_args=connect_args)
 
 
+def _switch_to_wal(dbapi_connection: Any, cursor: Any) -> None:
+    """`PRAGMA journal_mode=WAL`, retried while the file is "locked": connections opening a fresh
+    file at the same moment can get that answer at once, without SQLite's busy handler waiting."""
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    delay = 0.005
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except Exception as error:
+            if "locked" not in str(error) or time.monotonic() + delay > deadline:
+                raise
+        # In the connection's greenlet: an asyncio sleep, so the event loop is not blocked.
+        dbapi_connection.run_async(lambda _connection, delay=delay: asyncio.sleep(delay))
+        delay = min(delay * 2, 0.1)
+
+
+_temporary_databases: dict[str, weakref.finalize] = {}
+"""The file of each in-memory URL's engine -> what removes it (at `Database.close`, else at exit)."""
+
+
 def _create_sqlite_engine(url: URL) -> AsyncEngine:
     database = url.database or ""
-    in_memory = database in ("", ":memory:") or "mode=memory" in str(url.query)
-    if in_memory:
-        # Each connection to ":memory:" would be a new empty database: share exactly one.
-        engine = _create_async_engine(url, poolclass=StaticPool, connect_args={"check_same_thread": False})
-    else:
-        if not database.startswith("file:"):
-            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        engine = _create_async_engine(url)
+    temporary = None
+    if database in ("", ":memory:") or "mode=memory" in str(url.query):
+        # A true in-memory database is private to one connection; a temporary file is one database
+        # for every connection (the engine's pool and the `SqliteWriter`), removed with the engine.
+        temporary = tempfile.mkdtemp(prefix="cohort-sqlite-")
+        url = url.set(database=str(Path(temporary) / "cohort.db"), query={})
+    elif not database.startswith("file:"):
+        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    engine = _create_async_engine(url)
+    if temporary is not None:
+        _temporary_databases[url.database] = weakref.finalize(engine, shutil.rmtree, temporary, True)
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection, _record) -> None:
@@ -90,7 +119,7 @@ def _create_sqlite_engine(url: URL) -> AsyncEngine:
             # The busy timeout first: switching a fresh file to WAL needs a lock another
             # connection opening at the same moment may hold.
             cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-            cursor.execute("PRAGMA journal_mode=WAL")
+            _switch_to_wal(dbapi_connection, cursor)
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
         finally:
@@ -127,20 +156,41 @@ async def write_transaction(sessions: async_sessionmaker[AsyncSession]) -> Async
 
 @dataclass
 class Database:
-    """An engine and its session factory, closed together."""
+    """An engine and its session factory, closed together; on SQLite also the `SqliteWriter` that
+    hot write paths use for a whole transaction in one hop."""
 
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession] = field(init=False)
+    sqlite_writer: SqliteWriter | None = field(init=False)
 
     def __post_init__(self) -> None:
         self.sessions = session_factory(self.engine)
+        self.sqlite_writer = (
+            SqliteWriter(_sqlite_target(self.engine.url), busy_timeout_ms=SQLITE_BUSY_TIMEOUT_MS)
+            if self.is_sqlite
+            else None
+        )
 
     @property
     def is_sqlite(self) -> bool:
         return is_sqlite(self.engine.url)
 
     async def close(self) -> None:
+        if self.sqlite_writer is not None:
+            await self.sqlite_writer.close()
         await self.engine.dispose()
+        remove = _temporary_databases.pop(self.engine.url.database or "", None)
+        if remove is not None:
+            remove()
+
+
+def _sqlite_target(url: URL) -> str:
+    """What `sqlite3.connect` opens for a SQLite URL: its path, or a `file:` URI with its parameters."""
+    database = url.database or ""
+    if not database.startswith("file:"):
+        return database
+    parameters = "&".join(f"{key}={value}" for key, value in url.query.items() if key != "uri")
+    return f"{database}?{parameters}" if parameters else database
 
 
 async def open_database(
