@@ -549,7 +549,7 @@ class TrajectoryStore:
         self, request: collector_pb2.SupersedeTrajectoriesRequest
     ) -> collector_pb2.SupersedeTrajectoriesResponse:
         """Marks `job_id`'s trajectories of iteration `from_iteration` on superseded, except those
-        labelled `attempt` = `current_attempt`; the count marked (already marked ones are not counted
+        labelled `ATTEMPT_LABEL` = `current_attempt`; the count marked (already marked ones are not counted
         again). A repeated `request_id` returns the first answer."""
         if not request.job_id:
             raise InvalidArgument("job_id", "is required")

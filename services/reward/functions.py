@@ -126,10 +126,7 @@ _KIND_TO_PROTO = {
 }
 
 
-_KIND_FROM_PROTO = {
-    rpb.REWARD_FUNCTION_KIND_PYTHON: FunctionKind.PYTHON,
-    rpb.REWARD_FUNCTION_KIND_REMOTE: FunctionKind.REMOTE,
-}
+_KIND_FROM_PROTO = {proto: kind for kind, proto in _KIND_TO_PROTO.items() if kind is not FunctionKind.BUILTIN}
 """The kinds a registration may have (the built-ins are not registered)."""
 
 

@@ -103,13 +103,12 @@ def _size(snapshot: PolicySnapshot) -> int:
 
 @dataclass
 class HeadColumns:
-    """One head's usable decisions, as `check_recorded_decision` read them, and their advantages."""
+    """One head's usable decisions, as `check_recorded_decision` read them, with the log-probability
+    each chosen option had when it was chosen and its advantage."""
 
     checked: list[CheckedDecision] = field(default_factory=list)
+    old_log_prob: list[float] = field(default_factory=list)
     advantage: list[float] = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return len(self.checked)
 
 
 class TrainerService:
@@ -289,9 +288,7 @@ class TrainerService:
             batches = {
                 name: HeadBatch(
                     batch=encode_checked(base.snapshot.heads[name], columns.checked),
-                    old_log_prob=np.fromiter(
-                        (checked[4] for checked in columns.checked), dtype=np.float64, count=len(columns)
-                    ),
+                    old_log_prob=np.array(columns.old_log_prob, dtype=np.float64),
                     advantage=np.array(columns.advantage, dtype=np.float64),
                     reference_weights=None if reference is None else reference[name],
                 )
@@ -400,6 +397,7 @@ def select_trajectories(
             if columns is None:
                 columns = by_head[name] = HeadColumns()
             columns.checked.append(checked)
+            columns.old_log_prob.append(checked[4])
             columns.advantage.append(advantage)
     return usable, by_head, rejected
 

@@ -195,6 +195,12 @@ def test_encode_batch_rejects_unusable_recorded_decisions():
         "decisions[1].features[x]": trajectory_pb2.Decision(
             head="pick", options=["a"], features={"x": math.inf}
         ),
+        "decisions[1].option_features[1][c]": trajectory_pb2.Decision(
+            head="pick",
+            options=["a", "b"],
+            option_features=[trajectory_pb2.FeatureMap(), trajectory_pb2.FeatureMap(values={"c": -math.inf})],
+        ),
+        "decisions[1].log_prob": trajectory_pb2.Decision(head="pick", options=["a"], log_prob=math.nan),
     }
     for field, bad in cases.items():
         with pytest.raises(InvalidArgument) as caught:

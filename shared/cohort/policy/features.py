@@ -162,7 +162,9 @@ def encode_checked(head, checked: Sequence) -> DecisionBatch:
     # layout -> (decision positions, their value rows); id() keys: layouts are cached, shared arrays.
     by_layout: dict[int, tuple[np.ndarray, list[int], list[list[float]]]] = {}
     ragged: list[tuple[int, np.ndarray, np.ndarray]] = []
-    for i, (options, names, feature_values, _, _, option_features) in enumerate(checked):
+    chosen: list[int] = []
+    for i, (options, names, feature_values, chosen_index, _, option_features) in enumerate(checked):
+        chosen.append(chosen_index)
         if option_features:
             rows = option_rows(
                 options, dict(zip(names, feature_values, strict=True)), option_features, buckets
@@ -198,7 +200,7 @@ def encode_checked(head, checked: Sequence) -> DecisionBatch:
         indices=indices,
         values=values,
         option_mask=mask,
-        chosen=np.fromiter((decision[3] for decision in checked), dtype=np.int64, count=count),
+        chosen=np.array(chosen, dtype=np.int64),
         temperature=float(head.temperature),
     )
 
