@@ -1,4 +1,4 @@
-"""Protobuf canonical JSON for the gateway: a fast encoder, a forgiving parser, string fields from URLs.
+"""Protobuf canonical JSON for the gateway: a fast encoder, a strict parser, string fields from URLs.
 
 `message_to_json` gives what `json_format.MessageToDict(m, always_print_fields_with_no_presence=True)`
 gives (lowerCamelCase names, unpopulated fields without presence emitted, 64-bit integers as strings,
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import difflib
 import functools
 import json
 import math
@@ -283,47 +284,69 @@ _FIELD_IN_ERROR = re.compile(r"Failed to parse (\w+) field")
 
 
 def parse_into(value: Any, message: Message, *, where: str = "") -> None:
-    """Fills `message` from a canonical-JSON dict; unknown fields are ignored (grpc-gateway does too).
-
-    A wrong type raises a 400 (`GatewayError`) naming the field path, e.g. `job.spec.groupSize`.
+    """Fills `message` from a canonical-JSON dict. An unknown field is an error, as a wrong type is: a
+    typo such as `grup_size` must not run a job with the default. Both raise a 400 (`GatewayError`)
+    naming the field path, e.g. `job.spec.grup_size` or `job.spec.groupSize`.
     """
     if not isinstance(value, dict):
         raise invalid_argument(where or "body", f"must be a JSON object, not {_json_type(value)}")
     try:
-        json_format.ParseDict(_known_fields(value, message.DESCRIPTOR), message)
+        json_format.ParseDict(value, message)
     except json_format.ParseError as exc:
-        path = ".".join(_FIELD_IN_ERROR.findall(str(exc)))
-        field = ".".join(p for p in (where, path) if p)
-        raise invalid_argument(field, _short_reason(str(exc))) from None
+        text = str(exc)
+        # The parser's own message says which type lacks the field but not where the key sits, and
+        # its path is the message types'; the walk finds the key's path as the caller wrote it.
+        unknown = _unknown_field(value, message.DESCRIPTOR) if "has no field named" in text else None
+        if unknown is not None:
+            path, descriptor, key = unknown
+            raise invalid_argument(_join(where, path), _unknown_reason(descriptor, key)) from None
+        path = ".".join(_FIELD_IN_ERROR.findall(text))
+        raise invalid_argument(_join(where, path), _short_reason(text)) from None
     except (TypeError, ValueError, AttributeError, KeyError, IndexError, RecursionError) as exc:
         raise invalid_argument(where or "body", f"cannot be read as {message.DESCRIPTOR.name}") from exc
 
 
-def _known_fields(value: Any, descriptor: Descriptor, depth: int = 0) -> Any:
-    """`value` without the keys that name no field, at every level.
+def _join(where: str, path: str) -> str:
+    if not where or not path:
+        return where or path
+    return f"{where}{path}" if path.startswith("[") else f"{where}.{path}"
 
-    `ignore_unknown_fields=True` would do this but also silently drops unknown enum names, turning
-    a typo in `states=["STATE_RUNING"]` into "no filter"; unknown names must stay errors.
-    """
+
+def _unknown_field(value: Any, descriptor: Descriptor, depth: int = 0) -> tuple[str, Descriptor, str] | None:
+    """The first key of `value`, at any depth, that names no field: (its path, the message type
+    that lacks it, the key). Runs only after the parser failed, so it costs nothing on valid input.
+    Well-known types (Struct, Any, ...) have JSON forms of their own and are not entered."""
     if not isinstance(value, dict) or descriptor.full_name in _WELL_KNOWN or depth > 100:
-        return value
-    known: dict[str, Any] = {}
+        return None
     for key, item in value.items():
         field = find_field(descriptor, key) if isinstance(key, str) else None
         if field is None:
-            continue
+            return str(key), descriptor, str(key)
         if field.type != FieldDescriptor.TYPE_MESSAGE:
-            known[key] = item
-        elif _is_map(field):
-            value_field = field.message_type.fields_by_name["value"]
-            if value_field.type == FieldDescriptor.TYPE_MESSAGE and isinstance(item, dict):
-                item = {k: _known_fields(v, value_field.message_type, depth + 1) for k, v in item.items()}
-            known[key] = item
-        elif _is_repeated(field) and isinstance(item, list):
-            known[key] = [_known_fields(element, field.message_type, depth + 1) for element in item]
+            continue
+        found = None
+        if _is_map(field):
+            continue  # no map of the API has message values; the parser's own error covers one
+        if _is_repeated(field) and isinstance(item, list):
+            for index, element in enumerate(item):
+                found = _unknown_field(element, field.message_type, depth + 1)
+                if found is not None:
+                    found = (f"[{index}].{found[0]}", *found[1:])
+                    break
         else:
-            known[key] = _known_fields(item, field.message_type, depth + 1)
-    return known
+            found = _unknown_field(item, field.message_type, depth + 1)
+            if found is not None:
+                found = (f".{found[0]}", *found[1:])
+        if found is not None:
+            return f"{key}{found[0]}", found[1], found[2]
+    return None
+
+
+def _unknown_reason(descriptor: Descriptor, key: str) -> str:
+    names = sorted({name for field in descriptor.fields for name in (field.name, field.json_name)})
+    close = difflib.get_close_matches(key, names, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"unknown field: {descriptor.name} has no field {key[:100]!r}{hint}"
 
 
 def _short_reason(message: str) -> str:

@@ -15,11 +15,15 @@ from dataclasses import dataclass
 
 from google.protobuf.duration_pb2 import Duration
 
+from cohort import toolbench
+from cohort.api.budget.v1 import budget_pb2
 from cohort.api.checkpoint.v1 import checkpoint_pb2
 from cohort.api.jobs.v1 import jobs_pb2
 from cohort.api.reward.v1 import reward_pb2
+from cohort.api.trajectory.v1 import trajectory_pb2
 from cohort.config import Settings
 from cohort.errors import InvalidArgument
+from cohort.trajectories.usage import PriceTable
 
 DEFAULT_GROUP_SIZE = 8
 DEFAULT_BATCH_SIZE = 4
@@ -32,7 +36,13 @@ DEFAULT_CHECKPOINT_INTERVAL = 10
 DEFAULT_EVALUATION_INTERVAL = 10
 DEFAULT_ROLLOUT_TIMEOUT_SECONDS = 60
 DEFAULT_MAX_CONCURRENCY = 16
+DEFAULT_MAX_ATTEMPTS = 3
+MAX_ATTEMPTS = 100
 MAX_DISPLAY_NAME_LENGTH = 200
+MAX_ROLLOUT_CEILING = 10**12
+"""Per-rollout token or micro-USD ceiling: times every rollout of a job it must stay inside int64."""
+EVALUATION_ROLLOUTS_PER_QUERY = 2
+"""Rollouts per held-out query and policy at each evaluation (the baseline and the candidate each)."""
 MIN_FEATURE_BUCKETS = 16
 MAX_FEATURE_BUCKETS = 2**22
 
@@ -105,6 +115,7 @@ def normalize_job_spec(spec: jobs_pb2.JobSpec, settings: Settings) -> jobs_pb2.J
         raise InvalidArgument(
             f"{SPEC}.budget.limit_micro_usd", f"must be >= 0, got {result.budget.limit_micro_usd}"
         )
+    _check_rollout_ceilings(result.budget)
     if result.HasField("rollout_timeout"):
         _check_duration(result.rollout_timeout, f"{SPEC}.rollout_timeout", positive=True)
     else:
@@ -115,6 +126,15 @@ def normalize_job_spec(spec: jobs_pb2.JobSpec, settings: Settings) -> jobs_pb2.J
         raise InvalidArgument(f"{SPEC}.max_concurrency", f"must be >= 0, got {result.max_concurrency}")
     if result.max_steps < 0:
         raise InvalidArgument(f"{SPEC}.max_steps", f"must be >= 0, got {result.max_steps}")
+    if result.max_attempts == 0:
+        result.max_attempts = DEFAULT_MAX_ATTEMPTS
+    elif not 1 <= result.max_attempts <= MAX_ATTEMPTS:
+        raise InvalidArgument(
+            f"{SPEC}.max_attempts",
+            f"must be between 1 and {MAX_ATTEMPTS} (0 means 3), got {result.max_attempts}",
+        )
+    if result.seed < 0:
+        raise InvalidArgument(f"{SPEC}.seed", f"must be >= 0, got {result.seed}")
 
     if result.failure_policy not in reward_pb2.FailurePolicy.values():
         raise InvalidArgument(f"{SPEC}.failure_policy", f"unknown value {result.failure_policy}")
@@ -125,6 +145,17 @@ def normalize_job_spec(spec: jobs_pb2.JobSpec, settings: Settings) -> jobs_pb2.J
     _check_reward(result)
     _check_retention(result.retention)
     return result
+
+
+def _check_rollout_ceilings(budget: jobs_pb2.BudgetSpec) -> None:
+    for name in ("max_rollout_tokens", "max_rollout_cost_micro_usd"):
+        value = getattr(budget, name)
+        if not 0 <= value <= MAX_ROLLOUT_CEILING:
+            raise InvalidArgument(f"{SPEC}.budget.{name}", f"must be between 0 and {MAX_ROLLOUT_CEILING}")
+    if budget.max_rollout_tokens and not budget.pricing_model:
+        raise InvalidArgument(
+            f"{SPEC}.budget.pricing_model", "is required with max_rollout_tokens: it prices the tokens"
+        )
 
 
 def _check_duration(value: Duration, field: str, *, positive: bool) -> None:
@@ -191,6 +222,8 @@ def _check_dataset(dataset: jobs_pb2.DatasetSpec, *, has_field: bool) -> None:
                     f"{field}.toolbench.{name}",
                     f"must be between 1 and {MAX_TOOLBENCH_COUNT} (0 means {default}), got {value}",
                 )
+        if toolbench.seed < 0:
+            raise InvalidArgument(f"{field}.toolbench.seed", f"must be >= 0, got {toolbench.seed}")
     fraction = dataset.heldout_fraction
     if fraction == 0:
         dataset.heldout_fraction = DEFAULT_HELDOUT_FRACTION
@@ -260,13 +293,16 @@ def _check_grpo(spec: jobs_pb2.JobSpec) -> None:
         value = getattr(config, name)
         if not (math.isfinite(value) and value >= 0):
             raise InvalidArgument(f"{field}.{name}", f"must be a finite number >= 0, got {value}")
+    for name, most in (("learning_rate", 10.0), ("kl_beta", 1e3), ("entropy_coefficient", 1e3)):
+        if getattr(config, name) > most:
+            raise InvalidArgument(f"{field}.{name}", f"must be at most {most:g}, got {getattr(config, name)}")
     for name in ("adam_beta1", "adam_beta2"):
         value = getattr(config, name)
         if not 0 <= value < 1:
             raise InvalidArgument(f"{field}.{name}", f"must be in [0, 1), got {value}")
     if not (math.isfinite(config.max_grad_norm) and config.max_grad_norm >= 0):
         raise InvalidArgument(f"{field}.max_grad_norm", f"must be >= 0, got {config.max_grad_norm}")
-    for name in ("inner_epochs", "max_policy_staleness"):
+    for name in ("inner_epochs", "max_policy_staleness", "seed"):
         if getattr(config, name) < 0:
             raise InvalidArgument(f"{field}.{name}", f"must be >= 0, got {getattr(config, name)}")
 
@@ -296,3 +332,87 @@ def _check_retention(retention: checkpoint_pb2.RetentionPolicy) -> None:
         raise InvalidArgument(f"{SPEC}.retention.keep_best", f"must be >= 0, got {retention.keep_best}")
     if retention.direction not in checkpoint_pb2.MetricDirection.values():
         raise InvalidArgument(f"{SPEC}.retention.direction", f"unknown value {retention.direction}")
+
+
+# -- budget estimates ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RolloutCeiling:
+    """The most one rollout of a job may cost: tokens of `model` plus a cost of its own.
+
+    Declared in the spec (`budget.max_rollout_tokens` priced as output tokens of `budget.pricing_model`,
+    `budget.max_rollout_cost_micro_usd`) or, for toolbench's simulated tokens, known exactly: every
+    step reports `simulated_tokens_per_step` (a quarter of them output), at most `max_steps` steps.
+    """
+
+    model: str
+    input_tokens: int
+    output_tokens: int
+    cost_micro_usd: int
+    model_field: str
+    """The spec field naming `model`, for an error when the budget service cannot price it."""
+
+    def usage(self, rollouts: int) -> list[budget_pb2.ModelUsage]:
+        if not self.model or not (self.input_tokens or self.output_tokens):
+            return []
+        return [
+            budget_pb2.ModelUsage(
+                model=self.model,
+                input_tokens=rollouts * self.input_tokens,
+                output_tokens=rollouts * self.output_tokens,
+            )
+        ]
+
+    def price(self, prices: PriceTable, rollouts: int) -> int:
+        """What `rollouts` rollouts may cost at most, in micro-USD (tokens of an unknown model: 0)."""
+        tokens = 0
+        for line in self.usage(rollouts):
+            tokens += prices.price_micro_usd(
+                line.model,
+                trajectory_pb2.TokenUsage(input_tokens=line.input_tokens, output_tokens=line.output_tokens),
+            )
+        return tokens + rollouts * self.cost_micro_usd
+
+
+def rollout_ceiling(spec: jobs_pb2.JobSpec) -> RolloutCeiling | None:
+    """The spec's per-rollout ceiling; None when the runtime's cost cannot be told before it runs."""
+    budget = spec.budget
+    if budget.max_rollout_tokens or budget.max_rollout_cost_micro_usd:
+        return RolloutCeiling(
+            model=budget.pricing_model if budget.max_rollout_tokens else "",
+            input_tokens=0,
+            output_tokens=budget.max_rollout_tokens,
+            cost_micro_usd=budget.max_rollout_cost_micro_usd,
+            model_field=f"{SPEC}.budget.pricing_model",
+        )
+    bench = spec.runtime.toolbench
+    if spec.runtime.WhichOneof("kind") == "toolbench" and bench.simulated_tokens_per_step > 0:
+        per_step = bench.simulated_tokens_per_step
+        steps = spec.max_steps or toolbench.DEFAULT_MAX_STEPS
+        output = per_step // 4  # as the toolbench agent reports them
+        return RolloutCeiling(
+            model=bench.simulated_model or toolbench.ToolbenchOptions().model,
+            input_tokens=steps * (per_step - output),
+            output_tokens=steps * output,
+            cost_micro_usd=0,
+            model_field=f"{SPEC}.runtime.toolbench.simulated_model",
+        )
+    return None
+
+
+def planned_rollouts(spec: jobs_pb2.JobSpec) -> int:
+    """Every rollout a normalized spec runs: training, and both policies' at every evaluation."""
+    dataset = spec.dataset
+    fraction = dataset.heldout_fraction or DEFAULT_HELDOUT_FRACTION
+    if dataset.WhichOneof("source") == "toolbench":
+        train, heldout = dataset.toolbench.train_count, dataset.toolbench.heldout_count
+    elif dataset.inline.heldout:
+        train, heldout = len(dataset.inline.train), len(dataset.inline.heldout)
+    else:  # as the runner splits them
+        heldout = max(1, round(len(dataset.inline.train) * fraction))
+        train = len(dataset.inline.train) - heldout
+    evaluations = math.ceil(spec.iterations / (spec.evaluation_interval or DEFAULT_EVALUATION_INTERVAL))
+    batch = min(spec.batch_size or DEFAULT_BATCH_SIZE, max(1, train))
+    group = spec.group_size or DEFAULT_GROUP_SIZE
+    return spec.iterations * batch * group + evaluations * heldout * 2 * EVALUATION_ROLLOUTS_PER_QUERY

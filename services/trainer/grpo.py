@@ -13,7 +13,9 @@ to a decision's logits z is a few array operations (below); the chain rule throu
 `z_o = W[indices[o]] . values[o] / temperature` is one `np.bincount` scatter per head. The update is
 full-batch: each of `inner_epochs` passes recomputes logpi_new, clips the global gradient norm and
 takes one Adam step; `old_log_prob` stays fixed. Nothing here is random, so the same inputs give the
-same result; callers run `grpo_update` in a thread because it is CPU work.
+same result; callers run `grpo_update` in a thread because it is CPU work. An update whose numbers
+leave float64's finite range (the loss, a gradient, the weights or the Adam moments) fails with
+`NON_FINITE_UPDATE` naming the quantity, so no caller ever receives NaN or infinite weights.
 """
 
 from __future__ import annotations
@@ -26,12 +28,19 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from cohort.api.trainer.v1 import trainer_pb2
-from cohort.errors import InvalidArgument
+from cohort.errors import FailedPrecondition, InvalidArgument
 
 if TYPE_CHECKING:
     from cohort.policy import DecisionBatch
 
 MAX_INNER_EPOCHS = 100
+MAX_LEARNING_RATE = 10.0
+MAX_COEFFICIENT = 1e3
+"""The largest `kl_beta` and `entropy_coefficient`."""
+MAX_GRAD_NORM_LIMIT = 1e6
+MAX_ADAM_EPSILON = 1.0
+NON_FINITE_UPDATE = "NON_FINITE_UPDATE"
+"""`ErrorInfo.reason` of an update whose arithmetic left float64's finite range."""
 MAX_LOG_RATIO = 20.0
 # Recorded log-probabilities may come from another implementation; allow its rounding above 0.
 LOG_PROB_TOLERANCE = 1e-9
@@ -64,23 +73,39 @@ class GrpoSettings:
         def finite(value: float) -> bool:
             return isinstance(value, numbers.Real) and math.isfinite(value)
 
-        check("learning_rate", finite(self.learning_rate) and self.learning_rate > 0, "a finite number > 0")
+        # Upper bounds keep one update's arithmetic far from float64 overflow: past them the Adam step
+        # or the KL/entropy gradients can reach inf, and a version of NaN weights would follow.
+        check(
+            "learning_rate",
+            finite(self.learning_rate) and 0 < self.learning_rate <= MAX_LEARNING_RATE,
+            f"a finite number in (0, {MAX_LEARNING_RATE:g}]",
+        )
         for name in ("clip_epsilon_low", "clip_epsilon_high"):
             value = getattr(self, name)
             check(name, finite(value) and 0 < value < 1, "strictly between 0 and 1")
         for name in ("kl_beta", "entropy_coefficient"):
             value = getattr(self, name)
-            check(name, finite(value) and value >= 0, "a finite number >= 0")
+            requirement = f"a finite number in [0, {MAX_COEFFICIENT:g}]"
+            check(name, finite(value) and 0 <= value <= MAX_COEFFICIENT, requirement)
         check(
             "inner_epochs",
             isinstance(self.inner_epochs, numbers.Integral) and 1 <= self.inner_epochs <= MAX_INNER_EPOCHS,
             f"an integer from 1 to {MAX_INNER_EPOCHS}",
         )
-        check("max_grad_norm", finite(self.max_grad_norm) and self.max_grad_norm > 0, "a finite number > 0")
+        check(
+            "max_grad_norm",
+            finite(self.max_grad_norm) and 0 < self.max_grad_norm <= MAX_GRAD_NORM_LIMIT,
+            f"a finite number in (0, {MAX_GRAD_NORM_LIMIT:g}]",
+        )
         for name in ("adam_beta1", "adam_beta2"):
             value = getattr(self, name)
             check(name, finite(value) and 0 <= value < 1, "in [0, 1)")
-        check("adam_epsilon", finite(self.adam_epsilon) and self.adam_epsilon > 0, "a finite number > 0")
+        check(
+            "adam_epsilon",
+            finite(self.adam_epsilon) and 0 < self.adam_epsilon <= MAX_ADAM_EPSILON,
+            f"a finite number in (0, {MAX_ADAM_EPSILON:g}]",
+        )
+        check("seed", isinstance(self.seed, numbers.Integral) and self.seed >= 0, "an integer >= 0")
         check(
             "max_policy_staleness",
             isinstance(self.max_policy_staleness, numbers.Integral) and self.max_policy_staleness >= 0,
@@ -435,11 +460,14 @@ def grpo_update(
     terms = LossTerms(0.0, {}, 0.0, 0.0, 0.0, 0)
     grad_norm = clipped_norm = 0.0
     beta1, beta2 = settings.adam_beta1, settings.adam_beta2
-    for _ in range(settings.inner_epochs):
+    for epoch in range(1, settings.inner_epochs + 1):
         terms = _pooled_terms(new_weights, prepared, settings)
         if terms.decisions == 0:
             break
-        grad_norm = math.sqrt(sum(float(g @ g) for g in terms.gradients.values()))
+        grad_norm = _global_norm(terms.gradients)
+        if not all(map(math.isfinite, (terms.loss, terms.kl, terms.entropy, grad_norm))):
+            # Scalars only on the way: the arrays are searched once something is wrong.
+            _raise_non_finite(epoch, new_weights, first, second, terms)
         scale = settings.max_grad_norm / grad_norm if grad_norm > settings.max_grad_norm else 1.0
         clipped_norm = grad_norm * scale
         step += 1
@@ -461,6 +489,8 @@ def grpo_update(
     for head, w in new_weights.items():  # heads the state did not cover yet
         first.setdefault(head, np.zeros_like(w))
         second.setdefault(head, np.zeros_like(w))
+    if any(not _all_finite(a) for arrays in (new_weights, first, second) for a in arrays.values()):
+        _raise_non_finite(settings.inner_epochs, new_weights, first, second, None)
     return UpdateResult(
         weights=new_weights,
         optimizer=AdamState(step=step, first_moments=first, second_moments=second),
@@ -471,4 +501,59 @@ def grpo_update(
         grad_norm=grad_norm,
         grad_norm_clipped=clipped_norm,
         decisions=terms.decisions,
+    )
+
+
+def _all_finite(array: np.ndarray) -> bool:
+    # A sum is finite only when every term is; the exact test runs only when the sum overflowed.
+    return math.isfinite(float(np.sum(array))) or bool(np.all(np.isfinite(array)))
+
+
+def _global_norm(gradients: dict[str, np.ndarray]) -> float:
+    """The L2 norm over every head's gradient; finite gradients whose squares overflow are rescaled
+    by their largest magnitude instead of reporting an infinite norm."""
+    norm = math.sqrt(sum(float(g @ g) for g in gradients.values()))
+    if math.isinf(norm) and all(_all_finite(g) for g in gradients.values()):
+        largest = max(float(np.max(np.abs(g))) for g in gradients.values() if g.size)
+        norm = largest * math.sqrt(sum(float((g / largest) @ (g / largest)) for g in gradients.values()))
+    return norm
+
+
+def _raise_non_finite(
+    epoch: int,
+    weights: dict[str, np.ndarray],
+    first: dict[str, np.ndarray],
+    second: dict[str, np.ndarray],
+    terms: LossTerms | None,
+) -> None:
+    """Fails the update naming the first quantity that left the finite range: a version of NaN or
+    infinite weights would serve NaN probabilities, and Adam state like that poisons later updates."""
+    for quantity, arrays in (
+        ("weights", weights),
+        ("Adam first moments", first),
+        ("Adam second moments", second),
+    ):
+        for head, array in sorted(arrays.items()):
+            if not _all_finite(array):
+                _fail(quantity, epoch, head)
+    # A non-finite loss, KL or entropy means the logits overflowed: huge features times large weights.
+    for quantity, value in (
+        () if terms is None else (("loss", terms.loss), ("KL", terms.kl), ("entropy", terms.entropy))
+    ):
+        if not math.isfinite(value):
+            _fail(quantity, epoch, None)
+    for head, array in sorted((terms.gradients if terms is not None else {}).items()):
+        if not _all_finite(array):
+            _fail("gradient", epoch, head)
+    _fail("gradient norm", epoch, None)
+
+
+def _fail(quantity: str, epoch: int, head: str | None) -> None:
+    where = f" of head {head!r}" if head is not None else ""
+    raise FailedPrecondition(
+        f"non-finite update: the {quantity}{where} became NaN or infinite in inner epoch {epoch}; "
+        "no version was made (lower learning_rate, kl_beta or entropy_coefficient, or check the "
+        "trajectories' features)",
+        reason=NON_FINITE_UPDATE,
+        metadata={"quantity": quantity, "head": head or "", "epoch": str(epoch)},
     )

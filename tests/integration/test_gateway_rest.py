@@ -89,6 +89,9 @@ async def test_post_with_body_star_and_a_path_parameter(http):
     async with http.post(
         "/v1/policies", json={"displayName": "p", "heads": heads, "unknownField": 1}
     ) as response:
+        assert response.status == 400  # a typo is never ignored
+        assert (await response.json())["message"].startswith("unknownField: unknown field")
+    async with http.post("/v1/policies", json={"displayName": "p", "heads": heads}) as response:
         assert response.status == 200, await response.text()
         policy = (await response.json())["policy"]
     policy_id = policy["policyId"]

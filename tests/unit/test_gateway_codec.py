@@ -9,6 +9,7 @@ import pytest
 from google.protobuf import json_format, timestamp_pb2
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
+from google.rpc import error_details_pb2
 
 from cohort.api.collector.v1 import collector_pb2
 from cohort.api.jobs.v1 import jobs_pb2
@@ -137,13 +138,76 @@ def test_non_finite_doubles_are_strings():
     assert out["successRate"] == "NaN" and out["rewardMean"] == "-Infinity"
 
 
-def test_parse_ignores_unknown_fields_but_not_unknown_enum_names():
+def test_parse_rejects_unknown_enum_names():
     request = jobs_pb2.ListJobsRequest()
-    parse_into({"pageSize": 3, "whatever": {"x": 1}, "states": ["STATE_RUNNING"]}, request)
+    parse_into({"pageSize": 3, "states": ["STATE_RUNNING"]}, request)
     assert request.page_size == 3 and list(request.states) == [jobs_pb2.Job.STATE_RUNNING]
     with pytest.raises(GatewayError) as caught:
         parse_into({"states": ["STATE_RUNING"]}, jobs_pb2.ListJobsRequest())
     assert caught.value.http_status == 400 and caught.value.status.message.startswith("states:")
+
+
+def _violation(error: GatewayError) -> tuple[str, str]:
+    bad_request = error_details_pb2.BadRequest()
+    assert any(detail.Unpack(bad_request) for detail in error.status.details)
+    (violation,) = bad_request.field_violations
+    return violation.field, violation.description
+
+
+@pytest.mark.parametrize(
+    ("message", "value", "where", "field", "text"),
+    [
+        (
+            jobs_pb2.ListJobsRequest(),
+            {"pageSize": 3, "whatever": {"x": 1}},
+            "",
+            "whatever",
+            "ListJobsRequest",
+        ),
+        (
+            jobs_pb2.CreateJobRequest(),
+            {"job": {"spec": {"grup_size": 3}}},
+            "",
+            "job.spec.grup_size",
+            "group_size",
+        ),
+        (
+            jobs_pb2.CreateJobRequest(),
+            {"job": {"spec": {"groupSise": 3}}},
+            "",
+            "job.spec.groupSise",
+            "groupSize",
+        ),
+        (
+            jobs_pb2.CreateJobRequest(),
+            {"job": {"spec": {"dataset": {"inline": {"train": [{"text": "a"}, {"text": "b", "txt": "c"}]}}}}},
+            "",
+            "job.spec.dataset.inline.train[1].txt",
+            "Query has no field 'txt'",
+        ),
+        (
+            jobs_pb2.Job(),
+            {"spec": {"runtime": {"toolbench": {"x": "1s"}}}},
+            "job",
+            "job.spec.runtime.toolbench.x",
+            "",
+        ),
+        (jobs_pb2.GetJobRequest(), {"jobId": "j", "extra": 1}, "[2]", "[2].extra", "GetJobRequest"),
+    ],
+)
+def test_parse_rejects_unknown_fields_naming_their_path(message, value, where, field, text):
+    with pytest.raises(GatewayError) as caught:
+        parse_into(value, message, where=where)
+    named, description = _violation(caught.value)
+    assert caught.value.http_status == 400 and named == field
+    assert description.startswith("unknown field") and text in description
+    assert caught.value.status.message.startswith(f"{field}: unknown field")
+
+
+def test_an_unknown_field_and_a_bad_value_in_one_body_name_the_parser_s_first_complaint():
+    with pytest.raises(GatewayError) as caught:
+        parse_into({"job": {"spec": {"iterations": "many"}}}, jobs_pb2.CreateJobRequest())
+    assert _violation(caught.value)[0] == "job.spec.iterations"
 
 
 def test_parse_names_the_nested_field():

@@ -10,9 +10,16 @@ import numpy as np
 import pytest
 
 from cohort.api.trainer.v1 import trainer_pb2
-from cohort.errors import InvalidArgument
+from cohort.errors import FailedPrecondition, InvalidArgument
 from cohort.policy import DecisionBatch, log_probabilities
-from cohort.services.trainer.grpo import AdamState, GrpoSettings, HeadBatch, grpo_loss, grpo_update
+from cohort.services.trainer.grpo import (
+    NON_FINITE_UPDATE,
+    AdamState,
+    GrpoSettings,
+    HeadBatch,
+    grpo_loss,
+    grpo_update,
+)
 
 BUCKETS = 32  # small, so decisions and options share buckets and the scatter-add must sum them
 
@@ -473,12 +480,109 @@ def test_settings_from_proto_defaults_and_values():
         ("adam_beta1", -0.5),
         ("adam_beta2", 1.2),
         ("max_policy_staleness", -1),
+        # Finite but large enough to overflow an update into NaN weights.
+        ("learning_rate", 10.5),
+        ("learning_rate", 1e300),
+        ("kl_beta", 1e3 * 1.01),
+        ("kl_beta", 1e300),
+        ("entropy_coefficient", 1e305),
+        ("max_grad_norm", 1e7),
+        ("seed", -1),
     ],
 )
 def test_bad_settings_name_the_field(name, value):
     with pytest.raises(InvalidArgument) as error:
         GrpoSettings.from_proto(trainer_pb2.GrpoConfig(**{name: value}))
     assert error.value.field == f"config.{name}"
+    assert "must be" in error.value.description and repr(value) in error.value.description
+
+
+def test_the_bounds_themselves_are_allowed_and_named_in_the_error():
+    GrpoSettings(learning_rate=10, kl_beta=1e3, entropy_coefficient=1e3, max_grad_norm=1e6, seed=0)
+    with pytest.raises(InvalidArgument) as error:
+        GrpoSettings(learning_rate=11)
+    assert "(0, 10]" in error.value.description
+    with pytest.raises(InvalidArgument) as error:
+        GrpoSettings(kl_beta=2e3)
+    assert "[0, 1000]" in error.value.description
+
+
+def overflowing_decision(scale: float):
+    """One decision whose two options read the same huge feature through separate buckets."""
+    indices = np.array([[[0], [1]]])
+    values = np.full((1, 2, 1), scale)
+    batch = DecisionBatch(indices, values, np.array([[True, True]]), np.array([0]), 1.0)
+    weights = {"h": np.zeros(4)}
+    return weights, {"h": HeadBatch(batch, np.array([math.log(0.5)]), np.array([1.0]), None)}
+
+
+def assert_non_finite_update(call, quantity: str, epoch: int, head: str = ""):
+    with pytest.raises(FailedPrecondition) as error:
+        call()
+    assert error.value.reason == NON_FINITE_UPDATE
+    assert error.value.metadata == {"quantity": quantity, "head": head, "epoch": str(epoch)}
+    assert error.value.message.startswith(f"non-finite update: the {quantity}")
+
+
+def test_an_update_whose_logits_overflow_fails_naming_the_entropy():
+    """Settings in range, finite features of 1e307: after one Adam step of 10 the logits overflow;
+    the ratio's cap keeps the loss finite, the entropy is where the NaN shows first."""
+    weights, batches = make_problem(seed=3)
+    huge = {
+        head: replace(
+            hb, batch=replace(hb.batch, values=hb.batch.values / np.abs(hb.batch.values).max() * 1e307)
+        )
+        for head, hb in batches.items()
+    }
+    weights = {head: np.zeros_like(w) for head, w in weights.items()}
+    settings = GrpoSettings(learning_rate=10, inner_epochs=3)
+    assert_non_finite_update(
+        lambda: grpo_update(weights, huge, AdamState.zeros(weights), settings), "entropy", 2
+    )
+    assert all(not np.any(w) for w in weights.values())  # the caller's arrays are untouched
+
+
+def test_an_overflowing_kl_term_fails_naming_the_loss():
+    weights, batches = make_problem(seed=3)
+    huge = {
+        head: replace(
+            hb, batch=replace(hb.batch, values=hb.batch.values / np.abs(hb.batch.values).max() * 1e300)
+        )
+        for head, hb in batches.items()
+    }
+    settings = GrpoSettings(kl_beta=1e3)
+    assert_non_finite_update(
+        lambda: grpo_update(weights, huge, AdamState.zeros(weights), settings), "loss", 1
+    )
+
+
+def test_a_learning_rate_past_the_bound_would_make_nan_weights_and_is_stopped_anyway():
+    """The settings' bound is the first guard; the update's own check is the second."""
+    weights, batches = make_problem(seed=4)
+    settings = GrpoSettings(inner_epochs=2)
+    object.__setattr__(settings, "learning_rate", 1e308)  # past validation, as a future caller might
+    assert_non_finite_update(
+        lambda: grpo_update(weights, batches, AdamState.zeros(weights), settings), "loss", 2
+    )
+
+
+def test_non_finite_weights_going_in_are_named():
+    weights, batches = make_problem(seed=4)
+    weights["route"] = weights["route"].copy()
+    weights["route"][3] = math.nan
+    assert_non_finite_update(
+        lambda: grpo_update(weights, batches, AdamState.zeros(weights), GrpoSettings()), "weights", 1, "route"
+    )
+
+
+def test_a_gradient_whose_square_overflows_still_has_a_finite_norm_and_takes_its_step():
+    """Gradients of 1e200: their squares overflow, but the norm is rescaled, so the step is clipped
+    to `max_grad_norm` instead of being zeroed by an infinite norm."""
+    weights, batches = overflowing_decision(1e200)
+    result = grpo_update(weights, batches, AdamState.zeros(weights), GrpoSettings(inner_epochs=1))
+    assert result.grad_norm == pytest.approx(math.sqrt(0.5) * 1e200, rel=1e-12)
+    assert result.grad_norm_clipped == pytest.approx(1.0)
+    assert result.weights["h"][0] == pytest.approx(0.05) and result.weights["h"][1] == pytest.approx(-0.05)
 
 
 def test_adam_state_proto_round_trip_and_validation():

@@ -164,6 +164,27 @@ BAD_SPECS = {
         "job.spec.grpo.learning_rate",
     ),
     "grpo adam beta one": (lambda j: setattr(j.spec.grpo, "adam_beta1", 1.0), "job.spec.grpo.adam_beta1"),
+    # Finite values that pass a NaN check but overflow an update into NaN weights, and negative
+    # seeds that fail deep inside the run: all refused at CreateJob.
+    "grpo learning rate huge": (
+        lambda j: setattr(j.spec.grpo, "learning_rate", 1e300),
+        "job.spec.grpo.learning_rate",
+    ),
+    "grpo kl huge": (lambda j: setattr(j.spec.grpo, "kl_beta", 1e300), "job.spec.grpo.kl_beta"),
+    "grpo entropy huge": (
+        lambda j: setattr(j.spec.grpo, "entropy_coefficient", 1e4),
+        "job.spec.grpo.entropy_coefficient",
+    ),
+    "grpo max grad norm huge": (
+        lambda j: setattr(j.spec.grpo, "max_grad_norm", 1e300),
+        "job.spec.grpo.max_grad_norm",
+    ),
+    "grpo seed negative": (lambda j: setattr(j.spec.grpo, "seed", -1), "job.spec.grpo.seed"),
+    "seed negative": (lambda j: setattr(j.spec, "seed", -7), "job.spec.seed"),
+    "toolbench seed negative": (
+        lambda j: setattr(j.spec.dataset.toolbench, "seed", -1),
+        "job.spec.dataset.toolbench.seed",
+    ),
     "advantage gamma above one": (
         lambda j: setattr(j.spec.advantage, "gamma", 1.5),
         "job.spec.advantage.gamma",
@@ -228,3 +249,15 @@ def test_group_size_bound_follows_settings():
     job = valid_job()
     job.spec.group_size = 65
     assert validate_new_job(job, Settings(max_group_size=128)).spec.group_size == 65
+
+
+def test_the_bad_value_and_the_allowed_range_are_in_the_message():
+    job = bad_job("grpo learning rate huge")
+    with pytest.raises(InvalidArgument) as failure:
+        validate_new_job(job, SETTINGS)
+    assert "(0, 10]" in failure.value.description and "1e+300" in failure.value.description
+    job = valid_job()
+    job.spec.seed = 0
+    job.spec.grpo.learning_rate = 10
+    job.spec.grpo.kl_beta = 1000
+    assert validate_new_job(job, SETTINGS).spec.grpo.kl_beta == 1000  # the bounds themselves are fine

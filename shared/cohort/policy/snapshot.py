@@ -15,7 +15,7 @@ import numpy as np
 
 from cohort.api.trainer.v1 import trainer_pb2
 from cohort.api.trajectory.v1 import trajectory_pb2
-from cohort.errors import InvalidArgument, NotFound
+from cohort.errors import FailedPrecondition, InvalidArgument, NotFound
 from cohort.policy.features import OPTION_SEPARATOR, SHARED_PREFIX, bucket
 from cohort.runtime import DecisionRequest
 
@@ -483,11 +483,29 @@ class PolicySnapshot:
                             for name in sorted(values)
                         )
                     )
+        if not all(map(math.isfinite, logits)):
+            self._refuse_non_finite(head)
         temperature = head.temperature
         top = max(logits)
         shifted = [(logit - top) / temperature for logit in logits]
         log_total = math.log(math.fsum(map(math.exp, shifted)))
         return [value - log_total for value in shifted]
+
+    def _refuse_non_finite(self, head: HeadSpec) -> None:
+        """A NaN or infinite logit makes NaN (or meaningless) probabilities: never served."""
+        weights = self.weights[head.name]
+        if not np.all(np.isfinite(weights)):
+            raise FailedPrecondition(
+                f"policy {self.policy_id!r} version {self.version} has non-finite weights in head "
+                f"{head.name!r}; it cannot serve decisions (use another version)",
+                reason="NON_FINITE_POLICY",
+                metadata={"policy_id": self.policy_id, "version": str(self.version), "head": head.name},
+            )
+        raise InvalidArgument(
+            "features",
+            f"the logits of head {head.name!r} overflow: feature values this large times the "
+            "policy's weights leave the finite range; scale the features down",
+        )
 
     def _rows(self, head: HeadSpec, options: tuple[str, ...], names: tuple[str, ...]) -> np.ndarray:
         """float64[O, 1 + F]: each option's bias weight, then its weight for each context feature."""
