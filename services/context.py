@@ -16,5 +16,7 @@ class ServiceContext:
     database: Database
     api_keys: ApiKeyStore
     authenticator: ApiKeyAuthenticator | None
+    runs_only_own_jobs: bool = False
+    """A CLI command's suite: its job manager runs only the jobs created through it."""
     channels: ChannelPool = field(init=False)
     """Set once every server of the process is bound, so in-process peers are reached on their real ports."""

@@ -2,8 +2,9 @@
 
 `cohort serve all` runs every service here, each on its own port, still talking to each other over
 gRPC; `cohort serve <name>` runs one. Tests start suites on port 0. Start-up order: configuration,
-tracing, database (migrated to head), identity (the embedded default's admin key), servers, then
-the channels between them, once every port is known.
+tracing, database (migrated to head), identity (the embedded default's admin key for people, and the
+service credential the services present to each other), servers, then the channels between them,
+once every port is known.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Protocol
 
 from cohort.config import GRPC_SERVICE_NAMES, SERVICE_NAMES, Settings
 from cohort.errors import InvalidArgument
-from cohort.identity import ApiKeyAuthenticator, ApiKeyStore, ensure_admin_key
+from cohort.identity import ApiKeyAuthenticator, ApiKeyStore, ensure_admin_key, service_credential
 from cohort.rpc.client import ChannelPool
 from cohort.rpc.server import serve_until_signal, start_server
 from cohort.services.context import ServiceContext
@@ -51,10 +52,16 @@ class Suite:
         return self.settings.address_of(component)
 
     async def stop(self, grace: float | None = None) -> None:
-        # Channels first: a peer's server going away under an open channel is noise, not news.
+        # The job manager first, while its peers still answer: its running jobs are handed back
+        # (queued, to resume from their checkpoint), not failed by calls cut off under them.
+        first = [self.servers[name] for name in ("gateway", "jobs") if name in self.servers]
+        for server in first:
+            await server.stop(grace)
+        # Then the channels: a peer's server going away under an open channel is noise, not news.
         await self.context.channels.close()
         for server in reversed(list(self.servers.values())):
-            await server.stop(grace)
+            if server not in first:
+                await server.stop(grace)
         await self._close_shared()
 
     async def run_until_signal(self) -> None:
@@ -81,22 +88,35 @@ def resolve_components(names: Sequence[str]) -> list[str]:
 
 
 async def start_suite(
-    settings: Settings, components: Sequence[str], *, ephemeral_ports: bool = False
+    settings: Settings,
+    components: Sequence[str],
+    *,
+    ephemeral_ports: bool = False,
+    runs_only_own_jobs: bool = False,
 ) -> Suite:
-    """Start `components` (service names) in this process; with `ephemeral_ports`, each on port 0."""
+    """Start `components` (service names) in this process; with `ephemeral_ports`, each on port 0.
+    `runs_only_own_jobs`: the job manager runs only jobs created through it (a CLI command's suite,
+    which ends with the command, must not pick up other jobs of the database)."""
     started = time.perf_counter()
     components = resolve_components(components)
     configure_tracing(settings, "cohort-" + ("all" if len(components) > 1 else components[0]))
     database = await open_database(settings, migrate=True)
     api_keys = ApiKeyStore(database.sessions)
-    if settings.auth_enabled and settings.api_key is None:
-        # The services of this process call each other with this key; the CLI finds it in the file.
-        settings = settings.with_overrides(api_key=await ensure_admin_key(settings, api_keys))
+    if settings.auth_enabled:
+        if settings.api_key is None:
+            # The operator's key, for the CLI and people; the services never present it.
+            await ensure_admin_key(settings, api_keys)
+        # Not a person's key: revoking any key a person holds must not stop the suite.
+        settings = settings.with_overrides(api_key=await service_credential(settings, api_keys))
     authenticator = (
         ApiKeyAuthenticator(api_keys, settings.auth_cache_seconds) if settings.auth_enabled else None
     )
     context = ServiceContext(
-        settings=settings, database=database, api_keys=api_keys, authenticator=authenticator
+        settings=settings,
+        database=database,
+        api_keys=api_keys,
+        authenticator=authenticator,
+        runs_only_own_jobs=runs_only_own_jobs,
     )
     suite = Suite(context=context)
     try:

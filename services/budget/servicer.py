@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from cohort.api.budget.v1 import budget_pb2_grpc
+from cohort.context import require_identity
 from cohort.services.budget.service import BudgetService
 
 
@@ -22,8 +23,11 @@ class BudgetServiceServicer(budget_pb2_grpc.BudgetServiceServicer):
     async def Release(self, request, context):
         return await self._service.release(request)
 
+    async def ReleaseJobReservations(self, request, context):
+        return await self._service.release_job_reservations(request)
+
     async def GetUsage(self, request, context):
         return await self._service.get_usage(request)
 
     async def SetLimit(self, request, context):
-        return await self._service.set_limit(request)
+        return await self._service.set_limit(request, caller=require_identity())

@@ -5,6 +5,8 @@ Three kinds:
 - `python`: an async function `module:function` imported into the collector's process and called
   as `await agent(task, context)` with a `cohort.runtime.AgentContext` whose recorder is an
   in-memory `TrajectoryRecorder` (`sink="memory"`) and whose decider evaluates the policy locally.
+  Only an admin key, or an entry point in `COHORT_PYTHON_RUNTIME_ALLOWLIST`, gets it imported
+  (`authorize_python_entry_point`, checked before the import).
 - `toolbench`: the same, with the built-in agent `cohort.toolbench.make_agent(ToolbenchOptions(...))`.
 - `grpc`: an agent implementing `cohort.api.agentruntime.v1.AgentRuntimeService` at an address. The
   collector calls `Run` once per rollout and turns the event stream into a trajectory; the agent
@@ -23,7 +25,7 @@ import inspect
 import json
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -34,7 +36,8 @@ from cohort.api.agentruntime.v1 import agent_runtime_pb2, agent_runtime_pb2_grpc
 from cohort.api.collector.v1 import collector_pb2
 from cohort.api.trajectory.v1 import trajectory_pb2
 from cohort.config import Settings
-from cohort.errors import FailedPrecondition, InvalidArgument
+from cohort.context import Identity, require_identity
+from cohort.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 from cohort.runtime import AgentContext, AgentResult, Decider, Task, as_agent_result
 from cohort.sdk.journal import termination_name, utc_now
 from cohort.sdk.recorder import TrajectoryRecorder
@@ -240,14 +243,55 @@ def task_from_query(query: collector_pb2.Query) -> Task:
     )
 
 
-def load_entry_point(entry_point: str) -> AgentFunction:
-    """Imports `package.module:function`; INVALID_ARGUMENT naming `runtime.python.entry_point` if unusable."""
-    name = "runtime.python.entry_point"
+def _checked_entry_point(entry_point: str, name: str) -> str:
     entry_point = entry_point.strip()
     if not entry_point:
         raise InvalidArgument(name, "is required: `package.module:function`")
     if not _ENTRY_POINT.fullmatch(entry_point):
         raise InvalidArgument(name, f"{entry_point!r} is not of the form `package.module:function`")
+    return entry_point
+
+
+def authorize_python_entry_point(
+    entry_point: str,
+    identity: Identity,
+    allowlist: Sequence[str],
+    *,
+    field: str = "runtime.python.entry_point",
+) -> str:
+    """The entry point, if `identity` may run it in-process; imports nothing.
+
+    Running Python code inside the collector is an administrator's decision, like registering a
+    Python reward function: an admin key may name any entry point, any other key only one listed
+    in `COHORT_PYTHON_RUNTIME_ALLOWLIST` (`package.module:function`, or `package.module:*` for
+    every function of that module). INVALID_ARGUMENT naming `field` when malformed,
+    PERMISSION_DENIED naming the entry point when not allowed.
+    """
+    entry_point = _checked_entry_point(entry_point, field)
+    if identity.is_admin or python_entry_point_allowed(entry_point, allowlist):
+        return entry_point
+    raise PermissionDenied(
+        f"the Python runtime entry point {entry_point!r} ({field}) runs code inside the collector, "
+        "which needs an admin API key; an administrator can allow it for every key by adding "
+        f"{entry_point!r} (or '{entry_point.partition(':')[0]}:*') to COHORT_PYTHON_RUNTIME_ALLOWLIST "
+        "of the collector and jobs processes",
+        reason="PYTHON_RUNTIME_NOT_ALLOWED",
+        metadata={"entry_point": entry_point, "field": field},
+    )
+
+
+def python_entry_point_allowed(entry_point: str, allowlist: Sequence[str]) -> bool:
+    module_name = entry_point.partition(":")[0]
+    return entry_point in allowlist or f"{module_name}:*" in allowlist
+
+
+def load_entry_point(entry_point: str) -> AgentFunction:
+    """Imports `package.module:function`; INVALID_ARGUMENT naming `runtime.python.entry_point` if unusable.
+
+    Call `authorize_python_entry_point` first: importing runs the module's code.
+    """
+    name = "runtime.python.entry_point"
+    entry_point = _checked_entry_point(entry_point, name)
     module_name, _, attribute = entry_point.partition(":")
     try:
         module = importlib.import_module(module_name)
@@ -515,6 +559,9 @@ class RuntimeResolver:
         """The runner of `spec`; INVALID_ARGUMENT naming the field when the spec cannot be used."""
         kind = spec.WhichOneof("kind")
         if kind == "python":
+            authorize_python_entry_point(
+                spec.python.entry_point, require_identity(), settings.python_runtime_allowlist
+            )
             agent = load_entry_point(spec.python.entry_point)
             ref = (
                 spec.agent
@@ -648,6 +695,8 @@ __all__ = [
     "Runner",
     "RuntimeResolver",
     "StreamRecording",
+    "authorize_python_entry_point",
     "load_entry_point",
+    "python_entry_point_allowed",
     "task_from_query",
 ]

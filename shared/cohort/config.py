@@ -31,6 +31,8 @@ DEFAULT_PORTS: Mapping[str, int] = {
 
 MiB = 1024 * 1024
 
+_ALLOWLIST_ENTRY = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:(\*|[A-Za-z_]\w*(\.[A-Za-z_]\w*)*)")
+
 
 class ConfigError(ValueError):
     """A configuration value is malformed; `variable` names the environment variable."""
@@ -80,10 +82,16 @@ class Settings:
     """Where clients reach each service (`host:port`); defaults to `host:port` of this config."""
     max_message_bytes: int = 16 * MiB
     rpc_timeout_seconds: float = 30.0
+    rpc_retry_seconds: float = 30.0
+    """How long a call between services is retried on UNAVAILABLE (a peer or its database
+    restarting), with backoff and jitter; 0 turns retries off."""
     shutdown_grace_seconds: float = 5.0
     auth_enabled: bool = True
     api_key: str | None = None
     """The key this process presents when it calls other services (and the CLI uses)."""
+    service_key: str | None = None
+    """COHORT_SERVICE_KEY: the suite's internal service credential, which the services of a process
+    present to each other instead of a person's key (see `cohort.identity.service_credential`)."""
     auth_cache_seconds: float = 5.0
     tls: TlsSettings = field(default_factory=TlsSettings)
     price_table_file: Path | None = None
@@ -98,6 +106,8 @@ class Settings:
     """Rollouts running at once in one collector process, over all requests and jobs."""
     rollout_timeout_seconds: float = 300.0
     """Per-rollout timeout when a request sets none."""
+    python_runtime_allowlist: tuple[str, ...] = ()
+    """Python agent entry points (`module:function`, or `module:*`) a non-admin key may run."""
     # -- checkpoint
     checkpoint_dir: Path | None = None
     """Where checkpoint files live; default `<data_dir>/checkpoints`."""
@@ -130,6 +140,10 @@ class Settings:
     @property
     def admin_key_file(self) -> Path:
         return self.data_dir / "admin.key"
+
+    @property
+    def service_key_file(self) -> Path:
+        return self.data_dir / "service.key"
 
     def listen_address(self, service: str) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
@@ -172,9 +186,11 @@ class Settings:
                 "COHORT_MAX_MESSAGE_BYTES", 16 * MiB, minimum=1024, maximum=2**31 - 1
             ),
             rpc_timeout_seconds=env.number("COHORT_RPC_TIMEOUT_SECONDS", 30.0, minimum=0.001),
+            rpc_retry_seconds=env.number("COHORT_RPC_RETRY_SECONDS", 30.0, minimum=0.0),
             shutdown_grace_seconds=env.number("COHORT_SHUTDOWN_GRACE_SECONDS", 5.0, minimum=0.0),
             auth_enabled=env.boolean("COHORT_AUTH_ENABLED", True),
             api_key=env.text("COHORT_API_KEY", "") or None,
+            service_key=env.text("COHORT_SERVICE_KEY", "") or None,
             auth_cache_seconds=env.number("COHORT_AUTH_CACHE_SECONDS", 5.0, minimum=0.0),
             tls=tls,
             price_table_file=env.path("COHORT_PRICE_TABLE_FILE"),
@@ -188,6 +204,7 @@ class Settings:
                 "COHORT_MAX_CONCURRENT_ROLLOUTS", 256, minimum=1, maximum=1_000_000
             ),
             rollout_timeout_seconds=env.number("COHORT_ROLLOUT_TIMEOUT_SECONDS", 300.0, minimum=0.001),
+            python_runtime_allowlist=env.entry_points("COHORT_PYTHON_RUNTIME_ALLOWLIST"),
             checkpoint_dir=Path(env.text("COHORT_CHECKPOINT_DIR", ""))
             if env.has("COHORT_CHECKPOINT_DIR")
             else None,
@@ -345,6 +362,15 @@ class _Env:
         raise ConfigError(
             name, f"unsupported database URL scheme {scheme or raw!r} (use postgresql:// or sqlite://)"
         )
+
+    def entry_points(self, name: str) -> tuple[str, ...]:
+        if not self.has(name):
+            return ()
+        entries = tuple(e.strip() for e in self._environ[name].split(",") if e.strip())
+        for entry in entries:
+            if not _ALLOWLIST_ENTRY.fullmatch(entry):
+                raise ConfigError(name, f"{entry!r} is not `package.module:function` or `package.module:*`")
+        return entries
 
     def identifier(self, name: str) -> str | None:
         if not self.has(name):

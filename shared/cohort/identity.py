@@ -10,6 +10,13 @@ an admin key (`is_admin`) may name any tenant with `tenant_id=` and get or revok
 an admin key may create admin keys. Another tenant's key is reported `NotFound`, exactly like a key
 that does not exist. Trusted in-process callers with no caller (bootstrap, CLI) act as
 `SYSTEM_IDENTITY`.
+
+Two keys are protected so that no call can lock everyone out: the suite's service credential (an
+admin key of tenant `default` named `SERVICE_KEY_NAME`, which only in-process code creates; the
+services present it to each other, so revoking a person's key never stops them) cannot be revoked
+through the store unless the operator insists (`allow_service_key`), and the last active admin key
+that is not the service credential cannot be revoked at all. Every creation and revocation is
+logged with the key id, its tenant and the acting key id, never the secret.
 """
 
 from __future__ import annotations
@@ -37,7 +44,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cohort.config import Settings
 from cohort.context import DEFAULT_TENANT_ID, Identity
-from cohort.errors import InvalidArgument, NotFound, PermissionDenied, Unauthenticated
+from cohort.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, Unauthenticated
 from cohort.paging import check_page_size, decode_page_token, encode_page_token
 from cohort.storage.engine import write_transaction
 from cohort.storage.schema import ApiKey, Tenant, utcnow
@@ -47,6 +54,8 @@ log = logging.getLogger(__name__)
 TOKEN_PREFIX = "ck_"
 KEY_ID_PREFIX = "key_"
 BOOTSTRAP_KEY_NAME = "admin (created on first start)"
+SERVICE_KEY_NAME = "cohort services (internal service credential)"
+"""The name that marks the service credential; no other key may take it."""
 MAX_NAME_LENGTH = 200
 
 LAST_USED_RESOLUTION = timedelta(minutes=1)
@@ -153,12 +162,25 @@ class ApiKeyStore:
             return await self._insert_tenant(session, tenant_id, display_name)
 
     async def create_key(
-        self, actor: Identity, name: str, *, tenant_id: str | None = None, is_admin: bool = False
+        self,
+        actor: Identity,
+        name: str,
+        *,
+        tenant_id: str | None = None,
+        is_admin: bool = False,
+        service: bool = False,
     ) -> tuple[ApiKeyRecord, str]:
         """A new key for `tenant_id` (default: the actor's tenant) and its plaintext, shown only now.
 
-        An admin creating a key for a tenant that does not exist yet creates the tenant.
+        An admin creating a key for a tenant that does not exist yet creates the tenant. `service`
+        makes the service credential (an admin key of tenant `default`, named `SERVICE_KEY_NAME`);
+        no RPC passes it, so only in-process code (start-up, the CLI) can.
         """
+        if service:
+            name, tenant_id, is_admin = SERVICE_KEY_NAME, DEFAULT_TENANT_ID, True
+        elif name == SERVICE_KEY_NAME:
+            # The name is what protects the service credential from revocation: nobody may borrow it.
+            raise InvalidArgument("display_name", "is reserved for the suite's service credential")
         target = actor.tenant_id if tenant_id is None else validate_tenant_id(tenant_id)
         validate_name(name, "display_name")
         if target != actor.tenant_id and not actor.is_admin:
@@ -177,6 +199,13 @@ class ApiKeyStore:
         async with write_transaction(self._sessions) as session:
             await self._insert_tenant(session, target, target)
             session.add(row)
+        log.info(
+            "API key %s created for tenant %s (%s) by %s",
+            key_id,
+            target,
+            "service credential" if service else "admin" if is_admin else "not admin",
+            _describe_actor(actor),
+        )
         return ApiKeyRecord.from_row(row), plaintext
 
     async def list_keys(
@@ -218,11 +247,29 @@ class ApiKeyStore:
         async with self._sessions() as session:
             return ApiKeyRecord.from_row(await self._visible_row(session, actor, key_id))
 
-    async def revoke_key(self, actor: Identity, key_id: str) -> ApiKeyRecord:
-        """Revoke the key; revoking a revoked key returns it unchanged."""
+    async def revoke_key(
+        self, actor: Identity, key_id: str, *, allow_service_key: bool = False
+    ) -> ApiKeyRecord:
+        """Revoke the key; revoking a revoked key returns it unchanged.
+
+        FAILED_PRECONDITION for the service credential (unless `allow_service_key`: the operator
+        rotating it) and for the last active admin key other than the service credential.
+        """
+        revoked_now = False
         async with write_transaction(self._sessions) as session:
             row = await self._visible_row(session, actor, key_id)
             if row.revoked_at is None:
+                if is_service_key(row) and not allow_service_key:
+                    raise FailedPrecondition(
+                        f"API key {key_id} is the suite's internal service credential: the services "
+                        "call each other with it, so it cannot be revoked through the API. To rotate "
+                        f"it, run `cohort keys revoke {key_id} --service-credential` on the database "
+                        "and restart the services",
+                        reason="SERVICE_CREDENTIAL",
+                        metadata={"key_id": key_id},
+                    )
+                if row.is_admin and not is_service_key(row):
+                    await self._check_not_last_admin(session, row)
                 # Conditional, so two racing revocations keep the first timestamp.
                 await session.execute(
                     update(ApiKey)
@@ -231,10 +278,44 @@ class ApiKeyStore:
                     .execution_options(synchronize_session=False)
                 )
                 await session.refresh(row)
+                revoked_now = True
             record = ApiKeyRecord.from_row(row)
+        if revoked_now:
+            log.warning(
+                "API key %s of tenant %s%s revoked by %s",
+                key_id,
+                record.tenant_id,
+                " (admin)" if record.is_admin else "",
+                _describe_actor(actor),
+            )
         for listener in self._revocation_listeners:
             listener(key_id)
         return record
+
+    async def _check_not_last_admin(self, session: AsyncSession, row: ApiKey) -> None:
+        others = (
+            select(ApiKey.id)
+            .where(
+                ApiKey.is_admin.is_(True),
+                ApiKey.revoked_at.is_(None),
+                ApiKey.name != SERVICE_KEY_NAME,
+            )
+            .order_by(ApiKey.id)
+        )
+        if session.get_bind().dialect.name == "postgresql":
+            # Two racing revocations of the last two admin keys must not both see the other one.
+            # SQLite needs nothing: write_transaction holds its only write lock already.
+            others = others.with_for_update()
+        active = set((await session.scalars(others)).all())
+        if active - {row.id}:
+            return
+        raise FailedPrecondition(
+            f"API key {row.id} is the last active admin key; revoking it would leave nobody able to "
+            "manage keys. Create another admin key first (CreateApiKey with admin, or "
+            "`cohort keys create --admin`), then revoke this one",
+            reason="LAST_ADMIN_KEY",
+            metadata={"key_id": row.id},
+        )
 
     async def lookup(self, token: str) -> Identity:
         """The identity a plaintext key stands for; `Unauthenticated` saying why not."""
@@ -287,6 +368,16 @@ class ApiKeyStore:
         )
         result = await session.execute(statement)
         return result.rowcount == 1
+
+
+def is_service_key(row: ApiKey | ApiKeyRecord) -> bool:
+    return bool(row.is_admin) and row.name == SERVICE_KEY_NAME
+
+
+def _describe_actor(actor: Identity) -> str:
+    if actor.key_id.startswith(KEY_ID_PREFIX):
+        return f"key {actor.key_id} (tenant {actor.tenant_id})"
+    return actor.key_id
 
 
 def _encode_page_token(tenant_id: str, include_revoked: bool, created_at: datetime, key_id: str) -> str:
@@ -384,11 +475,7 @@ async def ensure_admin_key(settings: Settings, store: ApiKeyStore) -> str:
     do). Otherwise (first start, or a file left over from a deleted database) creates tenant
     "default" with an admin key and writes it to the file atomically with mode 0600.
     """
-    loop = asyncio.get_running_loop()
-    lock = _admin_key_locks.get(loop)
-    if lock is None:
-        lock = _admin_key_locks[loop] = asyncio.Lock()
-    async with lock:
+    async with _key_file_lock():
         path = settings.admin_key_file
         existing = await asyncio.to_thread(_read_key_file, path)
         if existing:
@@ -404,9 +491,62 @@ async def ensure_admin_key(settings: Settings, store: ApiKeyStore) -> str:
         record, plaintext = await store.create_key(
             SYSTEM_IDENTITY, BOOTSTRAP_KEY_NAME, tenant_id=DEFAULT_TENANT_ID, is_admin=True
         )
-        await asyncio.to_thread(_write_secret_file, path, plaintext)
+        await asyncio.to_thread(write_secret_file, path, plaintext)
         log.info("created admin API key %s; it is in %s", record.id, path)
         return plaintext
+
+
+async def service_credential(settings: Settings, store: ApiKeyStore) -> str:
+    """The key this process's services present when they call each other.
+
+    `COHORT_SERVICE_KEY` when set (production: one service credential made with
+    `cohort keys create-service`, given to every process). Else, on the embedded default or without
+    `COHORT_API_KEY`, the key in `settings.service_key_file`, created on first start; a file whose
+    key this database does not know or has revoked is replaced, since the credential is the suite's
+    own and nobody else holds it. Else (older production set-ups) `COHORT_API_KEY`, with a warning:
+    revoking that key stops the services.
+    """
+    if settings.service_key:
+        await _warn_unless_usable(store, settings.service_key, "COHORT_SERVICE_KEY")
+        return settings.service_key
+    if settings.api_key and not settings.is_embedded:
+        log.warning(
+            "COHORT_SERVICE_KEY is not set: the services call each other with COHORT_API_KEY, so "
+            "revoking that key stops them; create a service credential with `cohort keys "
+            "create-service` and set COHORT_SERVICE_KEY to it in every process"
+        )
+        return settings.api_key
+    async with _key_file_lock():
+        path = settings.service_key_file
+        existing = await asyncio.to_thread(_read_key_file, path)
+        if existing:
+            try:
+                await store.lookup(existing)
+                return existing
+            except Unauthenticated as exc:
+                log.warning("%s holds an unusable key (%s); creating a new one", path, exc.message)
+        record, plaintext = await store.create_key(SYSTEM_IDENTITY, SERVICE_KEY_NAME, service=True)
+        await asyncio.to_thread(write_secret_file, path, plaintext)
+        log.info("created the service credential %s; it is in %s", record.id, path)
+        return plaintext
+
+
+async def _warn_unless_usable(store: ApiKeyStore, key: str, variable: str) -> None:
+    try:
+        identity = await store.lookup(key)
+    except Unauthenticated as exc:
+        log.error("%s cannot authenticate (%s): calls between the services will fail", variable, exc.message)
+        return
+    if not identity.is_admin:
+        log.error("%s is not an admin key: calls the services make for other tenants will fail", variable)
+
+
+def _key_file_lock() -> asyncio.Lock:
+    loop = asyncio.get_running_loop()
+    lock = _admin_key_locks.get(loop)
+    if lock is None:
+        lock = _admin_key_locks[loop] = asyncio.Lock()
+    return lock
 
 
 def _read_key_file(path: Path) -> str | None:
@@ -416,7 +556,7 @@ def _read_key_file(path: Path) -> str | None:
         return None
 
 
-def _write_secret_file(path: Path, content: str) -> None:
+def write_secret_file(path: Path, content: str) -> None:
     # Temp file + rename: a reader never sees a half-written key, and the key is never readable
     # by others, not even for a moment (mkstemp creates the file 0600).
     path.parent.mkdir(parents=True, exist_ok=True)

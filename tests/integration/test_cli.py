@@ -76,7 +76,9 @@ def test_serve_all_starts_every_service_and_stops_on_sigterm(tmp_path):
             reply = identity_pb2_grpc.ApiKeyServiceStub(channel).ListApiKeys(
                 identity_pb2.ListApiKeysRequest(), metadata=(("authorization", f"Bearer {key}"),), timeout=5
             )
-        assert [k.admin for k in reply.api_keys] == [True]
+        # Beside it, the service credential the services present to each other (var/service.key).
+        assert [k.admin for k in reply.api_keys] == [True, True]
+        assert "internal service credential" in reply.api_keys[1].display_name
 
         started = time.monotonic()
         process.send_signal(signal.SIGTERM)

@@ -14,14 +14,16 @@ from sqlalchemy import event, text
 
 from cohort.config import Settings
 from cohort.context import Identity
-from cohort.errors import InvalidArgument, NotFound, PermissionDenied, Unauthenticated
+from cohort.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, Unauthenticated
 from cohort.identity import (
     BOOTSTRAP_KEY_NAME,
+    SERVICE_KEY_NAME,
     SYSTEM_IDENTITY,
     ApiKeyAuthenticator,
     ApiKeyStore,
     ensure_admin_key,
     parse_api_key,
+    service_credential,
 )
 from cohort.storage import create_engine, open_database
 
@@ -424,3 +426,92 @@ async def test_ensure_admin_key_replaces_a_key_from_another_database(store, tmp_
     key = await ensure_admin_key(settings, store)
     assert (await store.lookup(key)).is_admin
     assert settings.admin_key_file.read_text().strip() == key
+
+
+# --- protected keys: the last admin key, the service credential; the key log -------------------
+
+
+async def test_the_last_active_admin_key_cannot_be_revoked(store):
+    first, _ = await store.create_key(ADMIN, "first", tenant_id="default", is_admin=True)
+    with pytest.raises(FailedPrecondition, match="last active admin key") as caught:
+        await store.revoke_key(ADMIN, first.id)
+    assert caught.value.reason == "LAST_ADMIN_KEY" and caught.value.metadata["key_id"] == first.id
+    assert not (await store.get_key(ADMIN, first.id)).revoked
+
+    # Another tenant's admin key counts (admin keys act for every tenant); a revoked one does not.
+    other, _ = await store.create_key(ADMIN, "other", tenant_id="acme", is_admin=True)
+    assert (await store.revoke_key(ADMIN, first.id)).revoked
+    with pytest.raises(FailedPrecondition):
+        await store.revoke_key(ADMIN, other.id)
+    # Revoking an already revoked admin key changes nothing and is no error.
+    assert (await store.revoke_key(ADMIN, first.id)).revoked
+
+
+async def test_the_service_credential_is_protected_and_is_no_admin_for_people(store):
+    admin, _ = await store.create_key(ADMIN, "admin", tenant_id="default", is_admin=True)
+    service, plaintext = await store.create_key(ADMIN, "ignored", tenant_id="acme", service=True)
+    assert (service.name, service.tenant_id, service.is_admin) == (SERVICE_KEY_NAME, "default", True)
+    assert (await store.lookup(plaintext)).is_admin
+
+    with pytest.raises(FailedPrecondition, match="service credential") as caught:
+        await store.revoke_key(ADMIN, service.id)
+    assert caught.value.reason == "SERVICE_CREDENTIAL"
+    # It does not stand in for a person's admin key: the last one of those stays.
+    with pytest.raises(FailedPrecondition, match="last active admin key"):
+        await store.revoke_key(ADMIN, admin.id)
+    # Nobody may borrow its name to make a key the API cannot revoke.
+    with pytest.raises(InvalidArgument) as borrowed:
+        await store.create_key(ADMIN, SERVICE_KEY_NAME, tenant_id="default", is_admin=True)
+    assert borrowed.value.field == "display_name"
+    # The operator may rotate it.
+    assert (await store.revoke_key(ADMIN, service.id, allow_service_key=True)).revoked
+
+
+async def test_concurrent_revocations_never_remove_every_admin_key(store):
+    keys = [(await store.create_key(ADMIN, f"a{i}", tenant_id="default", is_admin=True))[0] for i in range(3)]
+    results = await asyncio.gather(*(store.revoke_key(ADMIN, k.id) for k in keys), return_exceptions=True)
+    assert sum(isinstance(r, FailedPrecondition) for r in results) == 1
+    active, _ = await store.list_keys(ADMIN, tenant_id="default")
+    assert len([k for k in active if k.is_admin]) == 1
+
+
+async def test_key_creation_and_revocation_are_logged_without_secrets(store, caplog):
+    caplog.set_level("INFO", logger="cohort.identity")
+    acme_admin = Identity(tenant_id="acme", key_id="key_00000000000000aa", is_admin=True)
+    record, plaintext = await store.create_key(acme_admin, "ci", tenant_id="globex")
+    await store.revoke_key(member("globex"), record.id)
+    await store.revoke_key(member("globex"), record.id)  # nothing happens: nothing is logged
+    lines = [r.getMessage() for r in caplog.records if r.name == "cohort.identity"]
+    assert lines == [
+        f"API key {record.id} created for tenant globex (not admin) by key {acme_admin.key_id} (tenant acme)",
+        f"API key {record.id} of tenant globex revoked by key key_0000000000000000 (tenant globex)",
+    ]
+    secret = parse_api_key(plaintext)[1]
+    assert not any(secret in line for line in lines)
+
+
+async def test_service_credential_is_made_once_and_replaced_when_unusable(store, tmp_path):
+    settings = Settings(data_dir=tmp_path)
+    key = await service_credential(settings, store)
+    assert stat.S_IMODE(settings.service_key_file.stat().st_mode) == 0o600
+    assert settings.service_key_file.read_text().strip() == key
+    assert await service_credential(settings, store) == key
+    record = await store.get_key(ADMIN, parse_api_key(key)[0])
+    assert record.name == SERVICE_KEY_NAME
+
+    await store.revoke_key(ADMIN, record.id, allow_service_key=True)  # the operator rotated it
+    fresh = await service_credential(settings, store)
+    assert fresh != key and (await store.lookup(fresh)).is_admin
+    assert settings.service_key_file.read_text().strip() == fresh
+
+
+async def test_service_credential_prefers_the_configured_key(store, tmp_path):
+    _, configured = await store.create_key(ADMIN, "x", service=True)
+    settings = Settings(data_dir=tmp_path, service_key=configured, api_key="ck_0123456789abcdef_" + "a" * 43)
+    assert await service_credential(settings, store) == configured
+    assert not settings.service_key_file.exists()
+    # Production without COHORT_SERVICE_KEY keeps presenting COHORT_API_KEY, as before.
+    legacy = Settings(
+        data_dir=tmp_path, database_url="postgresql+asyncpg://h/db", api_key="ck_0123456789abcdef_" + "b" * 43
+    )
+    assert await service_credential(legacy, store) == legacy.api_key

@@ -3,7 +3,7 @@
 cohort serve all | <service>...   run services in this process (Ctrl-C or SIGTERM stops them)
 cohort demo                       the main job on the embedded default
 cohort health                     gRPC health of a running suite
-cohort keys create|list|revoke    API keys, straight in the configured database
+cohort keys create|list|revoke|recover-admin|create-service   API keys, straight in the database
 cohort train SPEC                 submit a training job and follow it live
 cohort jobs list|get|watch|...    training jobs
 cohort trajectories ...           stored trajectories: list, show, search, export, import, recover
@@ -16,6 +16,7 @@ import gc
 import json
 import logging
 import sys
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -63,10 +64,15 @@ def _table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
 
 @asynccontextmanager
 async def service_stub(
-    component: str, stub_class: Callable[[Any], StubT], *, embedded: Sequence[str]
+    component: str,
+    stub_class: Callable[[Any], StubT],
+    *,
+    embedded: Sequence[str],
+    started_here: threading.Event | None = None,
 ) -> AsyncIterator[StubT]:
     """A stub of the configured `component`; when none answers on the embedded default, of one
-    started in this process together with the `embedded` services, for as long as the command runs."""
+    started in this process together with the `embedded` services, for as long as the command runs
+    (`started_here` is then set)."""
     from cohort.rpc.client import ChannelPool
     from cohort.rpc.probe import grpc_health
 
@@ -85,9 +91,16 @@ async def service_stub(
 
     if "all" in embedded:
         click.echo("(no suite running: starting one in this process on the embedded default)", err=True)
-    suite = await start_suite(_settings(), embedded, ephemeral_ports=True)
+    # The command's suite ends with it: its job manager runs only jobs this command creates.
+    suite = await start_suite(_settings(), embedded, ephemeral_ports=True, runs_only_own_jobs=True)
+    if started_here is not None:
+        started_here.set()
     try:
-        yield stub_class(suite.context.channels.channel(component))
+        # The command acts with the operator's key (read once the suite made it), never with the
+        # suite's service credential, so it sees what that key may see.
+        client = _client_settings().with_overrides(addresses=suite.context.settings.addresses)
+        async with ChannelPool(client) as pool:
+            yield stub_class(pool.channel(component))
     finally:
         await suite.stop(0)
 
@@ -189,7 +202,7 @@ async def _demo(settings: Settings) -> bool:
     from cohort.services.suite import start_suite
 
     click.echo("Starting the Cohort suite (embedded default: SQLite, in-process, gRPC between services)...")
-    suite = await start_suite(settings, ["all"], ephemeral_ports=True)
+    suite = await start_suite(settings, ["all"], ephemeral_ports=True, runs_only_own_jobs=True)
     try:
         click.echo(f"{len(suite.servers)} services started in {suite.startup_seconds:.2f} s\n")
         report = await health_report(suite.context.settings, list(suite.servers))
@@ -255,6 +268,14 @@ def keys() -> None:
 
 
 def _with_store(action: Callable[..., Awaitable[Any]]) -> Any:
+    # The key log lines (who created or revoked which key) are the audit trail: on stderr here too.
+    audit = logging.getLogger("cohort.identity")
+    if not audit.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        audit.addHandler(handler)
+        audit.setLevel(logging.INFO)
+
     async def run() -> Any:
         from cohort.identity import ApiKeyStore
         from cohort.storage.engine import open_database
@@ -286,10 +307,8 @@ def _key_row(record) -> dict[str, Any]:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def keys_create(tenant: str, name: str, admin: bool, as_json: bool) -> None:
     """Create a key; its secret is printed once and stored only hashed."""
-    from cohort.identity import SYSTEM_IDENTITY
-
     record, secret = _with_store(
-        lambda store: store.create_key(SYSTEM_IDENTITY, name, tenant_id=tenant, is_admin=admin)
+        lambda store: store.create_key(_operator(), name, tenant_id=tenant, is_admin=admin)
     )
     if as_json:
         click.echo(json.dumps({**_key_row(record), "secret": secret}))
@@ -340,12 +359,81 @@ def keys_list(tenant: str, include_revoked: bool, as_json: bool) -> None:
 
 @keys.command("revoke")
 @click.argument("key_id")
-def keys_revoke(key_id: str) -> None:
-    """Revoke KEY_ID; calls with it fail from then on (other processes: within COHORT_AUTH_CACHE_SECONDS)."""
-    from cohort.identity import SYSTEM_IDENTITY
+@click.option(
+    "--service-credential",
+    is_flag=True,
+    help="Allow revoking the suite's service credential (to rotate it; restart the services after).",
+)
+def keys_revoke(key_id: str, service_credential: bool) -> None:
+    """Revoke KEY_ID; calls with it fail from then on (other processes: within COHORT_AUTH_CACHE_SECONDS).
 
-    record = _with_store(lambda store: store.revoke_key(SYSTEM_IDENTITY, key_id))
+    The last active admin key cannot be revoked: create another one first.
+    """
+    record = _with_store(
+        lambda store: store.revoke_key(_operator(), key_id, allow_service_key=service_credential)
+    )
     click.echo(f"revoked {record.id} (tenant {record.tenant_id}) at {record.revoked_at.isoformat()}")
+
+
+@keys.command("create-service")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def keys_create_service(as_json: bool) -> None:
+    """Create a service credential: set COHORT_SERVICE_KEY to it in every service process.
+
+    The services present it to each other instead of a person's key; the API cannot revoke it.
+    The embedded default needs none: it makes its own at first start (<data dir>/service.key).
+    """
+    from cohort.identity import SERVICE_KEY_NAME
+
+    record, secret = _with_store(
+        lambda store: store.create_key(_operator(), SERVICE_KEY_NAME, service=True)
+    )
+    if as_json:
+        click.echo(json.dumps({**_key_row(record), "secret": secret}))
+    else:
+        click.echo(f"created service credential {record.id}")
+        click.echo(f"secret (shown only now; set COHORT_SERVICE_KEY to it): {secret}")
+
+
+@keys.command("recover-admin")
+@click.option("--tenant", default="default", show_default=True, help="Tenant of the new admin key.")
+@click.option("--name", default="admin (recovered)", show_default=True, help="A name for people.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def keys_recover_admin(tenant: str, name: str, as_json: bool) -> None:
+    """Mint a new admin key straight on the database, with the services up or down.
+
+    For when no usable admin key is left. On the embedded default the new key also replaces
+    <data dir>/admin.key, which the CLI presents.
+    """
+    from cohort.identity import write_secret_file
+
+    settings = _settings()
+    record, secret = _with_store(
+        lambda store: store.create_key(_operator(), name, tenant_id=tenant, is_admin=True)
+    )
+    written = settings.is_embedded and settings.api_key is None
+    if written:
+        write_secret_file(settings.admin_key_file, secret)
+    if as_json:
+        click.echo(json.dumps({**_key_row(record), "secret": secret}))
+        return
+    click.echo(f"created admin key {record.id} for tenant {record.tenant_id}")
+    if written:
+        click.echo(f"written to {settings.admin_key_file} (mode 0600)")
+    click.echo(f"secret (shown only now): {secret}")
+
+
+def _operator():
+    """The actor of key commands: the operator at this machine, named in the key log lines."""
+    import getpass
+
+    from cohort.context import DEFAULT_TENANT_ID, Identity
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown user"
+    return Identity(tenant_id=DEFAULT_TENANT_ID, key_id=f"cohort CLI ({user})", is_admin=True)
 
 
 def _register_command_groups() -> None:
