@@ -16,9 +16,12 @@ before it checks and holds, so concurrent reservations of one tenant are seriali
 together exceed the limit. Commit and release only add to counters (`spent = spent + x`) and lock
 in the same order (month, then job), so they cannot deadlock with a reservation.
 
-Committing more than was reserved books the actual cost: the work has already been paid for. Such
-overspend can only come from work that was in flight (reserved) when the limit was reached, and it
-makes the next reservation fail until the limit is raised or the month turns.
+Committing more than was reserved books the actual cost: the work has already been paid for, and
+the ledger must equal what the work cost. Capping or refusing it would make the ledger lie while
+saving nothing. What keeps the limit meaningful is that work is reserved before it starts, so
+overspend is bounded by how far one commit exceeds its own reservation; the commit answers whether
+spending and holds now exceed a limit (`Overrun`), so its owner stops at once, and every
+reservation fails until the limit is raised or the month turns.
 """
 
 from __future__ import annotations
@@ -143,6 +146,18 @@ class Summary:
 
 
 @dataclass(frozen=True)
+class Overrun:
+    """Where spending and holds stand against the limits after a commit."""
+
+    scope: Scope | None
+    """The limit exceeded (the tenant's month first when both are); None when none is."""
+    over_micro_usd: int
+    """By how much spending and holds exceed that limit."""
+    remaining_micro_usd: int
+    """What is left under the tightest limit (`UNLIMITED` when none applies)."""
+
+
+@dataclass(frozen=True)
 class Headroom:
     """What is left under the tightest applicable limit, and which limit that is (None: no limit)."""
 
@@ -176,6 +191,19 @@ class Room:
                 Scope.JOB, self.job_limit, remaining, amount, month=self.month, job_id=self.job_id
             )
         return None
+
+    def overrun(self) -> Overrun:
+        scope, over, remaining = None, 0, UNLIMITED
+        for limit_scope, limit, used in (
+            (Scope.TENANT_MONTHLY, self.limit, self.spent + self.held),
+            (Scope.JOB, self.job_limit, self.job_spent + self.job_held),
+        ):
+            if not limit:
+                continue
+            remaining = min(remaining, max(0, limit - used))
+            if used > limit and scope is None:
+                scope, over = limit_scope, used - limit
+        return Overrun(scope, over, remaining)
 
 
 @dataclass
@@ -716,6 +744,38 @@ class BudgetLedger:
         await self._add_tokens(session, tenant_id, row.month, row.job_id, usage)
         await session.flush()
         return _to_reservation(row, now)
+
+    async def overrun(self, session: AsyncSession, tenant_id: str, reservation: Reservation) -> Overrun:
+        """Spending and holds against the limits `reservation` counts against (its month, its job)."""
+        room = await self._room(session, tenant_id, reservation.month, reservation.job_id, self.now())
+        return room.overrun()
+
+    async def release_job(self, session: AsyncSession, tenant_id: str, job_id: str) -> list[Reservation]:
+        """Releases every active, unexpired reservation of the job; returns them (released)."""
+        now = self.now()
+        rows = (
+            (
+                await session.execute(
+                    select(BudgetReservationRow)
+                    .where(
+                        BudgetReservationRow.tenant_id == tenant_id,
+                        BudgetReservationRow.job_id == job_id,
+                        BudgetReservationRow.state == ReservationState.ACTIVE,
+                        BudgetReservationRow.expire_time > now,
+                    )
+                    # One order, so two concurrent calls lock the rows without deadlocking.
+                    .order_by(BudgetReservationRow.reservation_id)
+                    .with_for_update()
+                )
+            )
+            .scalars()
+            .all()
+        )
+        for row in rows:
+            row.state = ReservationState.RELEASED
+            row.finish_time = now
+        await session.flush()
+        return [_to_reservation(row, now) for row in rows]
 
     async def release(self, session: AsyncSession, tenant_id: str, reservation_id: str) -> Reservation:
         """Frees the hold unspent; a released or expired reservation is returned as it is."""

@@ -11,6 +11,9 @@ with proto responses; the servicer only forwards. Two backends:
 
 Every mutating call is idempotent by `request_id` (a repeat returns the first answer) and, for commit
 and release, by the reservation itself (committing a committed reservation returns it unchanged).
+A commit always books the actual cost, above its reservation too, and answers whether spending and
+holds now exceed a limit (see `ledger`); `ReleaseJobReservations` frees what a job's crashed attempts
+held, so a takeover does not wait for their ttl.
 Bad input raises `InvalidArgument` naming the field before anything is written.
 """
 
@@ -27,12 +30,13 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from cohort.api.budget.v1 import budget_pb2
 from cohort.api.trajectory.v1 import trajectory_pb2
-from cohort.context import current_tenant
-from cohort.errors import InvalidArgument
+from cohort.context import Identity, current_tenant
+from cohort.errors import InvalidArgument, PermissionDenied
 from cohort.services.budget.ledger import (
     TOKEN_FIELDS,
     BudgetLedger,
     ModelTokens,
+    Overrun,
     Reservation,
     ReservationState,
     Scope,
@@ -103,6 +107,16 @@ def summary_proto(summary: Summary) -> budget_pb2.UsageSummary:
             budget_pb2.ModelUsage(model=line.model, **{name: getattr(line, name) for name in TOKEN_FIELDS})
             for line in summary.usage
         ],
+    )
+
+
+def commit_response(reservation: Reservation, overrun: Overrun) -> budget_pb2.CommitResponse:
+    return budget_pb2.CommitResponse(
+        reservation=reservation_proto(reservation),
+        limit_exceeded=overrun.scope is not None,
+        limiting_scope=0 if overrun.scope is None else int(overrun.scope),
+        over_limit_micro_usd=overrun.over_micro_usd,
+        remaining_micro_usd=overrun.remaining_micro_usd,
     )
 
 
@@ -182,7 +196,11 @@ class BudgetService:
     async def estimate(self, request: budget_pb2.EstimateRequest) -> budget_pb2.EstimateResponse:
         tenant_id = current_tenant()
         job_id = _check_job_id(request.job_id)
-        cost = self._price(self._tokens(request.usage))
+        if not 0 <= request.cost_micro_usd <= MAX_AMOUNT_MICRO_USD:
+            raise InvalidArgument("cost_micro_usd", f"must be between 0 and {MAX_AMOUNT_MICRO_USD}")
+        cost = self._price(self._tokens(request.usage)) + request.cost_micro_usd
+        if cost > MAX_AMOUNT_MICRO_USD:
+            raise InvalidArgument("cost_micro_usd", f"with the usage, costs more than {MAX_AMOUNT_MICRO_USD}")
         headroom = await self.ledger.headroom(tenant_id, job_id)
         fits = cost <= headroom.remaining_micro_usd
         return budget_pb2.EstimateResponse(
@@ -265,7 +283,7 @@ class BudgetService:
             reservation = await self.ledger.commit(
                 session, tenant_id, reservation_id, cost_micro_usd=cost, usage=lines
             )
-            return budget_pb2.CommitResponse(reservation=reservation_proto(reservation))
+            return commit_response(reservation, await self.ledger.overrun(session, tenant_id, reservation))
 
         response = await self.ledger.run_once(
             f"{SERVICE}.Commit", request, budget_pb2.CommitResponse, commit_in_sql
@@ -285,6 +303,31 @@ class BudgetService:
             f"{SERVICE}.Release", request, budget_pb2.ReleaseResponse, release_in_sql
         )
         await self._settle(tenant_id, reservation_id)
+        return response
+
+    async def release_job_reservations(
+        self, request: budget_pb2.ReleaseJobReservationsRequest
+    ) -> budget_pb2.ReleaseJobReservationsResponse:
+        tenant_id = current_tenant()
+        job_id = _check_job_id(request.job_id)
+        if not job_id:
+            raise InvalidArgument("job_id", "is required")
+
+        async def release_in_sql(session) -> budget_pb2.ReleaseJobReservationsResponse:
+            released = await self.ledger.release_job(session, tenant_id, job_id)
+            return budget_pb2.ReleaseJobReservationsResponse(
+                reservations=[reservation_proto(r) for r in released],
+                released_micro_usd=sum(r.amount_micro_usd for r in released),
+            )
+
+        response = await self.ledger.run_once(
+            f"{SERVICE}.ReleaseJobReservations",
+            request,
+            budget_pb2.ReleaseJobReservationsResponse,
+            release_in_sql,
+        )
+        for reservation in response.reservations:
+            await self._settle(tenant_id, reservation.reservation_id)
         return response
 
     async def _settle(self, tenant_id: str, reservation_id: str) -> None:
@@ -309,11 +352,23 @@ class BudgetService:
             response.job.CopyFrom(summary_proto(job))
         return response
 
-    async def set_limit(self, request: budget_pb2.SetLimitRequest) -> budget_pb2.SetLimitResponse:
+    async def set_limit(
+        self, request: budget_pb2.SetLimitRequest, *, caller: Identity | None = None
+    ) -> budget_pb2.SetLimitResponse:
+        """Sets a limit. `caller` is an RPC's caller, whose right to set it is checked: only an admin
+        key sets a tenant's monthly limit (else a tenant could lift its own cap), while a tenant
+        may set its jobs' limits. None is a trusted in-process caller."""
         tenant_id = current_tenant()
         if request.scope not in (Scope.TENANT_MONTHLY, Scope.JOB):
             raise InvalidArgument("scope", "must be LIMIT_SCOPE_TENANT_MONTHLY or LIMIT_SCOPE_JOB")
         scope = Scope(request.scope)
+        if scope is Scope.TENANT_MONTHLY and caller is not None and not caller.is_admin:
+            raise PermissionDenied(
+                "only an admin API key may set a tenant's monthly limit (LIMIT_SCOPE_TENANT_MONTHLY); "
+                "a tenant's key may set its jobs' limits (LIMIT_SCOPE_JOB)",
+                reason="ADMIN_REQUIRED",
+                metadata={"scope": "LIMIT_SCOPE_TENANT_MONTHLY"},
+            )
         job_id = _check_job_id(request.job_id)
         if scope is Scope.JOB and not job_id:
             raise InvalidArgument("job_id", "is required for LIMIT_SCOPE_JOB")

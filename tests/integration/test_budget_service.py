@@ -133,3 +133,39 @@ async def test_committing_a_released_reservation_is_a_failed_precondition(suite)
         0,
         0,
     )
+
+
+async def test_only_an_admin_key_sets_a_tenants_monthly_limit(suite):
+    from cohort.identity import SYSTEM_IDENTITY
+
+    stub = budget(suite)
+    _, secret = await suite.context.api_keys.create_key(SYSTEM_IDENTITY, "acme", tenant_id="acme")
+    acme = (("authorization", f"Bearer {secret}"),)
+    await stub.SetLimit(  # the admin key, acting for acme as the services do
+        bpb.SetLimitRequest(scope=bpb.LIMIT_SCOPE_TENANT_MONTHLY, limit_micro_usd=5_000),
+        metadata=(("cohort-tenant", "acme"),),
+        timeout=10,
+    )
+
+    # 0 would mean no limit at all: the tenant must not lift (nor move) its own cap.
+    for limit in (0, 10_000_000):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.SetLimit(
+                bpb.SetLimitRequest(
+                    request_id=f"lift-{limit}", scope=bpb.LIMIT_SCOPE_TENANT_MONTHLY, limit_micro_usd=limit
+                ),
+                metadata=acme,
+                timeout=10,
+            )
+        assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert "admin" in caught.value.details() and error_info(caught.value).reason == "ADMIN_REQUIRED"
+    usage = await stub.GetUsage(bpb.GetUsageRequest(), metadata=acme, timeout=10)
+    assert usage.tenant.limit_micro_usd == 5_000
+
+    # A job's own limit stays the tenant's to set.
+    job = await stub.SetLimit(
+        bpb.SetLimitRequest(scope=bpb.LIMIT_SCOPE_JOB, job_id="job-1", limit_micro_usd=1_000),
+        metadata=acme,
+        timeout=10,
+    )
+    assert job.usage.limit_micro_usd == 1_000

@@ -383,7 +383,8 @@ class FakeBudget(budget_pb2_grpc.BudgetServiceServicer):
 
     async def Estimate(self, request, context):
         self.requests.append(request)
-        cost = sum(u.input_tokens for u in request.usage)  # one micro-USD per token
+        # One micro-USD per token.
+        cost = sum(u.input_tokens + u.output_tokens for u in request.usage) + request.cost_micro_usd
         return budget_pb2.EstimateResponse(
             cost_micro_usd=cost,
             remaining_micro_usd=self.remaining,
@@ -405,8 +406,9 @@ async def test_budget_preflight_refuses_a_job_that_cannot_fit(start_sqlite):
             toolbench=collector_pb2.ToolbenchRuntime(simulated_tokens_per_step=10, simulated_model="sim")
         )
         spec = job_spec(iterations=2, runtime=priced, max_steps=5)
-        # 2 iterations x 4 queries x 8 rollouts + 1 evaluation x 5 held-out x 2 = 74 rollouts x 5 steps x 10
-        expected_cost = 74 * 5 * 10
+        # 2 iterations x 4 queries x 8 rollouts + 1 evaluation x 5 held-out x 2 policies x 2 rollouts
+        # = 84 rollouts x 5 steps x 10 tokens
+        expected_cost = 84 * 5 * 10
         budget.remaining = expected_cost - 1
         with pytest.raises(grpc.aio.AioRpcError) as failure:
             await create(stub, jpb.Job(display_name="idle", spec=spec))

@@ -389,3 +389,105 @@ async def test_maintenance_runs_in_the_background_when_due(budget):
     released = await service.release(bpb.ReleaseRequest(reservation_id=held.reservation_id))
     assert released.reservation.state == bpb.RESERVATION_STATE_EXPIRED
     assert await service.ledger.sweep() == 0  # already written down by the background run
+
+
+async def test_a_commit_past_the_limit_is_booked_and_says_the_limit_is_exceeded(budget):
+    service, _ = budget
+    await set_tenant_limit(service, 100_000)  # $0.10
+    held = await reserve(service, 60_000, job_id="j")
+    within = await service.commit(
+        bpb.CommitRequest(reservation_id=held.reservation_id, cost_micro_usd=70_000)
+    )
+    # Above its reservation but inside the limit: booked, 30,000 left, nothing exceeded.
+    assert (within.limit_exceeded, within.limiting_scope, within.over_limit_micro_usd) == (False, 0, 0)
+    assert within.remaining_micro_usd == 30_000
+
+    other = await reserve(service, 10_000)  # held by someone else: counts against what is left
+    held = await reserve(service, 20_000, job_id="j")
+    thousand = await service.commit(
+        bpb.CommitRequest(reservation_id=held.reservation_id, cost_micro_usd=1_000_000_000)
+    )
+    # The money was spent: the ledger books all of it, and the answer names the limit and the excess.
+    assert thousand.reservation.spent_micro_usd == 1_000_000_000
+    assert thousand.limit_exceeded and thousand.limiting_scope == bpb.LIMIT_SCOPE_TENANT_MONTHLY
+    assert thousand.over_limit_micro_usd == 70_000 + 1_000_000_000 + 10_000 - 100_000
+    assert thousand.remaining_micro_usd == 0
+    report = await usage(service, job_id="j")
+    assert report.tenant.spent_micro_usd == report.job.spent_micro_usd == 1_000_070_000
+    with pytest.raises(ResourceExhausted) as refused:
+        await reserve(service, 1)
+    assert refused.value.reason == BUDGET_EXHAUSTED
+    # A repeat of the commit is the first answer, not a second booking.
+    again = await service.commit(
+        bpb.CommitRequest(reservation_id=held.reservation_id, cost_micro_usd=1_000_000_000)
+    )
+    assert again.reservation == thousand.reservation
+    assert (await usage(service)).tenant.spent_micro_usd == 1_000_070_000
+    await service.release(bpb.ReleaseRequest(reservation_id=other.reservation_id))
+
+
+async def test_a_commit_past_the_jobs_limit_names_the_job_scope(budget):
+    service, _ = budget
+    await service.set_limit(bpb.SetLimitRequest(scope=bpb.LIMIT_SCOPE_JOB, job_id="j", limit_micro_usd=500))
+    held = await reserve(service, 400, job_id="j")
+    committed = await service.commit(
+        bpb.CommitRequest(reservation_id=held.reservation_id, cost_micro_usd=650)
+    )
+    assert (committed.limit_exceeded, committed.limiting_scope, committed.over_limit_micro_usd) == (
+        True,
+        bpb.LIMIT_SCOPE_JOB,
+        150,
+    )
+    assert committed.remaining_micro_usd == 0
+    assert (await usage(service, job_id="j")).job.spent_micro_usd == 650
+
+
+async def test_releasing_a_jobs_reservations_frees_only_that_jobs_active_holds(budget):
+    service, _ = budget
+    await set_tenant_limit(service, 1_000)
+    crashed = [await reserve(service, 300, job_id="job-a"), await reserve(service, 200, job_id="job-a")]
+    done = await reserve(service, 100, job_id="job-a")
+    await service.commit(bpb.CommitRequest(reservation_id=done.reservation_id, cost_micro_usd=100))
+    elsewhere = await reserve(service, 400, job_id="job-b")
+    with pytest.raises(ResourceExhausted):
+        await reserve(service, 1, job_id="job-a")  # 100 spent + 900 held
+
+    request = bpb.ReleaseJobReservationsRequest(request_id="takeover-2", job_id="job-a")
+    released = await service.release_job_reservations(request)
+    assert sorted(r.reservation_id for r in released.reservations) == sorted(
+        r.reservation_id for r in crashed
+    )
+    assert {r.state for r in released.reservations} == {bpb.RESERVATION_STATE_RELEASED}
+    assert released.released_micro_usd == 500
+    report = await usage(service, job_id="job-a")
+    assert (report.job.reserved_micro_usd, report.job.spent_micro_usd) == (0, 100)
+    assert report.tenant.reserved_micro_usd == 400  # job-b keeps its hold
+    # Freed at once, not after the ttl: the new attempt can reserve what the crashed one held.
+    fresh = await reserve(service, 500, job_id="job-a")
+
+    assert await service.release_job_reservations(request) == released  # a repeat: the first answer
+    assert (await usage(service)).tenant.reserved_micro_usd == 900
+    again = await service.release_job_reservations(bpb.ReleaseJobReservationsRequest(job_id="job-b"))
+    assert [r.reservation_id for r in again.reservations] == [elsewhere.reservation_id]
+    with pytest.raises(FailedPrecondition):
+        await service.commit(bpb.CommitRequest(reservation_id=crashed[0].reservation_id, cost_micro_usd=1))
+    committed = await service.commit(bpb.CommitRequest(reservation_id=fresh.reservation_id, cost_micro_usd=5))
+    assert committed.reservation.state == bpb.RESERVATION_STATE_COMMITTED
+    with pytest.raises(InvalidArgument) as missing:
+        await service.release_job_reservations(bpb.ReleaseJobReservationsRequest())
+    assert missing.value.field == "job_id"
+
+
+async def test_estimate_adds_a_cost_the_caller_priced(budget):
+    service, _ = budget
+    await set_tenant_limit(service, 1_000_000)
+    lines = [bpb.ModelUsage(model="toolbench-sim", output_tokens=1_000_000)]  # $0.40
+    estimate = await service.estimate(bpb.EstimateRequest(usage=lines, cost_micro_usd=700_000))
+    assert (estimate.cost_micro_usd, estimate.fits, estimate.limiting_scope) == (
+        1_100_000,
+        False,
+        bpb.LIMIT_SCOPE_TENANT_MONTHLY,
+    )
+    with pytest.raises(InvalidArgument) as bad:
+        await service.estimate(bpb.EstimateRequest(cost_micro_usd=-1))
+    assert bad.value.field == "cost_micro_usd"

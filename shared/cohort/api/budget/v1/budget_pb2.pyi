@@ -52,12 +52,14 @@ class ModelUsage(_message.Message):
     def __init__(self, model: _Optional[str] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cache_read_input_tokens: _Optional[int] = ..., cache_creation_input_tokens: _Optional[int] = ..., reasoning_tokens: _Optional[int] = ...) -> None: ...
 
 class EstimateRequest(_message.Message):
-    __slots__ = ("job_id", "usage")
+    __slots__ = ("job_id", "usage", "cost_micro_usd")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
+    COST_MICRO_USD_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     usage: _containers.RepeatedCompositeFieldContainer[ModelUsage]
-    def __init__(self, job_id: _Optional[str] = ..., usage: _Optional[_Iterable[_Union[ModelUsage, _Mapping]]] = ...) -> None: ...
+    cost_micro_usd: int
+    def __init__(self, job_id: _Optional[str] = ..., usage: _Optional[_Iterable[_Union[ModelUsage, _Mapping]]] = ..., cost_micro_usd: _Optional[int] = ...) -> None: ...
 
 class EstimateResponse(_message.Message):
     __slots__ = ("cost_micro_usd", "remaining_micro_usd", "fits", "limiting_scope")
@@ -122,10 +124,18 @@ class CommitRequest(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., reservation_id: _Optional[str] = ..., usage: _Optional[_Iterable[_Union[ModelUsage, _Mapping]]] = ..., cost_micro_usd: _Optional[int] = ...) -> None: ...
 
 class CommitResponse(_message.Message):
-    __slots__ = ("reservation",)
+    __slots__ = ("reservation", "limit_exceeded", "limiting_scope", "over_limit_micro_usd", "remaining_micro_usd")
     RESERVATION_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_EXCEEDED_FIELD_NUMBER: _ClassVar[int]
+    LIMITING_SCOPE_FIELD_NUMBER: _ClassVar[int]
+    OVER_LIMIT_MICRO_USD_FIELD_NUMBER: _ClassVar[int]
+    REMAINING_MICRO_USD_FIELD_NUMBER: _ClassVar[int]
     reservation: Reservation
-    def __init__(self, reservation: _Optional[_Union[Reservation, _Mapping]] = ...) -> None: ...
+    limit_exceeded: bool
+    limiting_scope: LimitScope
+    over_limit_micro_usd: int
+    remaining_micro_usd: int
+    def __init__(self, reservation: _Optional[_Union[Reservation, _Mapping]] = ..., limit_exceeded: _Optional[bool] = ..., limiting_scope: _Optional[_Union[LimitScope, str]] = ..., over_limit_micro_usd: _Optional[int] = ..., remaining_micro_usd: _Optional[int] = ...) -> None: ...
 
 class ReleaseRequest(_message.Message):
     __slots__ = ("request_id", "reservation_id")
@@ -140,6 +150,22 @@ class ReleaseResponse(_message.Message):
     RESERVATION_FIELD_NUMBER: _ClassVar[int]
     reservation: Reservation
     def __init__(self, reservation: _Optional[_Union[Reservation, _Mapping]] = ...) -> None: ...
+
+class ReleaseJobReservationsRequest(_message.Message):
+    __slots__ = ("request_id", "job_id")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    job_id: str
+    def __init__(self, request_id: _Optional[str] = ..., job_id: _Optional[str] = ...) -> None: ...
+
+class ReleaseJobReservationsResponse(_message.Message):
+    __slots__ = ("reservations", "released_micro_usd")
+    RESERVATIONS_FIELD_NUMBER: _ClassVar[int]
+    RELEASED_MICRO_USD_FIELD_NUMBER: _ClassVar[int]
+    reservations: _containers.RepeatedCompositeFieldContainer[Reservation]
+    released_micro_usd: int
+    def __init__(self, reservations: _Optional[_Iterable[_Union[Reservation, _Mapping]]] = ..., released_micro_usd: _Optional[int] = ...) -> None: ...
 
 class GetUsageRequest(_message.Message):
     __slots__ = ("job_id", "month")

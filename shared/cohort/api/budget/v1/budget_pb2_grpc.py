@@ -55,6 +55,11 @@ class BudgetServiceStub:
                 request_serializer=cohort_dot_api_dot_budget_dot_v1_dot_budget__pb2.ReleaseRequest.SerializeToString,
                 response_deserializer=cohort_dot_api_dot_budget_dot_v1_dot_budget__pb2.ReleaseResponse.FromString,
                 _registered_method=True)
+        self.ReleaseJobReservations = channel.unary_unary(
+                '/cohort.api.budget.v1.BudgetService/ReleaseJobReservations',
+                request_serializer=cohort_dot_api_dot_budget_dot_v1_dot_budget__pb2.ReleaseJobReservationsRequest.SerializeToString,
+                response_deserializer=cohort_dot_api_dot_budget_dot_v1_dot_budget__pb2.ReleaseJobReservationsResponse.FromString,
+                _registered_method=True)
         self.GetUsage = channel.unary_unary(
                 '/cohort.api.budget.v1.BudgetService/GetUsage',
                 request_serializer=cohort_dot_api_dot_budget_dot_v1_dot_budget__pb2.GetUsageRequest.SerializeToString,
@@ -86,7 +91,9 @@ class BudgetServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Commit(self, request, context):
-        """Records the actual usage of a reservation and releases the rest.
+        """Records the actual usage of a reservation and releases the rest. The actual cost is always
+        booked, even above the reservation (the money was spent); a commit that takes spending and
+        holds past a limit says so in its response, and no reservation fits until the limit is raised.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -94,6 +101,15 @@ class BudgetServiceServicer:
 
     def Release(self, request, context):
         """Releases a reservation without spending it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReleaseJobReservations(self, request, context):
+        """Releases every active reservation of a job. A job's new attempt calls it before it reserves
+        anything, so what it frees is what earlier (crashed) attempts held. Idempotent by `request_id`;
+        a repeat with another id frees nothing more.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -135,6 +151,11 @@ def add_BudgetServiceServicer_to_server(servicer, server):
                     servicer.Release,
                     request_deserializer=cohort_dot_api_dot_budget_dot_v1_dot_budget__pb2.ReleaseRequest.FromString,
                     response_serializer=cohort_dot_api_dot_budget_dot_v1_dot_budget__pb2.ReleaseResponse.SerializeToString,
+            ),
+            'ReleaseJobReservations': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReleaseJobReservations,
+                    request_deserializer=cohort_dot_api_dot_budget_dot_v1_dot_budget__pb2.ReleaseJobReservationsRequest.FromString,
+                    response_serializer=cohort_dot_api_dot_budget_dot_v1_dot_budget__pb2.ReleaseJobReservationsResponse.SerializeToString,
             ),
             'GetUsage': grpc.unary_unary_rpc_method_handler(
                     servicer.GetUsage,
@@ -256,6 +277,33 @@ class BudgetService:
             '/cohort.api.budget.v1.BudgetService/Release',
             cohort_dot_api_dot_budget_dot_v1_dot_budget__pb2.ReleaseRequest.SerializeToString,
             cohort_dot_api_dot_budget_dot_v1_dot_budget__pb2.ReleaseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReleaseJobReservations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cohort.api.budget.v1.BudgetService/ReleaseJobReservations',
+            cohort_dot_api_dot_budget_dot_v1_dot_budget__pb2.ReleaseJobReservationsRequest.SerializeToString,
+            cohort_dot_api_dot_budget_dot_v1_dot_budget__pb2.ReleaseJobReservationsResponse.FromString,
             options,
             channel_credentials,
             insecure,
