@@ -32,8 +32,11 @@ with `cohort.` are reserved.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import os
 import secrets
+import socket
 import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
@@ -48,8 +51,9 @@ from cohort.api.collector.v1 import collector_pb2
 from cohort.api.trainer.v1 import trainer_pb2, trainer_pb2_grpc
 from cohort.api.trajectory.v1 import trajectory_pb2
 from cohort.config import Settings
-from cohort.context import current_tenant
+from cohort.context import current_identity, current_tenant
 from cohort.errors import CohortError, FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from cohort.identity import SYSTEM_IDENTITY
 from cohort.runtime import Decider, Task
 from cohort.sdk.recorder import describe
 from cohort.services.collector.runtimes import Rollout, Runner, RuntimeResolver, StreamRecording
@@ -127,6 +131,8 @@ def plan_group(request: collector_pb2.CollectGroupRequest, settings: Settings) -
     group_size = request.group_size or min(DEFAULT_GROUP_SIZE, bound)
     if request.max_concurrency < 0:
         raise InvalidArgument("max_concurrency", "must not be negative (0 means the group size)")
+    if request.seed < 0:
+        raise InvalidArgument("seed", f"must be >= 0, got {request.seed}")
     max_concurrency = min(request.max_concurrency or group_size, group_size)
     if request.HasField("rollout_timeout"):
         timeout = request.rollout_timeout.ToNanoseconds() / 1e9
@@ -327,6 +333,8 @@ class Collector:
         self._policies = PolicySnapshots(context)
         self._global_limit = asyncio.Semaphore(context.settings.max_concurrent_rollouts)
         self._running: dict[tuple[str, str], asyncio.Event] = {}
+        self._agent_keys: dict[str, str] = {}
+        self._agent_key_lock = asyncio.Lock()
         self._background: set[asyncio.Task] = set()
 
     @property
@@ -339,33 +347,65 @@ class Collector:
         """Runs the group and yields each rollout once stored; a repeated request id replays it."""
         tenant_id = current_tenant()
         plan = plan_group(request, self.settings)
+        running_key = (tenant_id, request.request_id)
+        indices = range(plan.group_size)
         if request.request_id:
             previous = await self._previous(request)
             if previous is not None:
+                was_running_here = running_key in self._running
+                replayed = set()
                 async for response in self._replay(tenant_id, request.request_id, previous):
+                    replayed.add(response.rollout_index)
                     yield response
-                return
+                if was_running_here or running_key in self._running:
+                    return
+                # The first call's process died midway (a restart): run the rollouts it never stored,
+                # with their own seeds, so the group ends as it would have.
+                indices = [i for i in range(plan.group_size) if i not in replayed]
+                if not indices:
+                    return
+                plan = dataclasses.replace(plan, group_id=previous)
+        if request.runtime.WhichOneof("kind") == "grpc":
+            caller_api_key = await self._key_for_agents(caller_api_key)
         runner = self._runtimes.resolve(
             request.runtime, settings=self.settings, caller_api_key=caller_api_key
         )
         task = runner.task_of(request.query)
         policy, decider = await self._policy_for(runner, request.policy)
         await runner.prepare()
-        running_key = (tenant_id, request.request_id)
         if request.request_id:
-            group_id = await self._remember(request, plan.group_id)
-            if group_id != plan.group_id:  # another call with this id got there first
-                async for response in self._replay(tenant_id, request.request_id, group_id):
-                    yield response
-                return
+            if len(indices) == plan.group_size:
+                group_id = await self._remember(request, plan.group_id)
+                if group_id != plan.group_id:  # another call with this id got there first
+                    async for response in self._replay(tenant_id, request.request_id, group_id):
+                        yield response
+                    return
             self._running[running_key] = done = asyncio.Event()
         try:
-            async for response in self._run(tenant_id, plan, runner, task, policy, decider):
+            async for response in self._run(tenant_id, plan, runner, task, policy, decider, indices):
                 yield response
         finally:
             if request.request_id:
                 self._running.pop(running_key, None)
                 done.set()
+
+    async def _key_for_agents(self, caller_api_key: str) -> str:
+        """The key a remote agent gets to call Decide with: never an admin key (a job's calls come
+        with the service credential, and the agent's address is the user's to choose), but a key of
+        the tenant alone, minted once per tenant and process; a tenant's own key is passed on."""
+        identity = current_identity.get()
+        if not self.settings.auth_enabled or identity is None or not identity.is_admin:
+            return caller_api_key
+        tenant = identity.tenant_id
+        async with self._agent_key_lock:
+            if tenant not in self._agent_keys:
+                _, secret = await self._context.api_keys.create_key(
+                    SYSTEM_IDENTITY,
+                    f"agent runtime key (collector {socket.gethostname()}:{os.getpid()})",
+                    tenant_id=tenant,
+                )
+                self._agent_keys[tenant] = secret
+            return self._agent_keys[tenant]
 
     async def _policy_for(
         self, runner: Runner, ref: trajectory_pb2.PolicyRef
@@ -398,9 +438,10 @@ class Collector:
         task: Task,
         policy: trajectory_pb2.PolicyRef,
         decider: Decider | None,
+        indices: Sequence[int],
     ) -> AsyncIterator[collector_pb2.CollectGroupResponse]:
         request_limit = asyncio.Semaphore(plan.max_concurrency)
-        rollouts = [plan.rollout(i, runner, task, policy) for i in range(plan.group_size)]
+        rollouts = [plan.rollout(i, runner, task, policy) for i in indices]
         finished: asyncio.Queue[asyncio.Task] = asyncio.Queue()
         tasks: dict[asyncio.Task, Rollout] = {}
         for rollout in rollouts:
@@ -408,6 +449,7 @@ class Collector:
             rollout_task.add_done_callback(finished.put_nowait)
             tasks[rollout_task] = rollout
         taken: set[asyncio.Task] = set()
+        store_failed = False
         try:
             while len(taken) < len(tasks):
                 batch = [await finished.get()]
@@ -415,7 +457,11 @@ class Collector:
                     batch.append(finished.get_nowait())
                 taken.update(batch)
                 trajectories = [_result_of(done, tasks[done]) for done in batch]
-                results = await self._writer.write(tenant_id, trajectories)
+                try:
+                    results = await self._writer.write(tenant_id, trajectories)
+                except Exception:
+                    store_failed = True  # the database is unavailable: the caller's retry reruns the rest
+                    raise
                 for done, trajectory, item in zip(batch, trajectories, results, strict=True):
                     _note_store_failure(trajectory, item, self._store)
                     yield collector_pb2.CollectGroupResponse(
@@ -426,7 +472,10 @@ class Collector:
             if leftover:
                 for rollout_task in leftover:
                     rollout_task.cancel()
-                self._in_background(self._store_leftovers(tenant_id, leftover))
+                # A cancelled call's rollouts are stored as cancelled; after a failed write they are
+                # not, so a retry of the request runs them again instead of replaying cancellations.
+                if not store_failed:
+                    self._in_background(self._store_leftovers(tenant_id, leftover))
 
     async def _rollout(
         self, runner: Runner, rollout: Rollout, decider: Decider | None, request_limit: asyncio.Semaphore

@@ -8,7 +8,8 @@ message. Positional params have no field names to map, so they are `-32602 Inval
   `display_name`, `job_id`);
 - training.get_status → JobService.GetJob: `job_id`;
 - training.list_jobs → JobService.ListJobs: `states`, `page_size`, `page_token`;
-- training.pause / resume / cancel → JobService.PauseJob / ResumeJob / CancelJob: `job_id`, `request_id`;
+- training.pause / resume / cancel / relaunch → JobService.PauseJob / ResumeJob / CancelJob /
+  RelaunchJob: `job_id`, `request_id`;
 - training.evaluate → JobService.EvaluateJob: `job_id`, `checkpoint_id`, `queries`, `seed`, `request_id`;
 - training.export_trajectories → CollectorService.SearchTrajectories with the FULL view, filtered on
   the job: `job_id`, `page_size`, `page_token`; the result's `nextPageToken` continues the export.
@@ -250,6 +251,14 @@ METHODS: dict[str, Method] = {
             jobs_pb2.CancelJobRequest,
             jobs_pb2.CancelJobResponse,
             _by_fields(jobs_pb2.CancelJobRequest, "job_id"),
+        ),
+        Method(
+            "training.relaunch",
+            "jobs",
+            JOBS + "RelaunchJob",
+            jobs_pb2.RelaunchJobRequest,
+            jobs_pb2.RelaunchJobResponse,
+            _by_fields(jobs_pb2.RelaunchJobRequest, "job_id"),
         ),
         Method(
             "training.evaluate",

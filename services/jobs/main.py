@@ -46,7 +46,11 @@ def job_runner(context: ServiceContext) -> JobRunner | RunnerUnavailable:
 
 def registrations(context: ServiceContext) -> list[ServiceRegistration]:
     service = JobService(
-        context.settings, context.database, job_runner(context), channels=lambda: context.channels
+        context.settings,
+        context.database,
+        job_runner(context),
+        channels=lambda: context.channels,
+        owned_only=context.runs_only_own_jobs,
     )
 
     async def start_job_manager() -> None:

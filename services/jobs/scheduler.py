@@ -27,6 +27,7 @@ import contextvars
 import fcntl
 import logging
 import os
+import random
 import socket
 import time
 import uuid
@@ -35,15 +36,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from google.rpc import code_pb2, status_pb2
+from google.rpc import code_pb2
 
 from cohort.context import Identity, current_identity
-from cohort.errors import CohortError
-from cohort.rpc.interceptors import status_of
 from cohort.services.jobs import store as job_store
+from cohort.services.jobs.failures import DEFAULT_MAX_ATTEMPTS, attempt_error, is_final
 from cohort.services.jobs.runner import JobHandle, JobOutcome, JobRunner, LeaseLost, RunResult
 from cohort.services.jobs.store import Claim, JobChange, JobStore
 from cohort.services.jobs.watch import JobNotifier
+from cohort.transient import is_transient
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -55,17 +56,12 @@ SWEEP_SECONDS = 1.0
 """Longest time between two looks at the table for claimable jobs."""
 
 CLAIM_BATCH = 100
+RETRY_BACKOFF_SECONDS = (1.0, 30.0)
+"""A failed attempt waits `first * 2**(failures - 1)`, jittered and capped at `last`, before the job is
+queued again."""
+WRITE_RETRY_SECONDS = 30.0
+"""How long a job-manager write keeps retrying through a database restart (at least two leases)."""
 JOB_MANAGER_KEY_ID = "job-manager"
-
-
-def _internal_error(handle: JobHandle) -> status_pb2.Status:
-    """What a job's `error` says about an unexpected exception: nothing internal (it is logged)."""
-    job = handle.job
-    return status_pb2.Status(
-        code=code_pb2.INTERNAL,
-        message=f"internal error in attempt {job.progress.attempt} of job {job.job_id} "
-        "(see the job manager's log)",
-    )
 
 
 class Wakeups:
@@ -129,16 +125,19 @@ class Scheduler:
         max_running_jobs: int,
         wakeups: Wakeups,
         lock_dir: Path | None = None,
+        owned_only: bool = False,
     ) -> None:
         """`lock_dir`: the embedded data directory; holding its lock file lets this worker take over
-        every lease at once (no other job manager can be using the database)."""
+        every lease at once (no other job manager can be using the database). `owned_only`: run only
+        the jobs handed over with `adopt` (a CLI command's own job), never others from the table."""
         self._store = store
         self._notifier = notifier
         self._runner = runner
         self._lease_seconds = lease_seconds
         self._max_running = max_running_jobs
         self._wakeups = wakeups
-        self._lock_dir = lock_dir
+        self._lock_dir = None if owned_only else lock_dir
+        self._adopted: set[tuple[str, str]] | None = set() if owned_only else None
         self._lock_file = None
         self._exclusive = False
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -146,6 +145,7 @@ class Scheduler:
         self._loops: list[asyncio.Task] = []
         self._slot_free = asyncio.Event()
         self._stopping = False
+        self._stop_requested = asyncio.Event()
         self._writes: set[asyncio.Future] = set()
         notifier.add_listener(self._on_change)
 
@@ -183,6 +183,7 @@ class Scheduler:
         """Graceful stop: cancels the running attempts and hands their jobs back (QUEUED), so another
         replica, or this process's successor, picks them up at once."""
         self._stopping = True
+        self._stop_requested.set()
         for loop in self._loops:
             loop.cancel()
         await asyncio.gather(*self._loops, return_exceptions=True)
@@ -219,6 +220,27 @@ class Scheduler:
         """Jobs became QUEUED: wake this worker (embedded) or push them for any replica (Redis)."""
         await self._wakeups.push(keys)
 
+    def adopt(self, key: tuple[str, str]) -> None:
+        """An `owned_only` worker runs this job (created by its own command) from now on."""
+        if self._adopted is not None:
+            self._adopted.add(key)
+            self._wakeups.event.set()
+
+    async def _persist(self, write: Callable[[], Awaitable[T]]) -> T:
+        """Runs a job write, retrying it through a database restart (a blip costs a retry, not the
+        job); a write still failing after `WRITE_RETRY_SECONDS` raises."""
+        give_up_at = time.monotonic() + max(WRITE_RETRY_SECONDS, 2 * self._lease_seconds)
+        delay = 0.1
+        while True:
+            try:
+                return await self._shielded(write())
+            except Exception as exc:
+                if not is_transient(exc) or time.monotonic() + delay > give_up_at:
+                    raise
+                log.warning("job database unavailable (%s); retrying in %.1f s", exc, delay)
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            delay = min(delay * 2, 2.0)
+
     # -- claiming ------------------------------------------------------------------------------
 
     def _free_slots(self) -> int:
@@ -248,6 +270,11 @@ class Scheduler:
                 await asyncio.sleep(SWEEP_SECONDS)
 
     async def _claim_some(self, job_key: tuple[str, str] | None = None) -> None:
+        if self._adopted is not None:
+            for key in [k for k in self._adopted if k not in self._running and (job_key in (None, k))]:
+                if self._free_slots() > 0:
+                    await self._claim_one(key)
+            return
         while (free := self._free_slots()) > 0:
             limit = min(free, CLAIM_BATCH)
             claims, settled = await self._shielded(
@@ -264,6 +291,14 @@ class Scheduler:
                 self._start_attempt(claim)
             if job_key is not None or len(claims) + len(settled) < limit:
                 return
+
+    async def _claim_one(self, key: tuple[str, str]) -> None:
+        claims, settled = await self._shielded(
+            self._store.claim(self.owner, self._lease_seconds, 1, job_key=key)
+        )
+        await self._notifier.publish_all([*settled, *(c.change for c in claims)])
+        for claim in claims:
+            self._start_attempt(claim)
 
     async def _pop_loop(self, ready: Callable[[], bool]) -> None:
         while not ready():  # noqa: ASYNC110 - set by the suite, which has no event to offer
@@ -291,8 +326,10 @@ class Scheduler:
         )
 
         async def write_progress(progress):
-            stored = await self._store.write_progress(
-                attempt.key, handle.fencing_token, progress, self._lease_seconds
+            stored = await self._persist(
+                lambda: self._store.write_progress(
+                    attempt.key, handle.fencing_token, progress, self._lease_seconds
+                )
             )
             self._apply_flags(attempt, stored)
             await self._notifier.publish(stored)
@@ -338,46 +375,20 @@ class Scheduler:
 
     async def _supervise(self, attempt: _Attempt) -> None:
         job_id = attempt.key[1]
-        handle = attempt.handle
+        requeued = False
         try:
-            error: status_pb2.Status | None = None
-            try:
-                result = await attempt.inner
-            except LeaseLost:
-                log.info("job %s: lease lost (another worker took it over); attempt dropped", job_id)
+            write = await self._ending(attempt)
+            if write is None:
                 return
-            except asyncio.CancelledError:
-                if self._stopping or attempt.lease_lost:
-                    return  # a stopping worker hands the job back in `stop`
-                if handle.cancelled.is_set():
-                    result = RunResult(JobOutcome.CANCELLED)
-                else:
-                    log.error("job %s: its runner's task was cancelled, not by CancelJob", job_id)
-                    error = _internal_error(handle)
-            except CohortError as exc:
-                log.info("job %s failed: %s", job_id, exc.message)
-                error = status_of(exc)
-            except Exception:
-                log.exception("job %s: its runner raised", job_id)
-                error = _internal_error(handle)
-            if error is not None:
-                change = await self._store.finish(
-                    attempt.key, handle.fencing_token, job_store.FAILED, error=error
-                )
-            elif result.outcome is JobOutcome.SUCCEEDED:
-                change = await self._store.finish(attempt.key, handle.fencing_token, job_store.SUCCEEDED)
-            elif result.outcome is JobOutcome.PAUSED:
-                change = await self._store.finish(
-                    attempt.key, handle.fencing_token, job_store.PAUSED, pause_reason=result.pause_reason
-                )
-            else:
-                change = await self._store.finish(attempt.key, handle.fencing_token, job_store.CANCELLED)
+            change = await self._persist(write)
+            requeued = change.job.state == job_store.QUEUED
             await self._notifier.publish(change)
         except LeaseLost:
             log.info("job %s: lease lost before its attempt could be recorded", job_id)
         except asyncio.CancelledError:
             raise
         except Exception:
+            # Its lease is no longer renewed (the attempt is gone): it expires and the job is taken over.
             log.warning(
                 "job %s: recording the end of its attempt failed; its lease will expire",
                 job_id,
@@ -389,6 +400,75 @@ class Scheduler:
             if self._running.get(attempt.key) is attempt:
                 del self._running[attempt.key]
             self._slot_free.set()
+            if requeued:
+                await self.notify_queued([attempt.key])
+
+    async def _ending(self, attempt: _Attempt) -> Callable[[], Awaitable[JobChange]] | None:
+        """Waits for the attempt's runner; returns the write that records how it ended (None: the
+        attempt is dropped, the job untouched)."""
+        job_id = attempt.key[1]
+        handle = attempt.handle
+        key, token = attempt.key, handle.fencing_token
+        try:
+            result = await attempt.inner
+        except LeaseLost:
+            log.info("job %s: lease lost (another worker took it over); attempt dropped", job_id)
+            return None
+        except asyncio.CancelledError:
+            if self._stopping or attempt.lease_lost:
+                return None  # a stopping worker hands the job back in `stop`
+            if not handle.cancelled.is_set():
+                log.error("job %s: its runner's task was cancelled, not by CancelJob", job_id)
+                return await self._failed(attempt, RuntimeError("runner task cancelled"))
+            result = RunResult(JobOutcome.CANCELLED)
+        except Exception as exc:
+            return await self._failed(attempt, exc)
+        if result.outcome is JobOutcome.SUCCEEDED:
+            return lambda: self._store.finish(key, token, job_store.SUCCEEDED)
+        if result.outcome is JobOutcome.PAUSED:
+            return lambda: self._store.finish(key, token, job_store.PAUSED, pause_reason=result.pause_reason)
+        return lambda: self._store.finish(key, token, job_store.CANCELLED)
+
+    async def _failed(
+        self, attempt: _Attempt, exc: BaseException
+    ) -> Callable[[], Awaitable[JobChange]] | None:
+        """A failed attempt: the job fails for good when the error is final or its attempts are used
+        up; otherwise, after a backoff, it is queued again to resume from its latest checkpoint."""
+        if self._stopping:
+            return None  # cut off by this worker's own stop: `stop` hands the job back
+        job = attempt.handle.job
+        key, token = attempt.key, attempt.handle.fencing_token
+        error = attempt_error(exc, job.job_id, job.progress.attempt)
+        failures = job.progress.failed_attempts + 1
+        max_attempts = job.spec.max_attempts or DEFAULT_MAX_ATTEMPTS
+        code = code_pb2.Code.Name(error.code)
+        if is_final(error) or failures >= max_attempts:
+            if isinstance(exc, Exception) and code == "INTERNAL":
+                log.error("job %s failed: %s", job.job_id, error.message, exc_info=exc)
+            else:
+                log.info("job %s failed (%s): %s", job.job_id, code, error.message)
+            return lambda: self._store.finish(key, token, job_store.FAILED, error=error)
+        first, cap = RETRY_BACKOFF_SECONDS
+        delay = min(cap, first * 2 ** (failures - 1)) * random.uniform(0.5, 1.0)
+        log.warning(
+            "job %s: attempt %d failed (%s: %s); retrying from its latest checkpoint in %.1f s "
+            "(failure %d of at most %d)",
+            job.job_id,
+            job.progress.attempt,
+            code,
+            error.message,
+            delay,
+            failures,
+            max_attempts,
+            exc_info=exc if code == "INTERNAL" else None,
+        )
+        waits = [asyncio.ensure_future(e.wait()) for e in (attempt.handle.cancelled, self._stop_requested)]
+        await asyncio.wait(waits, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+        for wait in waits:
+            wait.cancel()
+        if self._stopping:
+            return None
+        return lambda: self._store.retry_later(key, token, error)
 
     # -- heartbeats ----------------------------------------------------------------------------
 
@@ -398,7 +478,10 @@ class Scheduler:
             await asyncio.sleep(interval)
             started = time.monotonic()
             try:
-                held = await self._shielded(self._store.renew_leases(self.owner, self._lease_seconds))
+                running = {key: a.handle.fencing_token for key, a in self._running.items()}
+                held = await self._shielded(
+                    self._store.renew_leases(self.owner, self._lease_seconds, running)
+                )
             except asyncio.CancelledError:
                 raise
             except Exception:

@@ -7,7 +7,6 @@ Every change is committed first, then published to watchers and to the worker ru
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 
@@ -18,13 +17,14 @@ from cohort import idempotency
 from cohort.api.budget.v1 import budget_pb2, budget_pb2_grpc
 from cohort.api.jobs.v1 import jobs_pb2
 from cohort.config import Settings
-from cohort.context import current_tenant
+from cohort.context import current_tenant, require_identity
 from cohort.errors import FailedPrecondition, InvalidArgument, ResourceExhausted, Unavailable
 from cohort.rpc.client import ChannelPool
+from cohort.services.collector.runtimes import authorize_python_entry_point
 from cohort.services.jobs import watch as job_watch
 from cohort.services.jobs.runner import JobRunner
 from cohort.services.jobs.scheduler import RedisWakeups, Scheduler, Wakeups
-from cohort.services.jobs.spec import validate_new_job
+from cohort.services.jobs.spec import RolloutCeiling, planned_rollouts, rollout_ceiling, validate_new_job
 from cohort.services.jobs.store import TERMINAL_STATES, JobChange, JobStore
 from cohort.services.jobs.watch import JobNotifier, RecentSnapshots, RedisJobNotifier
 from cohort.storage.engine import Database, write_transaction
@@ -33,8 +33,6 @@ log = logging.getLogger(__name__)
 
 SCOPE = "cohort.api.jobs.v1.JobService."
 BUDGET_ESTIMATE_TIMEOUT_SECONDS = 5.0
-ESTIMATE_STEPS_PER_ROLLOUT = 10
-"""Agent steps assumed per rollout by the budget pre-flight when the spec sets no `max_steps`."""
 
 
 @dataclass(frozen=True)
@@ -44,37 +42,19 @@ class RunnerUnavailable:
     reason: str
 
 
-def planned_usage(spec: jobs_pb2.JobSpec) -> list[budget_pb2.ModelUsage]:
-    """The usage a job is expected to incur, for the budget pre-flight; empty when it cannot be told
-    before running (a user's agent reports its own tokens as it goes).
-
-    Toolbench's simulated tokens are known: every rollout of every iteration, and a baseline and a
-    candidate rollout per held-out query at every evaluation, at `max_steps` steps (or
-    `ESTIMATE_STEPS_PER_ROLLOUT`) each: an upper bound rather than a guess.
-    """
-    if spec.runtime.WhichOneof("kind") != "toolbench":
-        return []
-    toolbench = spec.runtime.toolbench
-    model = toolbench.simulated_model or spec.budget.pricing_model
-    if toolbench.simulated_tokens_per_step <= 0 or not model:
-        return []
-    dataset = spec.dataset
-    if dataset.WhichOneof("source") == "toolbench":
-        heldout = dataset.toolbench.heldout_count
-    elif dataset.inline.heldout:
-        heldout = len(dataset.inline.heldout)
-    else:
-        heldout = max(1, math.ceil(len(dataset.inline.train) * dataset.heldout_fraction))
-    evaluations = spec.iterations // spec.evaluation_interval + (
-        spec.iterations % spec.evaluation_interval != 0
+def planned_estimate(spec: jobs_pb2.JobSpec) -> tuple[budget_pb2.EstimateRequest, RolloutCeiling] | None:
+    """What the budget pre-flight asks `Estimate` to price: every rollout of the job (training, and
+    both policies' at every evaluation) at its per-rollout ceiling, an upper bound rather than a
+    guess; None when the spec declares no ceiling and the runtime's cost cannot be told before it
+    runs (the job then sizes its reservations from what it measures)."""
+    ceiling = rollout_ceiling(spec)
+    if ceiling is None:
+        return None
+    rollouts = planned_rollouts(spec)
+    request = budget_pb2.EstimateRequest(
+        usage=ceiling.usage(rollouts), cost_micro_usd=rollouts * ceiling.cost_micro_usd
     )
-    rollouts = spec.iterations * spec.batch_size * spec.group_size + evaluations * heldout * 2
-    steps = spec.max_steps or ESTIMATE_STEPS_PER_ROLLOUT
-    return [
-        budget_pb2.ModelUsage(
-            model=model, input_tokens=rollouts * steps * toolbench.simulated_tokens_per_step
-        )
-    ]
+    return request, ceiling
 
 
 class JobService:
@@ -84,8 +64,12 @@ class JobService:
         database: Database,
         runner: JobRunner | RunnerUnavailable,
         channels: Callable[[], ChannelPool],
+        *,
+        owned_only: bool = False,
     ) -> None:
-        """`channels` is read at call time: the process's channels exist only once every server is bound."""
+        """`channels` is read at call time: the process's channels exist only once every server is bound.
+        `owned_only`: this process runs only the jobs created through it (a CLI command's suite),
+        never other jobs of the database, which a command that ends would abandon midway."""
         self._settings = settings
         self._database = database
         self._store = JobStore(database)
@@ -95,6 +79,7 @@ class JobService:
         self.notifier: JobNotifier = JobNotifier()
         self._recent = RecentSnapshots()
         self.scheduler: Scheduler | None = None
+        self._owned_only = owned_only
         self._started = False
 
     @property
@@ -122,6 +107,7 @@ class JobService:
                 max_running_jobs=settings.max_running_jobs,
                 wakeups=wakeups,
                 lock_dir=settings.data_dir if settings.is_embedded and not settings.redis_url else None,
+                owned_only=self._owned_only,
             )
             await self.scheduler.start(ready)
         self._started = True
@@ -146,10 +132,21 @@ class JobService:
         async with self._database.sessions() as session:
             previous = await idempotency.find(session, scope, request, jobs_pb2.CreateJobResponse)
         if previous is not None:
+            if self.scheduler is not None:
+                self.scheduler.adopt((current_tenant(), previous.job.job_id))
             return previous
         if not request.HasField("job"):
             raise InvalidArgument("job", "is required")
         new_job = validate_new_job(request.job, self._settings)
+        if new_job.spec.runtime.WhichOneof("kind") == "python":
+            # The job's rollouts reach the collector with the service credential, which may run any
+            # entry point: the creator's right to run this one is checked here, once, for good.
+            authorize_python_entry_point(
+                new_job.spec.runtime.python.entry_point,
+                require_identity(),
+                self._settings.python_runtime_allowlist,
+                field="job.spec.runtime.python.entry_point",
+            )
         if isinstance(self._runner, RunnerUnavailable):
             raise FailedPrecondition(
                 f"job orchestration is not available: {self._runner.reason}",
@@ -170,30 +167,28 @@ class JobService:
             response = await idempotency.run_once(
                 self._database, scope, request, jobs_pb2.CreateJobResponse, work
             )
+        if self.scheduler is not None:
+            self.scheduler.adopt((tenant, response.job.job_id))
         if created and created[0].job.revision == response.job.revision:
             await self._published(created[0], wake=True)
         return response
 
     async def _check_budget(self, spec: jobs_pb2.JobSpec) -> None:
-        usage = planned_usage(spec)
-        if not usage:
+        planned = planned_estimate(spec)
+        if planned is None:
             return
+        request, ceiling = planned
         stub = self._channels().stub("budget", budget_pb2_grpc.BudgetServiceStub)
         try:
-            estimate = await stub.Estimate(
-                budget_pb2.EstimateRequest(usage=usage), timeout=BUDGET_ESTIMATE_TIMEOUT_SECONDS
-            )
+            estimate = await stub.Estimate(request, timeout=BUDGET_ESTIMATE_TIMEOUT_SECONDS)
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
                 log.warning("budget pre-flight skipped: the budget service does not implement Estimate yet")
                 return
             if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
-                field = (
-                    "job.spec.runtime.toolbench.simulated_model"
-                    if spec.runtime.toolbench.simulated_model
-                    else "job.spec.budget.pricing_model"
-                )
-                raise InvalidArgument(field, f"the budget service cannot price it: {exc.details()}") from exc
+                raise InvalidArgument(
+                    ceiling.model_field, f"the budget service cannot price it: {exc.details()}"
+                ) from exc
             raise Unavailable(f"the budget pre-flight failed: {exc.code().name}: {exc.details()}") from exc
         limit = spec.budget.limit_micro_usd
         metadata = {"estimate_micro_usd": str(estimate.cost_micro_usd)}
@@ -202,7 +197,13 @@ class JobService:
                 f"the job's estimated cost, {estimate.cost_micro_usd} micro-USD, exceeds its budget limit "
                 f"job.spec.budget.limit_micro_usd = {limit} micro-USD",
                 reason="BUDGET_ESTIMATE_EXCEEDS_LIMIT",
-                metadata={**metadata, "limit_micro_usd": str(limit)},
+                # A new job has spent nothing: all of its limit remains.
+                metadata={
+                    **metadata,
+                    "limit_micro_usd": str(limit),
+                    "remaining_micro_usd": str(limit),
+                    "scope": "LIMIT_SCOPE_JOB",
+                },
             )
         if not estimate.fits:
             scope = (
@@ -307,8 +308,13 @@ class JobService:
     async def cancel(self, request: jobs_pb2.CancelJobRequest) -> jobs_pb2.Job:
         return await self._transition("CancelJob", request, self._store.request_cancel)
 
+    async def relaunch(self, request: jobs_pb2.RelaunchJobRequest) -> jobs_pb2.Job:
+        return await self._transition("RelaunchJob", request, self._store.relaunch)
+
     async def evaluate(self, request: jobs_pb2.EvaluateJobRequest) -> jobs_pb2.Evaluation:
         scope = SCOPE + "EvaluateJob"
+        if request.seed < 0:
+            raise InvalidArgument("seed", f"must be >= 0 (0 means the job's seed), got {request.seed}")
         job = await self.get(request.job_id)
         async with self._database.sessions() as session:
             previous = await idempotency.find(session, scope, request, jobs_pb2.EvaluateJobResponse)

@@ -57,6 +57,9 @@ class JobServiceServicer(jobs_pb2_grpc.JobServiceServicer):
     async def CancelJob(self, request, context):
         return jobs_pb2.CancelJobResponse(job=await self._service.cancel(request))
 
+    async def RelaunchJob(self, request, context):
+        return jobs_pb2.RelaunchJobResponse(job=await self._service.relaunch(request))
+
     async def EvaluateJob(self, request, context):
         return jobs_pb2.EvaluateJobResponse(evaluation=await self._service.evaluate(request))
 

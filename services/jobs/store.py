@@ -102,6 +102,13 @@ def row_change(row: JobRow) -> JobChange:
     return JobChange(row_to_job(row), bool(row.pause_requested), bool(row.cancel_requested))
 
 
+def _record_failed_attempt(row: JobRow, error: status_pb2.Status) -> None:
+    progress = jobs_pb2.JobProgress.FromString(row.progress)
+    progress.failed_attempts += 1
+    progress.last_attempt_error.CopyFrom(error)
+    row.progress = progress.SerializeToString()
+
+
 def _touch(row: JobRow, now: datetime) -> None:
     row.revision += 1
     row.update_time = now
@@ -341,10 +348,22 @@ class JobStore:
                 claims.append(Claim(row_change(row), row.fencing_token))
         return claims, settled
 
-    async def renew_leases(self, owner: str, lease_seconds: float) -> dict[tuple[str, str], LeaseState]:
-        """The heartbeat: extends every lease `owner` holds; returns them with their request flags."""
+    async def renew_leases(
+        self, owner: str, lease_seconds: float, attempts: dict[tuple[str, str], int]
+    ) -> dict[tuple[str, str], LeaseState]:
+        """The heartbeat: extends the leases `owner` holds for the running `attempts` (key -> fencing
+        token) and returns them with their request flags. A lease whose attempt is no longer running
+        here is not renewed: it expires and the job is taken over."""
+        if not attempts:
+            return {}
         expires = utcnow() + timedelta(seconds=lease_seconds)
-        held = and_(JobRow.lease_owner == owner, JobRow.state.in_(LEASED_STATES))
+        held = and_(
+            JobRow.lease_owner == owner,
+            JobRow.state.in_(LEASED_STATES),
+            tuple_(JobRow.tenant_id, JobRow.job_id, JobRow.fencing_token).in_(
+                [(tenant, job_id, token) for (tenant, job_id), token in attempts.items()]
+            ),
+        )
         async with self._writing() as session:
             await session.execute(update(JobRow).where(held).values(lease_expires_at=expires))
             rows = await session.execute(
@@ -438,11 +457,11 @@ class JobStore:
         error: status_pb2.Status | None = None,
     ) -> JobChange:
         """Ends the attempt in `state` (SUCCEEDED, PAUSED, FAILED or CANCELLED); a requested cancel wins
-        over SUCCEEDED and PAUSED."""
+        over SUCCEEDED, PAUSED and FAILED."""
         now = utcnow()
         async with self._writing() as session:
             row = await self._fenced_row(session, key, token)
-            if row.cancel_requested and state in (SUCCEEDED, PAUSED):
+            if row.cancel_requested and state in (SUCCEEDED, PAUSED, FAILED):
                 state = CANCELLED
             row.state = state
             row.lease_owner, row.lease_expires_at = None, None
@@ -452,9 +471,50 @@ class JobStore:
             else:
                 row.end_time = now
             if error is not None:
-                row.error = error.SerializeToString()
+                _record_failed_attempt(row, error)
+                if state == FAILED:
+                    row.error = error.SerializeToString()
             _touch(row, now)
             return row_change(row)
+
+    async def retry_later(self, key: tuple[str, str], token: int, error: status_pb2.Status) -> JobChange:
+        """A failed attempt that may be retried: the job goes back to QUEUED (a new attempt resumes
+        from its latest checkpoint) with the failure counted; a requested cancel wins."""
+        now = utcnow()
+        async with self._writing() as session:
+            row = await self._fenced_row(session, key, token)
+            _record_failed_attempt(row, error)
+            if row.cancel_requested:
+                row.state, row.end_time = CANCELLED, now
+            elif row.pause_requested:
+                row.state, row.pause_reason = PAUSED, jobs_pb2.PAUSE_REASON_REQUESTED
+            else:
+                row.state = QUEUED
+            row.pause_requested = False
+            row.lease_owner, row.lease_expires_at = None, None
+            _touch(row, now)
+            return row_change(row)
+
+    async def relaunch(self, session: AsyncSession, tenant_id: str, job_id: str) -> JobChange:
+        """FAILED -> QUEUED with a fresh allowance of attempts; the next attempt resumes from the
+        latest checkpoint."""
+        row = await self._row(session, tenant_id, job_id, lock=True)
+        if row.state != FAILED:
+            raise FailedPrecondition(
+                f"job {job_id!r} is {state_name(row.state)}: only a FAILED job can be relaunched",
+                metadata={"job_id": job_id, "state": state_name(row.state)},
+            )
+        progress = jobs_pb2.JobProgress.FromString(row.progress)
+        progress.failed_attempts = 0
+        row.progress = progress.SerializeToString()
+        row.state = QUEUED
+        row.error = None
+        row.end_time = None
+        row.cancel_requested = False
+        row.pause_requested = False
+        _touch(row, utcnow())
+        await session.flush()
+        return row_change(row)
 
     async def release(self, key: tuple[str, str], token: int) -> JobChange:
         """A worker stopping gracefully hands the job back: RUNNING -> QUEUED, CANCELLING -> CANCELLED."""

@@ -82,7 +82,10 @@ async def test_a_good_stream_becomes_a_complete_trajectory(suite, agent):
         assert t.final_result == f"seed={run.seed} chose=calculator"
         assert (run.job_id, run.group_id, run.iteration, run.max_steps) == ("j", "g-remote", 2, 9)
         assert run.trainer_address == suite.context.settings.address_of("trainer")
-        assert run.api_key == suite.context.settings.api_key  # the caller's bearer token
+        # Never the caller's admin key (here the service credential): a key of the tenant alone.
+        assert run.api_key and run.api_key != suite.context.settings.api_key
+        agent_identity = await suite.context.api_keys.lookup(run.api_key)
+        assert agent_identity.tenant_id == "default" and not agent_identity.is_admin
         assert run.task == "what is 6 * 7" and run.timeout.seconds == 300
     found = await stub.SearchTrajectories(
         cpb.SearchTrajectoriesRequest(filter=cpb.TrajectoryFilter(group_id="g-remote"), page_size=10),

@@ -246,6 +246,12 @@ BAD_REQUESTS = [
         "group_size",
     ),
     (
+        "negative seed",
+        request(cpb.RuntimeSpec(toolbench=cpb.ToolbenchRuntime()), seed=-5),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "seed",
+    ),
+    (
         "group too big",
         request(python_runtime("ok_agent"), group_size=65),
         grpc.StatusCode.INVALID_ARGUMENT,

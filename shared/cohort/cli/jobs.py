@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -67,13 +68,29 @@ def load_job_spec(path: Path) -> jobs_pb2.Job:
         raise SpecError(f"{path}: {exc}") from exc
 
 
-def jobs_stub():
-    """A stub of the configured job manager, or of a whole suite started here on the embedded default."""
-    return service_stub("jobs", jobs_pb2_grpc.JobServiceStub, embedded=["all"])
+def jobs_stub(started_here: threading.Event | None = None):
+    """A stub of the configured job manager, or of a whole suite started here on the embedded default
+    (then `started_here` is set, and the suite runs only the jobs this command creates)."""
+    return service_stub("jobs", jobs_pb2_grpc.JobServiceStub, embedded=["all"], started_here=started_here)
 
 
 def _rpc(action: Callable[[jobs_pb2_grpc.JobServiceStub], Any]) -> Any:
     return call_service("jobs", jobs_pb2_grpc.JobServiceStub, action, embedded=["all"])
+
+
+def _rpc_noting_suite(action: Callable[[jobs_pb2_grpc.JobServiceStub], Any]) -> tuple[Any, bool]:
+    """`_rpc`, and whether the suite answering it was started by this command (so no job manager
+    outlives the command)."""
+    started_here = threading.Event()
+
+    async def run() -> Any:
+        async with jobs_stub(started_here) as stub:
+            try:
+                return await action(stub)
+            except grpc.aio.AioRpcError as exc:
+                raise click.ClickException(f"{exc.code().name}: {exc.details()}") from exc
+
+    return _run(run()), started_here.is_set()
 
 
 def state_name(state: int) -> str:
@@ -107,16 +124,39 @@ def reattach_hint(job_id: str) -> str:
     )
 
 
+def stopped_with_command_hint(job_id: str) -> str:
+    """What a detach means when this command ran the suite: the job cannot outlive the process."""
+    return (
+        f"Detached. This command was running the suite, so job {job_id} stopped with it: it is queued and "
+        "resumes from its latest checkpoint when a job manager runs on this data directory "
+        f"('cohort serve all' or 'make run'). Follow it then with: cohort jobs watch {job_id}"
+    )
+
+
+def no_job_manager_hint(job_id: str) -> str:
+    return (
+        f"No job manager is running on this data directory: job {job_id} waits in the queue until one "
+        "starts ('cohort serve all' or 'make run')."
+    )
+
+
 async def follow_job(
-    stub: jobs_pb2_grpc.JobServiceStub, job_id: str, *, after_revision: int = 0
+    stub: jobs_pb2_grpc.JobServiceStub,
+    job_id: str,
+    *,
+    after_revision: int = 0,
+    wait_while_paused: bool = False,
 ) -> jobs_pb2.Job | None:
-    """Streams `WatchJob` into a live display until the job ends or pauses; returns the last snapshot."""
+    """Streams `WatchJob` into a live display until the job ends or pauses (`wait_while_paused`:
+    until it ends, so a job paused and resumed from another shell is followed on); returns the last
+    snapshot."""
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     console = Console(stderr=False)
     last: jobs_pb2.Job | None = None
     printed: tuple[int, int] | None = None
+    paused_notice: tuple[int, int] | None = None
     columns = (
         TextColumn("[bold]{task.fields[state]}[/bold]"),
         BarColumn(),
@@ -152,8 +192,16 @@ async def follow_job(
                     f"{state_name(job.state)} iteration {p.iteration}/{p.iterations_total} "
                     f"reward {p.reward_mean:.3f} success {p.success_rate:.1%} cost {money(p.cost_micro_usd)}"
                 )
-            if job.state in TERMINAL_STATES or job.state == jobs_pb2.Job.STATE_PAUSED:
+            if job.state in TERMINAL_STATES:
                 break
+            if job.state == jobs_pb2.Job.STATE_PAUSED:
+                if not wait_while_paused:
+                    break
+                if not response.heartbeat and line_key != paused_notice:
+                    paused_notice = line_key
+                    progress.console.print(
+                        f"paused: waiting for 'cohort jobs resume {job_id}' (Ctrl-C detaches)"
+                    )
     return last
 
 
@@ -163,6 +211,12 @@ def print_outcome(job: jobs_pb2.Job | None) -> None:
     if job is None:
         return
     click.echo(f"\njob {job.job_id}: {state_name(job.state)}")
+    if job.progress.failed_attempts and job.state != jobs_pb2.Job.STATE_FAILED:
+        error = job.progress.last_attempt_error
+        click.echo(
+            f"{job.progress.failed_attempts} failed attempt(s) retried; the last: "
+            f"{code_pb2.Code.Name(error.code)}: {error.message}"
+        )
     if job.state == jobs_pb2.Job.STATE_PAUSED:
         reason = jobs_pb2.PauseReason.Name(job.pause_reason).removeprefix("PAUSE_REASON_").lower()
         click.echo(f"paused ({reason}); continue with: cohort jobs resume {job.job_id}")
@@ -188,26 +242,31 @@ def train(spec: Path, detach: bool, request_id: str) -> None:
     """
     job = load_job_spec(spec)
     job_id = ""
+    started_here = threading.Event()
 
     async def run() -> jobs_pb2.Job | None:
         nonlocal job_id
-        async with jobs_stub() as stub:
+        async with jobs_stub(started_here) as stub:
             try:
                 created = await stub.CreateJob(jobs_pb2.CreateJobRequest(request_id=request_id, job=job))
+                job_id = created.job.job_id
+                click.echo(f"job {job_id} created")
+                if detach:
+                    if started_here.is_set():
+                        click.echo(no_job_manager_hint(job_id))
+                    click.echo(f"follow it with: cohort jobs watch {job_id}")
+                    return None
+                # This process runs the job: a pause from another shell is waited out, not an end.
+                return await follow_job(stub, job_id, wait_while_paused=started_here.is_set())
             except grpc.aio.AioRpcError as exc:
                 raise click.ClickException(f"{exc.code().name}: {exc.details()}") from exc
-            job_id = created.job.job_id
-            click.echo(f"job {job_id} created")
-            if detach:
-                click.echo(f"follow it with: cohort jobs watch {job_id}")
-                return None
-            return await follow_job(stub, job_id)
 
     try:
         final = _run(run())
     except KeyboardInterrupt:
         if job_id:
-            click.echo("\n" + reattach_hint(job_id))
+            hint = stopped_with_command_hint if started_here.is_set() else reattach_hint
+            click.echo("\n" + hint(job_id))
         sys.exit(130)
     print_outcome(final)
     if final is not None and final.state in (jobs_pb2.Job.STATE_FAILED, jobs_pb2.Job.STATE_CANCELLED):
@@ -260,9 +319,15 @@ def jobs_get(job_id: str, as_json: bool) -> None:
 def jobs_watch(job_id: str, after_revision: int) -> None:
     """Follow JOB_ID live until it ends (Ctrl-C detaches)."""
 
+    started_here = threading.Event()
+
     async def run() -> jobs_pb2.Job | None:
-        async with jobs_stub() as stub:
+        async with jobs_stub(started_here) as stub:
             try:
+                if started_here.is_set():  # this command runs no job it did not create
+                    current = await stub.GetJob(jobs_pb2.GetJobRequest(job_id=job_id))
+                    if current.job.state == jobs_pb2.Job.STATE_QUEUED:
+                        click.echo(no_job_manager_hint(job_id))
                 return await follow_job(stub, job_id, after_revision=after_revision)
             except grpc.aio.AioRpcError as exc:
                 raise click.ClickException(f"{exc.code().name}: {exc.details()}") from exc
@@ -277,8 +342,12 @@ def jobs_watch(job_id: str, after_revision: int) -> None:
 
 def _transition(name: str, request_type, method: str) -> Callable[[str], None]:
     def command(job_id: str) -> None:
-        response = _rpc(lambda stub: getattr(stub, method)(request_type(job_id=job_id)))
+        response, started_here = _rpc_noting_suite(
+            lambda stub: getattr(stub, method)(request_type(job_id=job_id))
+        )
         click.echo(f"job {job_id}: {state_name(response.job.state)}")
+        if started_here and response.job.state == jobs_pb2.Job.STATE_QUEUED:
+            click.echo(no_job_manager_hint(job_id))
 
     command.__name__ = f"jobs_{name}"
     return command
@@ -292,6 +361,9 @@ jobs.command("resume", help="Resume a paused JOB_ID from its checkpoint.")(
 )
 jobs.command("cancel", help="Cancel JOB_ID; in-flight rollouts are cancelled too.")(
     click.argument("job_id")(_transition("cancel", jobs_pb2.CancelJobRequest, "CancelJob"))
+)
+jobs.command("relaunch", help="Start a FAILED JOB_ID again from its latest checkpoint.")(
+    click.argument("job_id")(_transition("relaunch", jobs_pb2.RelaunchJobRequest, "RelaunchJob"))
 )
 
 

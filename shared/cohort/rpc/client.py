@@ -8,6 +8,8 @@ context, and a deadline (`rpc_timeout_seconds` unless the caller chose one).
 from __future__ import annotations
 
 import asyncio
+import random
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -26,6 +28,7 @@ from cohort.rpc.interceptors import (
     TENANT_KEY,
     client_interceptors_for,
 )
+from cohort.transient import IDEMPOTENT_RETRYABLE_CODES, RETRYABLE_CODES
 
 StubT = TypeVar("StubT")
 
@@ -54,6 +57,61 @@ class _CallDefaults:
         return await continuation(self.rewrite(details), request)
 
 
+RETRY_INITIAL_SECONDS = 0.05
+RETRY_MAX_SECONDS = 2.0
+READ_METHOD_PREFIXES = ("Get", "List", "Search", "Estimate", "Decide", "Export")
+
+
+def _safe_to_repeat(method: str | bytes, request: Any) -> bool:
+    """A read, or a request carrying an idempotency key: sending it twice does the work once."""
+    if isinstance(method, bytes):
+        method = method.decode()
+    name = method.rsplit("/", 1)[-1]
+    return name.startswith(READ_METHOD_PREFIXES) or bool(getattr(request, "request_id", ""))
+
+
+def mark_failed_service(error: grpc.aio.AioRpcError, component: str) -> grpc.aio.AioRpcError:
+    """Remembers on `error` which Cohort service the failed call went to (see `failed_service`)."""
+    if getattr(error, "cohort_service", None) is None:
+        error.cohort_service = component  # type: ignore[attr-defined]
+    return error
+
+
+def failed_service(error: grpc.aio.AioRpcError) -> str | None:
+    """The Cohort service a failed call was made to, when it went through a `ChannelPool`."""
+    return getattr(error, "cohort_service", None)
+
+
+class _RetryUnary(grpc.aio.UnaryUnaryClientInterceptor):
+    """Retries a unary call while its peer restarts: on UNAVAILABLE, and on DEADLINE_EXCEEDED when
+    the call is safe to repeat, with exponential backoff and full jitter, for at most
+    `budget_seconds`. A failure it gives up on names the service it was calling."""
+
+    def __init__(self, component: str, budget_seconds: float) -> None:
+        self._component = component
+        self._budget = budget_seconds
+
+    async def intercept_unary_unary(self, continuation, client_call_details, request):
+        method = client_call_details.method
+        if (method.decode() if isinstance(method, bytes) else method).startswith("/grpc."):
+            # Health and reflection report the state now: a probe must not wait for a restart.
+            return await continuation(client_call_details, request)
+        give_up_at = time.monotonic() + self._budget
+        codes = IDEMPOTENT_RETRYABLE_CODES if _safe_to_repeat(client_call_details.method, request) else None
+        delay = RETRY_INITIAL_SECONDS
+        while True:
+            call = await continuation(client_call_details, request)
+            try:
+                await call
+                return call
+            except grpc.aio.AioRpcError as exc:
+                retryable = exc.code() in (codes or RETRYABLE_CODES)
+                if not retryable or time.monotonic() + delay > give_up_at:
+                    raise mark_failed_service(exc, self._component) from None
+            await asyncio.sleep(random.uniform(0.0, delay))
+            delay = min(delay * 2, RETRY_MAX_SECONDS)
+
+
 def channel_options(settings: Settings) -> list[tuple[str, Any]]:
     options: list[tuple[str, Any]] = [
         ("grpc.max_receive_message_length", settings.max_message_bytes),
@@ -62,6 +120,11 @@ def channel_options(settings: Settings) -> list[tuple[str, Any]]:
         ("grpc.keepalive_time_ms", 30_000),
         ("grpc.keepalive_timeout_ms", 10_000),
         ("grpc.http2.max_pings_without_data", 0),
+        # A restarted peer is found again within a second or two, not after gRPC's default backoff
+        # (which grows to two minutes) has left the channel failing calls meanwhile.
+        ("grpc.initial_reconnect_backoff_ms", 200),
+        ("grpc.min_reconnect_backoff_ms", 200),
+        ("grpc.max_reconnect_backoff_ms", 2_000),
     ]
     if settings.tls.server_name_override:
         options.append(("grpc.ssl_target_name_override", settings.tls.server_name_override))
@@ -99,6 +162,7 @@ class ChannelPool:
         target = settings.address_of(component)
         interceptors = [
             *tracing.client_interceptors(),
+            *([_RetryUnary(component, settings.rpc_retry_seconds)] if settings.rpc_retry_seconds else []),
             *client_interceptors_for(_CallDefaults(settings.api_key, settings.rpc_timeout_seconds).intercept),
         ]
         options = channel_options(settings)

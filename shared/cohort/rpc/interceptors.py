@@ -38,6 +38,7 @@ from cohort.errors import (
     PermissionDenied,
     Unauthenticated,
 )
+from cohort.transient import is_transient
 
 logger = logging.getLogger(__name__)
 
@@ -346,6 +347,19 @@ def internal_status(request_id: str | None) -> status_pb2.Status:
     return status
 
 
+def unavailable_status(request_id: str | None) -> status_pb2.Status:
+    """What a client sees when a dependency (the database, Redis) is briefly unreachable: retry."""
+    suffix = f" (request id {request_id})" if request_id else ""
+    status = status_pb2.Status(
+        code=grpc.StatusCode.UNAVAILABLE.value[0],
+        message=f"a dependency of this service is unavailable; retry shortly{suffix}",
+    )
+    status.details.add().Pack(
+        error_details_pb2.ErrorInfo(reason="DEPENDENCY_UNAVAILABLE", domain=ERROR_DOMAIN)
+    )
+    return status
+
+
 async def abort_with(
     context: grpc.aio.ServicerContext, status: status_pb2.Status, cause: BaseException
 ) -> NoReturn:
@@ -395,6 +409,10 @@ class ErrorInterceptor(AroundInterceptor):
     @staticmethod
     async def internal(method: str, context: grpc.aio.ServicerContext, error: Exception) -> NoReturn:
         request_id = current_request_id.get()
+        if is_transient(error):
+            # A database or Redis restart: the caller retries, and nothing here is a bug.
+            logger.warning("%s: a dependency is unavailable (request id %s): %s", method, request_id, error)
+            await abort_with(context, unavailable_status(request_id), error)
         logger.exception("unhandled error in %s (request id %s)", method, request_id)
         await abort_with(context, internal_status(request_id), error)
 

@@ -77,7 +77,7 @@ class Job(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., display_name: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., state: _Optional[_Union[Job.State, str]] = ..., pause_reason: _Optional[_Union[PauseReason, str]] = ..., progress: _Optional[_Union[JobProgress, _Mapping]] = ..., revision: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ...) -> None: ...
 
 class JobSpec(_message.Message):
-    __slots__ = ("runtime", "dataset", "policy", "group_size", "iterations", "batch_size", "grpo", "reward", "advantage", "checkpoint_interval", "retention", "evaluation_interval", "budget", "failure_policy", "seed", "rollout_timeout", "max_concurrency", "max_steps")
+    __slots__ = ("runtime", "dataset", "policy", "group_size", "iterations", "batch_size", "grpo", "reward", "advantage", "checkpoint_interval", "retention", "evaluation_interval", "budget", "failure_policy", "seed", "rollout_timeout", "max_concurrency", "max_steps", "max_attempts")
     RUNTIME_FIELD_NUMBER: _ClassVar[int]
     DATASET_FIELD_NUMBER: _ClassVar[int]
     POLICY_FIELD_NUMBER: _ClassVar[int]
@@ -96,6 +96,7 @@ class JobSpec(_message.Message):
     ROLLOUT_TIMEOUT_FIELD_NUMBER: _ClassVar[int]
     MAX_CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
     MAX_STEPS_FIELD_NUMBER: _ClassVar[int]
+    MAX_ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     runtime: _collector_pb2.RuntimeSpec
     dataset: DatasetSpec
     policy: PolicySource
@@ -114,7 +115,8 @@ class JobSpec(_message.Message):
     rollout_timeout: _duration_pb2.Duration
     max_concurrency: int
     max_steps: int
-    def __init__(self, runtime: _Optional[_Union[_collector_pb2.RuntimeSpec, _Mapping]] = ..., dataset: _Optional[_Union[DatasetSpec, _Mapping]] = ..., policy: _Optional[_Union[PolicySource, _Mapping]] = ..., group_size: _Optional[int] = ..., iterations: _Optional[int] = ..., batch_size: _Optional[int] = ..., grpo: _Optional[_Union[_trainer_pb2.GrpoConfig, _Mapping]] = ..., reward: _Optional[_Union[_reward_pb2.RewardSpec, _Mapping]] = ..., advantage: _Optional[_Union[_reward_pb2.AdvantageConfig, _Mapping]] = ..., checkpoint_interval: _Optional[int] = ..., retention: _Optional[_Union[_checkpoint_pb2.RetentionPolicy, _Mapping]] = ..., evaluation_interval: _Optional[int] = ..., budget: _Optional[_Union[BudgetSpec, _Mapping]] = ..., failure_policy: _Optional[_Union[_reward_pb2.FailurePolicy, str]] = ..., seed: _Optional[int] = ..., rollout_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_concurrency: _Optional[int] = ..., max_steps: _Optional[int] = ...) -> None: ...
+    max_attempts: int
+    def __init__(self, runtime: _Optional[_Union[_collector_pb2.RuntimeSpec, _Mapping]] = ..., dataset: _Optional[_Union[DatasetSpec, _Mapping]] = ..., policy: _Optional[_Union[PolicySource, _Mapping]] = ..., group_size: _Optional[int] = ..., iterations: _Optional[int] = ..., batch_size: _Optional[int] = ..., grpo: _Optional[_Union[_trainer_pb2.GrpoConfig, _Mapping]] = ..., reward: _Optional[_Union[_reward_pb2.RewardSpec, _Mapping]] = ..., advantage: _Optional[_Union[_reward_pb2.AdvantageConfig, _Mapping]] = ..., checkpoint_interval: _Optional[int] = ..., retention: _Optional[_Union[_checkpoint_pb2.RetentionPolicy, _Mapping]] = ..., evaluation_interval: _Optional[int] = ..., budget: _Optional[_Union[BudgetSpec, _Mapping]] = ..., failure_policy: _Optional[_Union[_reward_pb2.FailurePolicy, str]] = ..., seed: _Optional[int] = ..., rollout_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_concurrency: _Optional[int] = ..., max_steps: _Optional[int] = ..., max_attempts: _Optional[int] = ...) -> None: ...
 
 class DatasetSpec(_message.Message):
     __slots__ = ("inline", "toolbench", "heldout_fraction")
@@ -163,15 +165,19 @@ class NewPolicy(_message.Message):
     def __init__(self, heads: _Optional[_Iterable[_Union[_trainer_pb2.DecisionHead, _Mapping]]] = ..., display_name: _Optional[str] = ...) -> None: ...
 
 class BudgetSpec(_message.Message):
-    __slots__ = ("limit_micro_usd", "pricing_model")
+    __slots__ = ("limit_micro_usd", "pricing_model", "max_rollout_tokens", "max_rollout_cost_micro_usd")
     LIMIT_MICRO_USD_FIELD_NUMBER: _ClassVar[int]
     PRICING_MODEL_FIELD_NUMBER: _ClassVar[int]
+    MAX_ROLLOUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    MAX_ROLLOUT_COST_MICRO_USD_FIELD_NUMBER: _ClassVar[int]
     limit_micro_usd: int
     pricing_model: str
-    def __init__(self, limit_micro_usd: _Optional[int] = ..., pricing_model: _Optional[str] = ...) -> None: ...
+    max_rollout_tokens: int
+    max_rollout_cost_micro_usd: int
+    def __init__(self, limit_micro_usd: _Optional[int] = ..., pricing_model: _Optional[str] = ..., max_rollout_tokens: _Optional[int] = ..., max_rollout_cost_micro_usd: _Optional[int] = ...) -> None: ...
 
 class JobProgress(_message.Message):
-    __slots__ = ("iteration", "iterations_total", "rollouts_completed", "latest_update", "success_rate", "reward_mean", "policy", "latest_checkpoint_id", "cost_micro_usd", "evaluations", "eta", "attempt")
+    __slots__ = ("iteration", "iterations_total", "rollouts_completed", "latest_update", "success_rate", "reward_mean", "policy", "latest_checkpoint_id", "cost_micro_usd", "evaluations", "eta", "attempt", "failed_attempts", "last_attempt_error")
     ITERATION_FIELD_NUMBER: _ClassVar[int]
     ITERATIONS_TOTAL_FIELD_NUMBER: _ClassVar[int]
     ROLLOUTS_COMPLETED_FIELD_NUMBER: _ClassVar[int]
@@ -184,6 +190,8 @@ class JobProgress(_message.Message):
     EVALUATIONS_FIELD_NUMBER: _ClassVar[int]
     ETA_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    FAILED_ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    LAST_ATTEMPT_ERROR_FIELD_NUMBER: _ClassVar[int]
     iteration: int
     iterations_total: int
     rollouts_completed: int
@@ -196,7 +204,9 @@ class JobProgress(_message.Message):
     evaluations: _containers.RepeatedCompositeFieldContainer[Evaluation]
     eta: _duration_pb2.Duration
     attempt: int
-    def __init__(self, iteration: _Optional[int] = ..., iterations_total: _Optional[int] = ..., rollouts_completed: _Optional[int] = ..., latest_update: _Optional[_Union[_trainer_pb2.UpdateMetrics, _Mapping]] = ..., success_rate: _Optional[float] = ..., reward_mean: _Optional[float] = ..., policy: _Optional[_Union[_trajectory_pb2.PolicyRef, _Mapping]] = ..., latest_checkpoint_id: _Optional[str] = ..., cost_micro_usd: _Optional[int] = ..., evaluations: _Optional[_Iterable[_Union[Evaluation, _Mapping]]] = ..., eta: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., attempt: _Optional[int] = ...) -> None: ...
+    failed_attempts: int
+    last_attempt_error: _status_pb2.Status
+    def __init__(self, iteration: _Optional[int] = ..., iterations_total: _Optional[int] = ..., rollouts_completed: _Optional[int] = ..., latest_update: _Optional[_Union[_trainer_pb2.UpdateMetrics, _Mapping]] = ..., success_rate: _Optional[float] = ..., reward_mean: _Optional[float] = ..., policy: _Optional[_Union[_trajectory_pb2.PolicyRef, _Mapping]] = ..., latest_checkpoint_id: _Optional[str] = ..., cost_micro_usd: _Optional[int] = ..., evaluations: _Optional[_Iterable[_Union[Evaluation, _Mapping]]] = ..., eta: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., attempt: _Optional[int] = ..., failed_attempts: _Optional[int] = ..., last_attempt_error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ...) -> None: ...
 
 class EvaluationSummary(_message.Message):
     __slots__ = ("policy", "success_rate", "reward_mean", "tool_accuracy", "steps_mean", "cost_micro_usd", "query_count")
@@ -337,6 +347,20 @@ class CancelJobRequest(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., job_id: _Optional[str] = ...) -> None: ...
 
 class CancelJobResponse(_message.Message):
+    __slots__ = ("job",)
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: Job
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
+
+class RelaunchJobRequest(_message.Message):
+    __slots__ = ("request_id", "job_id")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    job_id: str
+    def __init__(self, request_id: _Optional[str] = ..., job_id: _Optional[str] = ...) -> None: ...
+
+class RelaunchJobResponse(_message.Message):
     __slots__ = ("job",)
     JOB_FIELD_NUMBER: _ClassVar[int]
     job: Job

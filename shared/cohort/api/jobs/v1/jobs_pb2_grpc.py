@@ -70,6 +70,11 @@ class JobServiceStub:
                 request_serializer=cohort_dot_api_dot_jobs_dot_v1_dot_jobs__pb2.CancelJobRequest.SerializeToString,
                 response_deserializer=cohort_dot_api_dot_jobs_dot_v1_dot_jobs__pb2.CancelJobResponse.FromString,
                 _registered_method=True)
+        self.RelaunchJob = channel.unary_unary(
+                '/cohort.api.jobs.v1.JobService/RelaunchJob',
+                request_serializer=cohort_dot_api_dot_jobs_dot_v1_dot_jobs__pb2.RelaunchJobRequest.SerializeToString,
+                response_deserializer=cohort_dot_api_dot_jobs_dot_v1_dot_jobs__pb2.RelaunchJobResponse.FromString,
+                _registered_method=True)
         self.EvaluateJob = channel.unary_unary(
                 '/cohort.api.jobs.v1.JobService/EvaluateJob',
                 request_serializer=cohort_dot_api_dot_jobs_dot_v1_dot_jobs__pb2.EvaluateJobRequest.SerializeToString,
@@ -131,6 +136,14 @@ class JobServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RelaunchJob(self, request, context):
+        """Starts a FAILED job again as a new attempt from its latest checkpoint, with a
+        fresh allowance of `max_attempts`. Idempotent by `request_id`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def EvaluateJob(self, request, context):
         """Evaluates a checkpoint against the starting policy on the held-out queries.
         """
@@ -175,6 +188,11 @@ def add_JobServiceServicer_to_server(servicer, server):
                     servicer.CancelJob,
                     request_deserializer=cohort_dot_api_dot_jobs_dot_v1_dot_jobs__pb2.CancelJobRequest.FromString,
                     response_serializer=cohort_dot_api_dot_jobs_dot_v1_dot_jobs__pb2.CancelJobResponse.SerializeToString,
+            ),
+            'RelaunchJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.RelaunchJob,
+                    request_deserializer=cohort_dot_api_dot_jobs_dot_v1_dot_jobs__pb2.RelaunchJobRequest.FromString,
+                    response_serializer=cohort_dot_api_dot_jobs_dot_v1_dot_jobs__pb2.RelaunchJobResponse.SerializeToString,
             ),
             'EvaluateJob': grpc.unary_unary_rpc_method_handler(
                     servicer.EvaluateJob,
@@ -372,6 +390,33 @@ class JobService:
             '/cohort.api.jobs.v1.JobService/CancelJob',
             cohort_dot_api_dot_jobs_dot_v1_dot_jobs__pb2.CancelJobRequest.SerializeToString,
             cohort_dot_api_dot_jobs_dot_v1_dot_jobs__pb2.CancelJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RelaunchJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cohort.api.jobs.v1.JobService/RelaunchJob',
+            cohort_dot_api_dot_jobs_dot_v1_dot_jobs__pb2.RelaunchJobRequest.SerializeToString,
+            cohort_dot_api_dot_jobs_dot_v1_dot_jobs__pb2.RelaunchJobResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,85 @@
+"""Which failures are transient: a dependency restarting, not a bug or a bad request.
+
+A database or Redis restart surfaces as one of a dozen exception types from asyncpg, SQLAlchemy,
+redis-py or the socket layer. Servers answer them with `UNAVAILABLE` (not `INTERNAL`), which callers
+retry; the job manager retries its own writes on them. Kept in one place so both agree.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+import grpc
+
+RETRYABLE_CODES = frozenset({grpc.StatusCode.UNAVAILABLE})
+"""Codes any call may be retried on: the request was not (fully) served and may be sent again."""
+
+IDEMPOTENT_RETRYABLE_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+"""Codes a call that is safe to repeat (a read, or one carrying a `request_id`) may be retried on."""
+
+
+def _transient_types() -> tuple[type[BaseException], ...]:
+    types: list[type[BaseException]] = [ConnectionError]
+    try:
+        import asyncpg
+
+        types += [
+            asyncpg.exceptions.PostgresConnectionError,
+            asyncpg.exceptions.CannotConnectNowError,
+            asyncpg.exceptions.AdminShutdownError,
+            asyncpg.exceptions.CrashShutdownError,
+            asyncpg.exceptions.TooManyConnectionsError,
+            asyncpg.exceptions.ConnectionDoesNotExistError,
+        ]
+    except ImportError:  # pragma: no cover - asyncpg is a dependency
+        pass
+    try:
+        import redis.exceptions
+
+        types += [
+            redis.exceptions.ConnectionError,
+            redis.exceptions.TimeoutError,
+            redis.exceptions.BusyLoadingError,
+        ]
+    except ImportError:  # pragma: no cover - redis is a dependency
+        pass
+    return tuple(types)
+
+
+_TRANSIENT = _transient_types()
+_TRANSIENT_MESSAGES = (
+    "the database system is shutting down",
+    "the database system is starting up",
+    "the database system is in recovery mode",
+    "terminating connection due to administrator command",
+    "connection was closed in the middle of operation",
+    "connection is closed",
+    "database is locked",
+    "connection refused",
+)
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether `error` (or what caused it) is a dependency being briefly unreachable."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, _TRANSIENT):
+            return True
+        # SQLAlchemy wraps driver errors; a connection it found broken is flagged as such.
+        if getattr(current, "connection_invalidated", False):
+            return True
+        if isinstance(current, sqlite3.OperationalError | OSError) or type(current).__name__ in (
+            "OperationalError",
+            "InterfaceError",
+            "DBAPIError",
+        ):
+            text = str(current).lower()
+            if any(message in text for message in _TRANSIENT_MESSAGES):
+                return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+__all__ = ["IDEMPOTENT_RETRYABLE_CODES", "RETRYABLE_CODES", "is_transient"]
