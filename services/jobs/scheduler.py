@@ -146,6 +146,7 @@ class Scheduler:
         self._slot_free = asyncio.Event()
         self._stopping = False
         self._stop_requested = asyncio.Event()
+        self._orphaned_claims: list[Claim] = []
         self._writes: set[asyncio.Future] = set()
         notifier.add_listener(self._on_change)
 
@@ -195,13 +196,15 @@ class Scheduler:
         await asyncio.gather(*self._writes, return_exceptions=True)
         await self._store.drain()
         released: list[JobChange] = []
-        for attempt in attempts:
+        held = [(a.key, a.handle.fencing_token) for a in attempts]
+        held += [(c.change.key, c.fencing_token) for c in self._orphaned_claims]
+        for key, token in held:
             try:
-                released.append(await self._store.release(attempt.key, attempt.handle.fencing_token))
+                released.append(await self._store.release(key, token))
             except LeaseLost:
                 pass
             except Exception:
-                log.warning("job %s: could not hand back its lease", attempt.key[1], exc_info=True)
+                log.warning("job %s: could not hand back its lease", key[1], exc_info=True)
         await self._notifier.publish_all(released)
         await self._wakeups.push([c.key for c in released if c.job.state == job_store.QUEUED])
         if self._lock_file is not None:
@@ -277,7 +280,7 @@ class Scheduler:
             return
         while (free := self._free_slots()) > 0:
             limit = min(free, CLAIM_BATCH)
-            claims, settled = await self._shielded(
+            claims, settled = await self._claim(
                 self._store.claim(
                     self.owner,
                     self._lease_seconds,
@@ -293,12 +296,27 @@ class Scheduler:
                 return
 
     async def _claim_one(self, key: tuple[str, str]) -> None:
-        claims, settled = await self._shielded(
+        claims, settled = await self._claim(
             self._store.claim(self.owner, self._lease_seconds, 1, job_key=key)
         )
         await self._notifier.publish_all([*settled, *(c.change for c in claims)])
         for claim in claims:
             self._start_attempt(claim)
+
+    async def _claim(self, claiming: Awaitable[tuple[list[Claim], list[JobChange]]]):
+        """A claim that runs to its end; if this worker stops meanwhile, the jobs it claimed are
+        remembered so `stop` hands them back instead of leaving them leased to nobody."""
+        future = asyncio.ensure_future(claiming)
+        try:
+            return await self._shielded(future)
+        except asyncio.CancelledError:
+
+            def orphaned(done: asyncio.Future) -> None:
+                if not done.cancelled() and done.exception() is None:
+                    self._orphaned_claims.extend(done.result()[0])
+
+            future.add_done_callback(orphaned)
+            raise
 
     async def _pop_loop(self, ready: Callable[[], bool]) -> None:
         while not ready():  # noqa: ASYNC110 - set by the suite, which has no event to offer

@@ -157,3 +157,73 @@ def test_help_everywhere(tmp_path, command):
 
 def test_grpc_service_names_cover_every_backend():
     assert set(GRPC_SERVICE_NAMES) | {"gateway"} == set(SERVICE_NAMES)
+
+
+SHORT_JOB = """
+display_name: cli job
+spec:
+  runtime: {toolbench: {simulated_step_latency: 0.05s}}
+  dataset: {toolbench: {train_count: 20, heldout_count: 4, seed: 1}}
+  policy: {new_policy: {}}
+  group_size: 2
+  batch_size: 2
+  iterations: 200
+  checkpoint_interval: 1
+"""
+
+
+def _job_state(tmp_path: Path, job_id: str) -> dict:
+    got = _cli(tmp_path, "jobs", "get", job_id, "--json")
+    assert got.returncode == 0, got.stderr
+    return json.loads(got.stdout)
+
+
+def test_commands_from_other_shells_never_run_a_job_they_did_not_start(tmp_path):
+    """An embedded `train` detached, then `pause` and `resume` from other shells: each command runs
+    its own short-lived suite, and none may take the job over (it would die with the command)."""
+    spec = tmp_path / "job.yaml"
+    spec.write_text(SHORT_JOB)
+    submitted = _cli(tmp_path, "train", str(spec), "--detach")
+    assert submitted.returncode == 0, submitted.stderr
+    job_id = submitted.stdout.split()[1]
+    assert "No job manager is running" in submitted.stdout
+    assert _job_state(tmp_path, job_id)["state"] in ("STATE_QUEUED", "STATE_RUNNING")
+
+    paused = _cli(tmp_path, "jobs", "pause", job_id)
+    assert paused.returncode == 0 and "Traceback" not in paused.stderr, paused.stderr
+    resumed = _cli(tmp_path, "jobs", "resume", job_id)
+    assert resumed.returncode == 0 and "Traceback" not in resumed.stderr, resumed.stderr
+    assert "queued" in resumed.stdout and "No job manager is running" in resumed.stdout
+    job = _job_state(tmp_path, job_id)
+    assert job["state"] == "STATE_QUEUED", job  # not FAILED by a command that claimed it and exited
+    assert "error" not in job
+
+
+def test_ctrl_c_on_an_embedded_train_hands_the_job_back(tmp_path):
+    spec = tmp_path / "job.yaml"
+    spec.write_text(SHORT_JOB)
+    process = subprocess.Popen(
+        [*COHORT, "train", str(spec)],
+        env=_environment(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        job_id = ""
+        deadline = time.monotonic() + 60
+        for line in process.stdout:
+            if line.startswith("job ") and line.strip().endswith("created"):
+                job_id = line.split()[1]
+            if job_id and line.startswith("running iteration") and not line.startswith("running iteration 0"):
+                break
+            assert time.monotonic() < deadline, "the job never ran an iteration"
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, err
+    assert "stopped with it: it is queued" in out and "Traceback" not in err, (out, err)
+    job = _job_state(tmp_path, job_id)
+    assert job["state"] == "STATE_QUEUED" and "error" not in job, job
