@@ -1,15 +1,24 @@
-"""Rendering stored trajectories as export records, one function per `ExportFormat`."""
+"""Rendering stored trajectories as export records, one function per `ExportFormat`.
+
+A scored trajectory's score (reward, components, advantages) is in every format that has a place
+for it: cohort-jsonl carries the whole message; trae-json adds it under the top-level `"cohort"` key,
+which Trae tools ignore (an unscored trajectory exports exactly its Trae document). An OpenAI chat
+fine-tuning record has no such place (OpenAI rejects keys beyond `messages`, `tools`,
+`parallel_tool_calls`), so select on the reward instead (`min_reward`).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from cohort.api.collector.v1 import collector_pb2
 from cohort.api.trajectory.v1 import trajectory_pb2
 from cohort.errors import InvalidArgument
+from cohort.sdk.journal import COHORT_KEY
 from cohort.trajectories.jsonl import json_line, trajectory_to_json_line
 from cohort.trajectories.openai_chat import trajectory_to_openai_chat, validate_openai_chat_record
-from cohort.trajectories.trae import trajectory_to_trae_json
+from cohort.trajectories.trae import trajectory_to_trae
 
 Renderer = Callable[[trajectory_pb2.Trajectory], str | None]
 """Renders one trajectory, or returns None when the format cannot represent it (it is skipped)."""
@@ -25,9 +34,37 @@ def openai_chat_line(trajectory: trajectory_pb2.Trajectory) -> str | None:
     return json_line(record)
 
 
+def score_section(trajectory: trajectory_pb2.Trajectory) -> dict[str, Any] | None:
+    """The trajectory's score in proto field names; None when it was never scored."""
+    t = trajectory
+    if not t.HasField("reward"):
+        return None
+    return {
+        "reward": t.reward,
+        "reward_components": [
+            {"name": c.name, "value": c.value, "weight": c.weight, "detail": c.detail}
+            for c in t.reward_components
+        ],
+        "advantage": t.advantage if t.HasField("advantage") else None,
+        "decision_advantages": [d.advantage if d.HasField("advantage") else None for d in t.decisions],
+    }
+
+
+def trae_json_record(trajectory: trajectory_pb2.Trajectory) -> str:
+    """The Trae document as one line, with the score under `"cohort"` when the trajectory has one."""
+    document = trajectory_to_trae(trajectory)
+    score = score_section(trajectory)
+    if score is not None:
+        recorded = document.get(COHORT_KEY)
+        # A recorded file's own `cohort` object (kept from its import) keeps its keys; the score joins them.
+        if recorded is None or isinstance(recorded, dict):
+            document[COHORT_KEY] = {**(recorded or {}), **score}
+    return json_line(document)
+
+
 RENDERERS: dict[int, Renderer] = {
     collector_pb2.EXPORT_FORMAT_COHORT_JSONL: trajectory_to_json_line,
-    collector_pb2.EXPORT_FORMAT_TRAE_JSON: trajectory_to_trae_json,
+    collector_pb2.EXPORT_FORMAT_TRAE_JSON: trae_json_record,
     collector_pb2.EXPORT_FORMAT_OPENAI_CHAT_JSONL: openai_chat_line,
 }
 

@@ -487,21 +487,25 @@ class GrpcRunner:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + PROBE_TIMEOUT_SECONDS
         why = f"no connection within {PROBE_TIMEOUT_SECONDS:g} s"
-        state = self._channel.get_state(try_to_connect=True)
-        while state != grpc.ChannelConnectivity.READY:
-            if state == grpc.ChannelConnectivity.TRANSIENT_FAILURE:
-                why = "the connection failed"
-                break
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                break
-            try:
-                await asyncio.wait_for(self._channel.wait_for_state_change(state), remaining)
-            except TimeoutError:
-                break
+        try:
             state = self._channel.get_state(try_to_connect=True)
-        else:
-            return
+            while state != grpc.ChannelConnectivity.READY:
+                if state == grpc.ChannelConnectivity.TRANSIENT_FAILURE:
+                    why = "the connection failed"
+                    break
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    await asyncio.wait_for(self._channel.wait_for_state_change(state), remaining)
+                except TimeoutError:
+                    break
+                state = self._channel.get_state(try_to_connect=True)
+            else:
+                return
+        except grpc.aio.UsageError:
+            # A sibling group found the runtime unreachable first and closed the shared channel.
+            why = "the connection failed"
         self._forget_channel()
         raise FailedPrecondition(
             f"the agent runtime at {self.address!r} (runtime.grpc.address) is not reachable: {why}",

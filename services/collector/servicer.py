@@ -173,6 +173,9 @@ class CollectorServiceServicer(collector_pb2_grpc.CollectorServiceServicer):
     async def SupersedeTrajectories(self, request, context):
         return await self._store.supersede(request)
 
+    async def RecordScores(self, request, context):
+        return await self._store.record_scores(require_identity().tenant_id, request)
+
     async def GetTrajectory(self, request, context):
         trajectory = await self._store.get(require_identity().tenant_id, request.trajectory_id)
         return collector_pb2.GetTrajectoryResponse(trajectory=trajectory)

@@ -16,7 +16,12 @@ then written in ONE transaction with multi-row statements:
 
 Idempotency is by (tenant, id) plus a SHA-256 of the redacted content without its output-only
 fields: the same id with the same content is a duplicate (not stored again), the same id with other
-content fails alone with `ALREADY_EXISTS`; nothing stored is ever overwritten.
+content fails alone with `ALREADY_EXISTS`; ingest never overwrites what is stored.
+
+Scores are the one thing written later: `record_scores` sets a trajectory's reward, components and
+advantages in its stored document and its indexed `reward` column together, in one transaction per
+batch. The content hash is left as ingested, so re-sending the trajectory as first sent is still a
+duplicate.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from enum import StrEnum
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Select, and_, false, func, literal, or_, select, tuple_, update
+from sqlalchemy import Select, and_, bindparam, false, func, literal, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from cohort import idempotency
@@ -44,6 +49,7 @@ from cohort.api.trajectory.v1 import trajectory_pb2
 from cohort.context import current_tenant
 from cohort.errors import AlreadyExists, CohortError, InvalidArgument, NotFound
 from cohort.paging import DEFAULT_PAGE_SIZE, check_page_size
+from cohort.rpc.interceptors import status_of
 from cohort.services.collector import embedding
 from cohort.services.collector.search import (
     EmbeddingCache,
@@ -71,6 +77,10 @@ Trajectory = trajectory_pb2.Trajectory
 
 EXPORT_BATCH = 256
 SUPERSEDE_SCOPE = "cohort.api.collector.v1.CollectorService.SupersedeTrajectories"
+RECORD_SCORES_SCOPE = "cohort.api.collector.v1.CollectorService.RecordScores"
+MAX_SCORES = 10_000
+"""Scores one `RecordScores` call may carry: bounds the documents one transaction rewrites."""
+_SCORE_READ_CHUNK = 500
 SEARCH_TEXT_LIMIT = 8000
 """Characters of a trajectory that full-text search indexes (task and final result come first)."""
 
@@ -94,6 +104,7 @@ __all__ = [
     "TrajectoryStore",
     "View",
     "new_trajectory_id",
+    "validate_scores",
     "validate_trajectory",
 ]
 
@@ -223,6 +234,32 @@ def validate_trajectory(t: Trajectory) -> None:
             raise InvalidArgument(f"trajectory.labels[{key[:40]}]", f"key is longer than {LABEL_KEY_LIMIT}")
         if len(value) > LABEL_VALUE_LIMIT:
             raise InvalidArgument(f"trajectory.labels[{key}]", f"value is longer than {LABEL_VALUE_LIMIT}")
+
+
+def validate_scores(request: collector_pb2.RecordScoresRequest) -> None:
+    """Raises `InvalidArgument` naming the first bad field (`scores[i].<path>`)."""
+    if not request.scores:
+        raise InvalidArgument("scores", "is required")
+    if len(request.scores) > MAX_SCORES:
+        raise InvalidArgument("scores", f"holds {len(request.scores)} scores; at most {MAX_SCORES} per call")
+    seen: dict[str, int] = {}
+    for i, score in enumerate(request.scores):
+        path = f"scores[{i}]"
+        if not score.trajectory_id:
+            raise InvalidArgument(f"{path}.trajectory_id", "is required")
+        if score.trajectory_id in seen:
+            # Two scores of one trajectory in one call: which one should win is the caller's to say.
+            first = seen[score.trajectory_id]
+            raise InvalidArgument(f"{path}.trajectory_id", f"repeats scores[{first}]; one per trajectory")
+        seen[score.trajectory_id] = i
+        _finite(score.reward, f"{path}.reward")
+        for k, component in enumerate(score.components):
+            _finite(component.value, f"{path}.components[{k}].value")
+            _finite(component.weight, f"{path}.components[{k}].weight")
+        if score.HasField("advantage"):
+            _finite(score.advantage, f"{path}.advantage")
+        for k, advantage in enumerate(score.decision_advantages):
+            _finite(advantage, f"{path}.decision_advantages[{k}]")
 
 
 # --- Preparing a batch (worker thread) --------------------------------------------------------------
@@ -581,6 +618,47 @@ class TrajectoryStore:
             self._db, SUPERSEDE_SCOPE, request, collector_pb2.SupersedeTrajectoriesResponse, mark
         )
 
+    # -- scores --
+
+    async def record_scores(
+        self, tenant_id: str, request: collector_pb2.RecordScoresRequest
+    ) -> collector_pb2.RecordScoresResponse:
+        """Writes each score onto the tenant's stored trajectory (document and `reward` column) in
+        one transaction; per-score failures in the response. A repeated `request_id` returns the
+        first answer; the same scores sent again without one change nothing."""
+        validate_scores(request)
+        ids = sorted(score.trajectory_id for score in request.scores)
+
+        async def write(session: AsyncSession) -> collector_pb2.RecordScoresResponse:
+            documents: dict[str, bytes] = {}
+            for start in range(0, len(ids), _SCORE_READ_CHUNK):
+                chunk = ids[start : start + _SCORE_READ_CHUNK]
+                statement = (
+                    select(T.c.trajectory_id, T.c.document)
+                    .where(T.c.tenant_id == tenant_id, T.c.trajectory_id.in_(chunk))
+                    .order_by(T.c.trajectory_id)
+                )
+                if not self._sqlite:
+                    # A concurrent writer of the same trajectory must wait, or one of the two
+                    # read-modify-writes of its document would be lost. SQLite's write
+                    # transaction already holds the database's write lock.
+                    statement = statement.with_for_update()
+                documents.update((row[0], row[1]) for row in await session.execute(statement))
+            updates, response = await asyncio.to_thread(_scored_documents, request.scores, documents)
+            if updates:
+                await session.execute(
+                    _UPDATE_SCORE,
+                    [
+                        {"b_tenant": tenant_id, "b_id": tid, "b_reward": reward, "b_document": document}
+                        for tid, reward, document in updates
+                    ],
+                )
+            return response
+
+        return await idempotency.run_once(
+            self._db, RECORD_SCORES_SCOPE, request, collector_pb2.RecordScoresResponse, write
+        )
+
     # -- get --
 
     async def get(self, tenant_id: str, trajectory_id: str) -> Trajectory:
@@ -795,6 +873,72 @@ class TrajectoryStore:
 
 
 # --- Helpers ----------------------------------------------------------------------------------------
+
+
+_UPDATE_SCORE = (
+    update(T)
+    .where(T.c.tenant_id == bindparam("b_tenant"), T.c.trajectory_id == bindparam("b_id"))
+    .values(reward=bindparam("b_reward"), document=bindparam("b_document"))
+)
+
+
+def _score_fields(t: Trajectory) -> tuple:
+    return (
+        t.reward if t.HasField("reward") else None,
+        [component.SerializeToString(deterministic=True) for component in t.reward_components],
+        t.advantage if t.HasField("advantage") else None,
+        [d.advantage if d.HasField("advantage") else None for d in t.decisions],
+    )
+
+
+def _apply_stored_score(t: Trajectory, score: collector_pb2.TrajectoryScore, index: int) -> bool:
+    """Replaces `t`'s score with `score`; False when `t` already held exactly that score."""
+    if score.decision_advantages and len(score.decision_advantages) != len(t.decisions):
+        raise InvalidArgument(
+            f"scores[{index}].decision_advantages",
+            f"holds {len(score.decision_advantages)} advantages for the trajectory's "
+            f"{len(t.decisions)} decisions; give one per decision or none",
+        )
+    before = _score_fields(t)
+    t.reward = score.reward
+    del t.reward_components[:]
+    t.reward_components.extend(score.components)
+    if score.HasField("advantage"):
+        t.advantage = score.advantage
+    else:
+        t.ClearField("advantage")
+    if score.decision_advantages:
+        for decision, advantage in zip(t.decisions, score.decision_advantages, strict=True):
+            decision.advantage = advantage
+    else:
+        for decision in t.decisions:
+            decision.ClearField("advantage")
+    return _score_fields(t) != before
+
+
+def _scored_documents(
+    scores: Sequence[collector_pb2.TrajectoryScore], documents: dict[str, bytes]
+) -> tuple[list[tuple[str, float, bytes]], collector_pb2.RecordScoresResponse]:
+    """The (id, reward, new document) rows to write, and the response; runs in a worker thread."""
+    updates: list[tuple[str, float, bytes]] = []
+    response = collector_pb2.RecordScoresResponse()
+    for index, score in enumerate(scores):
+        tid = score.trajectory_id
+        document = documents.get(tid)
+        try:
+            if document is None:
+                raise _not_found(tid)
+            trajectory = Trajectory.FromString(document)
+            changed = _apply_stored_score(trajectory, score, index)
+        except CohortError as error:
+            response.failures.add(index=index, trajectory_id=tid, status=status_of(error))
+            continue
+        if changed:
+            updates.append((tid, score.reward, trajectory.SerializeToString()))
+            response.recorded_count += 1
+        else:
+            response.unchanged_count += 1
+    return updates, response
 
 
 def _not_found(trajectory_id: str) -> NotFound:

@@ -17,9 +17,12 @@ import asyncio
 import hashlib
 import json
 import logging
+import math
+import random
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import grpc
 import numpy as np
@@ -34,25 +37,32 @@ from cohort.api.reward.v1 import reward_pb2, reward_pb2_grpc
 from cohort.api.trainer.v1 import trainer_pb2, trainer_pb2_grpc
 from cohort.api.trajectory.v1 import trajectory_pb2
 from cohort.context import Identity, current_identity
-from cohort.errors import FailedPrecondition, InvalidArgument
-from cohort.rpc.client import ChannelPool
+from cohort.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
+from cohort.rpc.client import ChannelPool, mark_failed_service
 from cohort.services.context import ServiceContext
 from cohort.services.jobs import evaluation
 from cohort.services.jobs.runner import JobHandle, JobOutcome, RunResult
+from cohort.services.jobs.scores import record_scores, score_evaluation
+from cohort.services.jobs.spec import EVALUATION_ROLLOUTS_PER_QUERY, rollout_ceiling
 from cohort.services.reward.apply import apply_score
 from cohort.trajectories import ATTEMPT_LABEL
-from cohort.trajectories.usage import PriceTable, price_micro_usd
+from cohort.trajectories.usage import PriceTable
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 DEFAULT_GROUP_SIZE = 8
 DEFAULT_BATCH_SIZE = 4
 DEFAULT_CHECKPOINT_INTERVAL = 10
 DEFAULT_EVALUATION_INTERVAL = 10
 DEFAULT_HELDOUT_FRACTION = 0.2
-EVALUATION_ROLLOUTS_PER_QUERY = 2
+COLLECT_RETRY_SECONDS = 60.0
+"""How long a group's collection is retried while the collector is unavailable (restarting)."""
 RESERVATION_HEADROOM = 1.5
 """An iteration reserves this many times what the previous one cost (the first: the spec's estimate)."""
+MIN_HOLD = 1
+"""micro-USD held when nothing tells what the work will cost: the limit is still checked, and the
+commit books the actual cost."""
 
 POLICY_FILE = "policy.pb"
 OPTIMIZER_FILE = "optimizer.pb"
@@ -68,6 +78,23 @@ def derived_seed(*parts: object) -> int:
 def request_key(job_id: str, *parts: object) -> str:
     """An idempotency key for one step of a job, short enough for any job id."""
     return f"{job_id[:100]}:{derived_seed(job_id, *parts):010x}"
+
+
+async def all_or_nothing(*work: Awaitable[T]) -> list[T]:
+    """Like `asyncio.gather`, but the first failure cancels the rest (and is raised) instead of
+    leaving sibling calls running on, failing later against closed channels with nobody to hear."""
+    tasks = [asyncio.ensure_future(w) for w in work]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        for task in tasks:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+        return [task.result() for task in tasks]
+    finally:
+        pending = [task for task in tasks if not task.done()]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
 
 
 @dataclass
@@ -190,6 +217,11 @@ class TrainingLoop:
         self.batch_size = min(spec.batch_size or DEFAULT_BATCH_SIZE, len(self.dataset.train))
         self.checkpoint_interval = spec.checkpoint_interval or DEFAULT_CHECKPOINT_INTERVAL
         self.evaluation_interval = spec.evaluation_interval or DEFAULT_EVALUATION_INTERVAL
+        self.ceiling = rollout_ceiling(spec)
+        self.overspent = ""
+        """Why no more work may start: a commit exceeded a limit (empty: none did)."""
+        self._evaluation_hold: budget_pb2.Reservation | None = None
+        """Reserved with the iteration an evaluation follows; the next `evaluate` commits it."""
 
     # -- policy ---------------------------------------------------------------------------------
 
@@ -253,15 +285,26 @@ class TrainingLoop:
         )
         if spec.HasField("rollout_timeout"):
             request.rollout_timeout.CopyFrom(spec.rollout_timeout)
-        trajectories = []
-        # Collection may take long; the default deadline is for short calls.
-        async for response in self.services.collector.CollectGroup(request, timeout=24 * 3600):
-            trajectory = response.trajectory
-            trajectory.labels["rollout_index"] = str(response.rollout_index)
-            trajectories.append(trajectory)
+        by_index: dict[int, trajectory_pb2.Trajectory] = {}
+        give_up_at = time.monotonic() + COLLECT_RETRY_SECONDS
+        delay = 0.1
+        while True:
+            try:
+                # Collection may take long; the default deadline is for short calls.
+                async for response in self.services.collector.CollectGroup(request, timeout=24 * 3600):
+                    trajectory = response.trajectory
+                    trajectory.labels["rollout_index"] = str(response.rollout_index)
+                    by_index[response.rollout_index] = trajectory
+                break
+            except grpc.aio.AioRpcError as exc:
+                # A collector restarting: the same request id replays what was stored and runs the rest.
+                if exc.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() + delay > give_up_at:
+                    raise mark_failed_service(exc, "collector") from None
+                log.warning("job %s: CollectGroup unavailable (%s); retrying", self.job_id, exc.details())
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            delay = min(delay * 2, 2.0)
         # Rollouts finish in any order; a fixed order keeps every float sum downstream reproducible.
-        trajectories.sort(key=lambda t: int(t.labels["rollout_index"]))
-        return trajectories
+        return [by_index[index] for index in sorted(by_index)]
 
     def iteration_queries(self, iteration: int) -> list[tuple[int, collector_pb2.Query]]:
         rng = np.random.default_rng([self.spec.seed & 0xFFFFFFFF, iteration])
@@ -269,30 +312,63 @@ class TrainingLoop:
         return [(int(i), self.dataset.train[int(i)]) for i in picks]
 
     # -- budget ---------------------------------------------------------------------------------
+    # Every rollout is paid through a reservation committed with its actual cost, evaluations
+    # included, so the job's ledger equals the sum of its trajectories' costs.
+
+    def estimated_cost(self, state: TrainingState, rollouts: int) -> int:
+        """What `rollouts` rollouts may cost: the previous iteration's cost per rollout with headroom,
+        else the spec's ceiling, else `MIN_HOLD` (the first iteration of a runtime that declares no
+        ceiling: its actual cost is booked all the same, and measured, it sizes the next holds)."""
+        if state.last_iteration_cost_micro_usd:
+            per_iteration = state.last_iteration_cost_micro_usd * RESERVATION_HEADROOM
+            return max(MIN_HOLD, math.ceil(per_iteration * rollouts / self.rollouts_per_iteration))
+        if self.ceiling is not None:
+            return max(MIN_HOLD, self.ceiling.price(self.prices, rollouts))
+        return MIN_HOLD
+
+    @property
+    def rollouts_per_iteration(self) -> int:
+        return self.group_size * self.batch_size
 
     def estimated_iteration_cost(self, state: TrainingState) -> int:
-        if state.last_iteration_cost_micro_usd:
-            return int(state.last_iteration_cost_micro_usd * RESERVATION_HEADROOM)
-        runtime = self.spec.runtime
-        if runtime.WhichOneof("kind") == "toolbench" and runtime.toolbench.simulated_tokens_per_step:
-            steps = self.spec.max_steps or 6
-            tokens = runtime.toolbench.simulated_tokens_per_step * steps * self.group_size * self.batch_size
-            model = runtime.toolbench.simulated_model or "toolbench-sim"
-            # Priced as if every token were an output token: an upper bound, refined after one iteration.
-            usage = trajectory_pb2.TokenUsage(input_tokens=0, output_tokens=tokens)
-            return price_micro_usd(model, usage, self.prices) if self.prices.is_known(model) else 0
-        return 0
+        return self.estimated_cost(state, self.rollouts_per_iteration)
+
+    def evaluation_rollouts(self, queries: int) -> int:
+        return queries * 2 * EVALUATION_ROLLOUTS_PER_QUERY
+
+    def evaluates_after(self, iteration: int) -> bool:
+        """Whether the runner evaluates once `iteration` is done (as `TrainingRunner.run` decides)."""
+        done = iteration + 1
+        return done % self.evaluation_interval == 0 or done == self.spec.iterations
 
     async def reserve(self, state: TrainingState) -> budget_pb2.Reservation | None:
+        """Holds the iteration's cost and, when an evaluation follows it, the evaluation's too, so
+        work that starts is paid for; `BudgetExhausted` when either does not fit, or when an
+        earlier commit of this loop exceeded a limit."""
         if self.services.budget is None:
             return None
-        amount = self.estimated_iteration_cost(state)
-        if amount <= 0:
-            return None
+        if self.overspent:
+            raise BudgetExhausted(self.overspent)
+        iteration = state.iteration
+        reservation = await self._hold(
+            self.estimated_iteration_cost(state), "reserve", self.attempt, iteration
+        )
+        if self.evaluates_after(iteration):
+            amount = self.estimated_cost(state, self.evaluation_rollouts(len(self.dataset.heldout)))
+            try:
+                self._evaluation_hold = await self._hold(
+                    amount, "reserve-evaluation", self.attempt, iteration
+                )
+            except BaseException:
+                await self._release_quietly(reservation)
+                raise
+        return reservation
+
+    async def _hold(self, amount: int, *key: object) -> budget_pb2.Reservation:
         try:
             response = await self.services.budget.Reserve(
                 budget_pb2.ReserveRequest(
-                    request_id=request_key(self.job_id, "reserve", self.attempt, state.iteration),
+                    request_id=request_key(self.job_id, *key),
                     job_id=self.job_id,
                     amount_micro_usd=amount,
                     ttl=duration_pb2.Duration(seconds=3600),
@@ -305,15 +381,96 @@ class TrainingLoop:
         return response.reservation
 
     async def settle(self, reservation: budget_pb2.Reservation | None, cost: int) -> None:
+        """Books `cost`, the actual cost, even above the hold; a commit that exceeds a limit stops
+        this loop's next reservation (the runner then pauses the job: budget exhausted)."""
         if reservation is None or self.services.budget is None:
             return
-        await self.services.budget.Commit(
+        response = await self.services.budget.Commit(
             budget_pb2.CommitRequest(
                 request_id=request_key(self.job_id, "commit", reservation.reservation_id),
                 reservation_id=reservation.reservation_id,
                 cost_micro_usd=cost,
             )
         )
+        if response.limit_exceeded and not self.overspent:
+            self.overspent = (
+                f"spending exceeds the {budget_pb2.LimitScope.Name(response.limiting_scope)} limit by "
+                f"{response.over_limit_micro_usd} micro-USD"
+            )
+
+    async def _release_quietly(self, reservation: budget_pb2.Reservation | None) -> None:
+        """Frees a hold whose work did not happen; failing that, it expires with its ttl."""
+        if reservation is None or self.services.budget is None:
+            return
+        try:
+            await self.services.budget.Release(
+                budget_pb2.ReleaseRequest(
+                    request_id=request_key(self.job_id, "release", reservation.reservation_id),
+                    reservation_id=reservation.reservation_id,
+                )
+            )
+        except Exception as exc:  # noqa: BLE001 - the work's own failure is what the caller must see
+            log.warning("job %s: %s not released: %s", self.job_id, reservation.reservation_id, exc)
+
+    async def release_earlier_attempts(self) -> int:
+        """Frees what earlier attempts of the job still hold (this one holds nothing yet), at once
+        rather than at their ttl; the money freed."""
+        if self.services.budget is None:
+            return 0
+        response = await self.services.budget.ReleaseJobReservations(
+            budget_pb2.ReleaseJobReservationsRequest(
+                request_id=request_key(self.job_id, "release-earlier", self.attempt), job_id=self.job_id
+            )
+        )
+        return response.released_micro_usd
+
+    async def book_unbooked_work(self) -> int:
+        """Books what earlier attempts spent but never committed (rollouts stored after the attempt
+        died, or before it could commit), so the ledger stays the sum of the job's trajectory costs;
+        the money booked. Called by a new attempt before it collects anything itself."""
+        if self.services.budget is None:
+            return 0
+        stored = 0
+        token = ""
+        while True:
+            page = await self.services.collector.SearchTrajectories(
+                collector_pb2.SearchTrajectoriesRequest(
+                    filter=collector_pb2.TrajectoryFilter(job_id=self.job_id, include_superseded=True),
+                    page_size=1000,
+                    page_token=token,
+                )
+            )
+            stored += sum(hit.trajectory.cost_micro_usd for hit in page.hits)
+            token = page.next_page_token
+            if not token:
+                break
+        usage = await self.services.budget.GetUsage(budget_pb2.GetUsageRequest(job_id=self.job_id))
+        unbooked = stored - usage.job.spent_micro_usd
+        if unbooked <= 0:
+            return 0
+        try:
+            held = await self.services.budget.Reserve(
+                budget_pb2.ReserveRequest(
+                    request_id=request_key(self.job_id, "unbooked-hold", self.attempt),
+                    job_id=self.job_id,
+                    amount_micro_usd=1,
+                    ttl=duration_pb2.Duration(seconds=600),
+                )
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
+                raise
+            # At its limit: the next reservation pauses the job; this attempt's successor books it.
+            log.warning("job %s: %d micro-USD left unbooked: %s", self.job_id, unbooked, exc.details())
+            return 0
+        await self.services.budget.Commit(
+            budget_pb2.CommitRequest(
+                request_id=request_key(self.job_id, "unbooked", self.attempt),
+                reservation_id=held.reservation.reservation_id,
+                cost_micro_usd=unbooked,
+            )
+        )
+        return unbooked
 
     # -- one iteration --------------------------------------------------------------------------
 
@@ -335,7 +492,7 @@ class TrainingLoop:
         iteration = state.iteration
         reservation = await self.reserve(state)
         queries = self.iteration_queries(iteration)
-        groups = await asyncio.gather(
+        groups = await all_or_nothing(
             *(
                 self.collect(
                     query,
@@ -375,6 +532,7 @@ class TrainingLoop:
                 failure_policy=self.spec.failure_policy,
             )
         )
+        await record_scores(self.services.collector, scored, job_id=self.job_id)
         for_update = apply_scores(groups, scored)
         update = trainer_pb2.UpdateMetrics()
         if for_update:
@@ -430,7 +588,7 @@ class TrainingLoop:
         seed = self.spec.seed if seed is None else seed
 
         async def run(policy: trajectory_pb2.PolicyRef, role: str) -> list[trajectory_pb2.Trajectory]:
-            groups = await asyncio.gather(
+            groups = await all_or_nothing(
                 *(
                     self.collect(
                         query,
@@ -454,9 +612,34 @@ class TrainingLoop:
                     for position, query in enumerate(queries)
                 )
             )
+            await score_evaluation(
+                self.services.reward, self.services.collector, self.spec, groups, job_id=self.job_id
+            )
             return [t for group in groups for t in group]
 
-        base, cand = await asyncio.gather(run(baseline, "baseline"), run(candidate, "candidate"))
+        hold, self._evaluation_hold = self._evaluation_hold, None
+        if hold is None and self.services.budget is not None:
+            try:
+                hold = await self._hold(
+                    self.estimated_cost(TrainingState(), self.evaluation_rollouts(len(queries))),
+                    "reserve-evaluation",
+                    # As the collections' keys: a repeated evaluation replays them and its booking.
+                    label,
+                    baseline.policy_id,
+                    baseline.version,
+                    candidate.policy_id,
+                    candidate.version,
+                    seed,
+                    len(queries),
+                )
+            except BudgetExhausted as exc:
+                raise ResourceExhausted(str(exc), reason="BUDGET_EXHAUSTED") from exc
+        try:
+            base, cand = await all_or_nothing(run(baseline, "baseline"), run(candidate, "candidate"))
+        except BaseException:
+            await self._release_quietly(hold)
+            raise
+        await self.settle(hold, sum(t.cost_micro_usd for t in (*base, *cand)))
         return evaluation.compare(base, cand, baseline_policy=baseline, candidate_policy=candidate, seed=seed)
 
     # -- checkpoints ----------------------------------------------------------------------------
@@ -599,6 +782,9 @@ class TrainingRunner:
         current_identity.set(Identity(tenant_id=job.tenant_id, key_id="jobs", is_admin=True))
         loop = self._loop(job)
         attempt = job.progress.attempt
+        if attempt > 1:
+            # Before this attempt holds anything: what the job holds now, earlier attempts left.
+            await loop.release_earlier_attempts()
         restored = await loop.restore(attempt)
         if restored is None:
             policy = await loop.start_policy()
@@ -614,6 +800,9 @@ class TrainingRunner:
             superseded = await loop.supersede_abandoned_work(state.iteration)
             if superseded:
                 log.info("job %s attempt %d: %d trajectories superseded", job.job_id, attempt, superseded)
+            booked = await loop.book_unbooked_work()
+            if booked:
+                log.info("job %s attempt %d: booked %d micro-USD left unbooked", job.job_id, attempt, booked)
         total = loop.spec.iterations
         started = time.monotonic()
         first_iteration = state.iteration

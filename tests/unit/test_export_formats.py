@@ -207,3 +207,35 @@ def test_validate_openai_chat_record_names_the_field(mutate, field):
     with pytest.raises(InvalidArgument) as caught:
         validate_openai_chat_record(record)
     assert caught.value.field == field
+
+
+# --- Scores in trae-json ----------------------------------------------------------------------------
+
+
+def test_trae_json_record_adds_the_score_under_cohort_and_keeps_a_recorded_cohort_object():
+    from cohort.services.collector.export import trae_json_record
+
+    document = json.loads((DATA / "trae_seed_example.json").read_text(encoding="utf-8"))
+    # Unscored: exactly the document imported.
+    assert json.loads(trae_json_record(trae.trae_to_trajectory(document))) == document
+
+    recorded = {**document, "cohort": {"trajectory_id": "traj-9", "iteration": 3}}
+    t = trae.trae_to_trajectory(recorded)
+    t.reward = 0.5
+    t.reward_components.add(name="outcome", value=0.5, weight=1.0)
+    t.decisions.add(head="next_tool", options=["a"], chosen="a").advantage = -1.5
+    t.decisions.add(head="next_tool", options=["a"], chosen="a")
+    exported = json.loads(trae_json_record(t))
+    assert {k: v for k, v in exported.items() if k != "cohort"} == document
+    block = exported["cohort"]
+    assert (block["trajectory_id"], block["iteration"]) == ("traj-9", 3)
+    assert {k: block[k] for k in ("reward", "reward_components", "advantage", "decision_advantages")} == {
+        "reward": 0.5,
+        "reward_components": [{"name": "outcome", "value": 0.5, "weight": 1.0, "detail": ""}],
+        "advantage": None,
+        "decision_advantages": [-1.5, None],
+    }
+
+    plain = trae.trae_to_trajectory(document)
+    plain.reward = 1.0
+    assert json.loads(trae_json_record(plain))["cohort"]["reward"] == 1.0

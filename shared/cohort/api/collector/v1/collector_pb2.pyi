@@ -178,6 +178,48 @@ class SupersedeTrajectoriesResponse(_message.Message):
     superseded_count: int
     def __init__(self, superseded_count: _Optional[int] = ...) -> None: ...
 
+class RecordScoresRequest(_message.Message):
+    __slots__ = ("request_id", "scores")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    SCORES_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    scores: _containers.RepeatedCompositeFieldContainer[TrajectoryScore]
+    def __init__(self, request_id: _Optional[str] = ..., scores: _Optional[_Iterable[_Union[TrajectoryScore, _Mapping]]] = ...) -> None: ...
+
+class TrajectoryScore(_message.Message):
+    __slots__ = ("trajectory_id", "reward", "components", "advantage", "decision_advantages")
+    TRAJECTORY_ID_FIELD_NUMBER: _ClassVar[int]
+    REWARD_FIELD_NUMBER: _ClassVar[int]
+    COMPONENTS_FIELD_NUMBER: _ClassVar[int]
+    ADVANTAGE_FIELD_NUMBER: _ClassVar[int]
+    DECISION_ADVANTAGES_FIELD_NUMBER: _ClassVar[int]
+    trajectory_id: str
+    reward: float
+    components: _containers.RepeatedCompositeFieldContainer[_trajectory_pb2.RewardComponent]
+    advantage: float
+    decision_advantages: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, trajectory_id: _Optional[str] = ..., reward: _Optional[float] = ..., components: _Optional[_Iterable[_Union[_trajectory_pb2.RewardComponent, _Mapping]]] = ..., advantage: _Optional[float] = ..., decision_advantages: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class RecordScoresResponse(_message.Message):
+    __slots__ = ("recorded_count", "unchanged_count", "failures")
+    RECORDED_COUNT_FIELD_NUMBER: _ClassVar[int]
+    UNCHANGED_COUNT_FIELD_NUMBER: _ClassVar[int]
+    FAILURES_FIELD_NUMBER: _ClassVar[int]
+    recorded_count: int
+    unchanged_count: int
+    failures: _containers.RepeatedCompositeFieldContainer[RecordScoreFailure]
+    def __init__(self, recorded_count: _Optional[int] = ..., unchanged_count: _Optional[int] = ..., failures: _Optional[_Iterable[_Union[RecordScoreFailure, _Mapping]]] = ...) -> None: ...
+
+class RecordScoreFailure(_message.Message):
+    __slots__ = ("index", "trajectory_id", "status")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    TRAJECTORY_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    trajectory_id: str
+    status: _status_pb2.Status
+    def __init__(self, index: _Optional[int] = ..., trajectory_id: _Optional[str] = ..., status: _Optional[_Union[_status_pb2.Status, _Mapping]] = ...) -> None: ...
+
 class GetTrajectoryRequest(_message.Message):
     __slots__ = ("trajectory_id",)
     TRAJECTORY_ID_FIELD_NUMBER: _ClassVar[int]

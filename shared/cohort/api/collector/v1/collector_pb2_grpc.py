@@ -65,6 +65,11 @@ class CollectorServiceStub:
                 request_serializer=cohort_dot_api_dot_collector_dot_v1_dot_collector__pb2.SupersedeTrajectoriesRequest.SerializeToString,
                 response_deserializer=cohort_dot_api_dot_collector_dot_v1_dot_collector__pb2.SupersedeTrajectoriesResponse.FromString,
                 _registered_method=True)
+        self.RecordScores = channel.unary_unary(
+                '/cohort.api.collector.v1.CollectorService/RecordScores',
+                request_serializer=cohort_dot_api_dot_collector_dot_v1_dot_collector__pb2.RecordScoresRequest.SerializeToString,
+                response_deserializer=cohort_dot_api_dot_collector_dot_v1_dot_collector__pb2.RecordScoresResponse.FromString,
+                _registered_method=True)
 
 
 class CollectorServiceServicer:
@@ -117,6 +122,17 @@ class CollectorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RecordScores(self, request, context):
+        """Writes scores onto stored trajectories: the reward (indexed for the reward filter), its
+        components, the advantage and each decision's advantage, in the stored document too, so
+        `GetTrajectory`, searches and exports carry them. A score replaces the trajectory's previous one,
+        so writing the same score again changes nothing. An unknown id, like another tenant's, fails
+        alone with its index; the other scores are written. Idempotent by `request_id`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CollectorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -149,6 +165,11 @@ def add_CollectorServiceServicer_to_server(servicer, server):
                     servicer.SupersedeTrajectories,
                     request_deserializer=cohort_dot_api_dot_collector_dot_v1_dot_collector__pb2.SupersedeTrajectoriesRequest.FromString,
                     response_serializer=cohort_dot_api_dot_collector_dot_v1_dot_collector__pb2.SupersedeTrajectoriesResponse.SerializeToString,
+            ),
+            'RecordScores': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordScores,
+                    request_deserializer=cohort_dot_api_dot_collector_dot_v1_dot_collector__pb2.RecordScoresRequest.FromString,
+                    response_serializer=cohort_dot_api_dot_collector_dot_v1_dot_collector__pb2.RecordScoresResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -314,6 +335,33 @@ class CollectorService:
             '/cohort.api.collector.v1.CollectorService/SupersedeTrajectories',
             cohort_dot_api_dot_collector_dot_v1_dot_collector__pb2.SupersedeTrajectoriesRequest.SerializeToString,
             cohort_dot_api_dot_collector_dot_v1_dot_collector__pb2.SupersedeTrajectoriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordScores(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cohort.api.collector.v1.CollectorService/RecordScores',
+            cohort_dot_api_dot_collector_dot_v1_dot_collector__pb2.RecordScoresRequest.SerializeToString,
+            cohort_dot_api_dot_collector_dot_v1_dot_collector__pb2.RecordScoresResponse.FromString,
             options,
             channel_credentials,
             insecure,
