@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: setup proto run demo test bench lint clean
+.PHONY: setup proto run demo test bench chaos lint clean
 
 setup: $(INSTALLED)
 
@@ -29,6 +29,9 @@ test: setup  ## the test suite (PostgreSQL/Redis tests run when COHORT_TEST_* na
 
 bench: setup  ## speed figures, each printed beside its target
 	$(PY) tests/bench $(ARGS)
+
+chaos: setup  ## training jobs under restarts of each service, PostgreSQL and Redis (a table of losses)
+	$(PY) tests/chaos $(ARGS)
 
 lint: setup  ## ruff, generated-code drift, buf lint of the contracts
 	$(VENV)/bin/ruff check shared services tests protos/generate.py setup.py
