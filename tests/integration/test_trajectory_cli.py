@@ -8,7 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+from cohort.api.trajectory.v1 import trajectory_pb2
+from cohort.config import Settings
+from cohort.context import DEFAULT_TENANT_ID
 from cohort.errors import InvalidArgument
+from cohort.sdk import TrajectoryRecorder
+from cohort.services.collector.store import ItemStatus, TrajectoryStore
+from cohort.storage.engine import open_database
 from cohort.trajectories.openai_chat import trajectory_to_openai_chat, validate_openai_chat_record
 from cohort.trajectories.trae import load_trae_file
 
@@ -126,3 +132,67 @@ def test_recover_a_journal_left_by_a_crash(tmp_path):
     recovered = json.loads((tmp_path / "run.json").read_text())
     assert recovered["task"] == "add 2 and 3" and len(recovered["agent_steps"]) == 1
     assert recovered["cohort"]["termination_reason"] == "TERMINATION_REASON_CRASHED"
+
+
+async def test_a_recorded_file_keeps_its_cohort_block(tmp_path):
+    """record -> file -> import: found by agent and job, the file comes back from the export, and
+    the collector holds what the SDK's collector sink would have sent (the same content)."""
+    path = tmp_path / "runs" / "run.json"
+    recorder = TrajectoryRecorder(
+        path,
+        agent_name="my-agent",
+        job_id="job-7",
+        group_id="grp-1",
+        iteration=3,
+        query_id="q-1",
+        labels={"split": "train"},
+    )
+    recorder.start_recording("Add 2 and 3", "openai", "gpt-4o", 5)
+    call = {"call_id": "c1", "name": "add", "arguments": {"a": 2, "b": 3}}
+    response = {"content": "", "model": "gpt-4o", "finish_reason": "tool_calls", "tool_calls": [call]}
+    recorder.record_llm_interaction(
+        [{"role": "user", "content": "Add 2 and 3"}], response, "openai", "gpt-4o"
+    )
+    recorder.record_decision("next_tool", ["add", "answer"], 0, -0.3, policy_id="pol-1", policy_version=2)
+    recorder.record_agent_step(1, "completed", tool_calls=[call])
+    recorder.set_outcome("success", 1.0)
+    recorder.finalize_recording(True, "5")
+    tid = recorder.trajectory_id
+
+    data_dir = tmp_path / "var"
+    imported = _cli(data_dir, "import", str(path.parent))
+    assert "imported 1, already stored 0, failed 0" in imported.stdout, imported.stderr
+
+    by_agent = _cli(data_dir, "list", "--agent", "my-agent", "--json")
+    assert [json.loads(line)["trajectory"]["trajectoryId"] for line in by_agent.stdout.splitlines()] == [tid]
+    by_job = _cli(
+        data_dir,
+        "list",
+        "--job",
+        "job-7",
+        "--group",
+        "grp-1",
+        "--iteration",
+        "3",
+        "--label",
+        "split=train",
+        "--json",
+    )
+    assert [json.loads(line)["trajectory"]["trajectoryId"] for line in by_job.stdout.splitlines()] == [tid]
+    shown = json.loads(_cli(data_dir, "show", tid, "--format", "cohort").stdout)
+    assert shown["decisions"][0]["chosen"] == "add" and shown["queryId"] == "q-1"
+    assert shown["outcome"]["kind"] == "OUTCOME_KIND_SUCCESS"
+
+    out = tmp_path / "export"
+    out.mkdir()
+    assert _cli(data_dir, "export", "--format", "trae-json", "--output", str(out)).returncode == 0
+    assert (out / f"{tid}.json").read_bytes() == path.read_bytes()
+
+    database = await open_database(Settings(data_dir=data_dir))
+    try:
+        sent = trajectory_pb2.Trajectory()
+        sent.CopyFrom(recorder.trajectory)
+        result = await TrajectoryStore(database).ingest(DEFAULT_TENANT_ID, [sent])
+    finally:
+        await database.close()
+    assert [item.status for item in result.items] == [ItemStatus.DUPLICATE]

@@ -210,10 +210,11 @@ def test_three_step_run_writes_the_trae_document(tmp_path: Path) -> None:
     # USD per million tokens = micro-USD per token: 600*2 + 60*10 + 150*1.
     assert cohort["cost_micro_usd"] == 1950
 
-    # Trae readers (and the Trae converter) read it back.
+    # The Trae converter reads it back, the `cohort` block into the fields, not as opaque text.
     plain = trae_to_trajectory(doc)
     assert len(plain.llm_interactions) == 3 and len(plain.agent_steps) == 3
-    assert json.loads(plain.extra_json)["cohort"]["trajectory_id"] == "traj-0001"
+    assert "traj-0001" not in plain.extra_json and plain.trajectory_id == "traj-0001"
+    assert plain == recorder.trajectory
     full = load_recorded(doc)
     assert full.trajectory_id == "traj-0001" and full.agent.name == "demo-agent"
     assert full.termination_reason == TR.TERMINATION_REASON_COMPLETED

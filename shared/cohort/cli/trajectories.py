@@ -270,7 +270,9 @@ def content_id(trajectory: trajectory_pb2.Trajectory) -> str:
 def import_command(paths: tuple[str, ...]) -> None:
     """Import Trae Agent trajectory files (files, or directories searched for *.json).
 
-    A file without ids gets content-derived ids, so importing it again stores nothing new.
+    A file recorded by Cohort's recorder keeps what its "cohort" block holds (trajectory id, agent,
+    job fields, labels, decisions, outcome), as if the recorder had sent it to the collector. A file
+    without ids gets content-derived ids, so importing it again stores nothing new.
     """
     from cohort.errors import CohortError
     from cohort.trajectories.trae import load_trae_file

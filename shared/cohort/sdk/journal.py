@@ -26,8 +26,8 @@ with one extra top-level key, `"cohort"`, holding Cohort's additions as the Coho
 `cohort.api.trajectory.v1.Trajectory` in proto JSON form with proto field names (`trajectory_id`,
 `agent`, `labels`, `job_id`, `group_id`, `iteration`, `query_id`, `policy`, `decisions`,
 `termination_reason`, `termination_detail`, `outcome`, `total_usage`, `cost_micro_usd`). Trae
-readers ignore it; `trae_to_trajectory` keeps it in `extra_json`; `load_recorded` merges it into
-the message's own fields.
+readers ignore it; `trae_to_trajectory` (and so `cohort trajectories import`) reads it into the
+message's own fields, and `trajectory_to_trae` writes it back (`cohort.trajectories.cohort_block`).
 """
 
 from __future__ import annotations
@@ -44,6 +44,16 @@ from pathlib import Path
 from typing import Any
 
 from cohort.api.trajectory.v1 import trajectory_pb2
+from cohort.trajectories.cohort_block import (  # noqa: F401 - re-exported: recorder, collector runtimes
+    COHORT_KEY,
+    OUTCOME_NAMES,
+    TERMINATION_NAMES,
+    apply_cohort,
+    cohort_section,
+    outcome_name,
+    termination_name,
+)
+from cohort.trajectories.cohort_block import parse_time as _parse_time
 from cohort.trajectories.trae import (
     INTERACTION_KEYS,
     RESPONSE_KEYS,
@@ -63,9 +73,6 @@ log = logging.getLogger(__name__)
 
 JOURNAL_SUFFIX = ".journal"
 JOURNAL_FORMAT = "cohort.journal.v1"
-COHORT_KEY = "cohort"
-"""The top-level key of a recorded Trae file that holds Cohort's additions."""
-
 EVENT_KINDS = ("open", "start", "llm_interaction", "step", "decision", "outcome", "termination", "finalize")
 
 INTERACTION_REF = "$interaction"
@@ -74,15 +81,6 @@ as the `input_messages` / `response` of interaction `i` (0-based), which the ste
 
 TRAE_KEYS = TOP_KEYS
 """The top-level keys of a Trae trajectory file, in the order Trae writes them."""
-
-TERMINATION_NAMES = {
-    value.name.removeprefix("TERMINATION_REASON_").lower(): value.number
-    for value in trajectory_pb2.TerminationReason.DESCRIPTOR.values
-}
-OUTCOME_NAMES = {
-    value.name.removeprefix("OUTCOME_KIND_").lower(): value.number
-    for value in trajectory_pb2.OutcomeKind.DESCRIPTOR.values
-}
 
 
 class JournalInUse(BlockingIOError):
@@ -107,33 +105,6 @@ def final_path_for(journal_path: str | os.PathLike[str]) -> Path:
     if not path.name.endswith(JOURNAL_SUFFIX) or path.name == JOURNAL_SUFFIX:
         raise ValueError(f"{path} is not a journal (its name must end in {JOURNAL_SUFFIX})")
     return path.with_name(path.name[: -len(JOURNAL_SUFFIX)])
-
-
-def termination_name(reason: str | int) -> str:
-    """`"timeout"`, `"TIMEOUT"`, `"TERMINATION_REASON_TIMEOUT"` or `3` -> `"TERMINATION_REASON_TIMEOUT"`."""
-    return _enum_name(reason, TERMINATION_NAMES, trajectory_pb2.TerminationReason, "TERMINATION_REASON_")
-
-
-def outcome_name(kind: str | int) -> str:
-    """`"success"`, `"SUCCESS"`, `"OUTCOME_KIND_SUCCESS"` or `1` -> `"OUTCOME_KIND_SUCCESS"`."""
-    return _enum_name(kind, OUTCOME_NAMES, trajectory_pb2.OutcomeKind, "OUTCOME_KIND_")
-
-
-def _enum_name(value: str | int, names: Mapping[str, int], enum: Any, prefix: str) -> str:
-    from cohort.errors import InvalidArgument
-
-    if isinstance(value, bool):
-        raise InvalidArgument("reason", f"not an enum value: {value!r}")
-    if isinstance(value, int):
-        try:
-            return enum.Name(value)
-        except ValueError:
-            raise InvalidArgument("reason", f"unknown value {value}") from None
-    key = str(value).strip().lower().removeprefix(prefix.lower())
-    if key not in names or names[key] == 0:
-        allowed = ", ".join(k for k, v in names.items() if v)
-        raise InvalidArgument("reason", f"unknown value {value!r}; expected one of {allowed}")
-    return prefix + key.upper()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -417,16 +388,6 @@ class TrajectoryState:
         return max(0.0, (end - self.started_at).total_seconds()) if self.started_at else 0.0
 
 
-def _parse_time(value: Any) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
 # --------------------------------------------------------------------------------------------------
 # The final document
 
@@ -436,10 +397,11 @@ def finish(
 ) -> tuple[dict[str, Any], trajectory_pb2.Trajectory]:
     """The final Trae document (with the `cohort` key) and the full `Trajectory` message.
 
-    The message is built from the Trae part with `trae_to_trajectory`, Cohort's fields are merged
-    in, usage is summed and priced (`fill_usage_and_cost`), everything is redacted again (the
-    journal data already was; this catches anything a caller put in labels or ids), and the Trae
-    part of the file is written back from the message with `trajectory_to_trae`.
+    The message is built with `trae_to_trajectory` (the Trae part, and Cohort's fields from the
+    `cohort` block), usage is summed and priced (`fill_usage_and_cost`), everything is redacted
+    again (the journal data already was; this catches anything a caller put in labels or ids), and
+    the file is written back from the message with `trajectory_to_trae`, `cohort` block included.
+    So importing the file gives this very message, and exporting that gives this very file.
     """
     from cohort.trajectories.redaction import Redactor
     from cohort.trajectories.trae import trajectory_to_trae
@@ -448,26 +410,14 @@ def finish(
     trajectory = load_recorded({**state.trae, COHORT_KEY: state.cohort})
     fill_usage_and_cost(trajectory, prices if prices is not None else PriceTable.load(None))
     (redactor if redactor is not None else Redactor()).redact_trajectory(trajectory)
-    document = dict(trajectory_to_trae(trajectory))
-    document[COHORT_KEY] = cohort_section(trajectory)
-    return document, trajectory
+    return trajectory_to_trae(trajectory), trajectory
 
 
 def load_recorded(document: Mapping[str, Any]) -> trajectory_pb2.Trajectory:
-    """Reads a recorded file's document: Trae keys via `trae_to_trajectory`, the `cohort` key merged."""
+    """Reads a recorded file's document: the Trae keys and the `cohort` block (`trae_to_trajectory`)."""
     from cohort.trajectories.trae import trae_to_trajectory
 
-    trae = {k: v for k, v in document.items() if k != COHORT_KEY}
-    trajectory = trae_to_trajectory(trae)
-    cohort = document.get(COHORT_KEY)
-    if isinstance(cohort, Mapping):
-        try:
-            apply_cohort(trajectory, cohort)
-        except (TypeError, ValueError, KeyError, AttributeError) as exc:
-            from cohort.errors import InvalidArgument
-
-            raise InvalidArgument(COHORT_KEY, f"malformed Cohort section: {exc}") from exc
-    return trajectory
+    return trae_to_trajectory(document)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -514,12 +464,10 @@ def build_recorded(trae: Mapping[str, Any], cohort: Mapping[str, Any]) -> trajec
     except _NotCanonical:
         return load_recorded({**trae, COHORT_KEY: cohort})
     reference._derive_run_state(t)
-    try:
-        apply_cohort(t, cohort)
-    except (TypeError, ValueError, KeyError, AttributeError) as exc:
-        from cohort.errors import InvalidArgument
-
-        raise InvalidArgument(COHORT_KEY, f"malformed Cohort section: {exc}") from exc
+    apply_cohort(t, cohort)
+    # What `trae_to_trajectory` notes for a canonical document with a `cohort` block, so the two
+    # messages stay equal and the export writes the block back.
+    reference.mark_cohort_block(t)
     return t
 
 
@@ -812,152 +760,6 @@ def _build_tool_result(r: Any, obj: Any, path: str, reference: Any) -> None:
 
 _ARGUMENTS_ENCODER = json.JSONEncoder(ensure_ascii=False)
 _ONE_SECOND = timedelta(seconds=1)
-
-
-_STRING_FIELDS = ("trajectory_id", "job_id", "group_id", "query_id", "termination_detail")
-_USAGE_FIELDS = (
-    "input_tokens",
-    "output_tokens",
-    "cache_creation_input_tokens",
-    "cache_read_input_tokens",
-    "reasoning_tokens",
-)
-
-
-def apply_cohort(t: trajectory_pb2.Trajectory, cohort: Mapping[str, Any]) -> None:
-    """Sets a message's Cohort fields from a `cohort` section (keys absent or null are left alone)."""
-    for name in _STRING_FIELDS:
-        if cohort.get(name) is not None:
-            setattr(t, name, str(cohort[name]))
-    for name in ("iteration", "cost_micro_usd"):
-        if cohort.get(name) is not None:
-            setattr(t, name, int(cohort[name]))
-    if cohort.get("agent") is not None:
-        t.agent.name = str(cohort["agent"].get("name") or "")
-        t.agent.version = str(cohort["agent"].get("version") or "")
-    if cohort.get("policy") is not None:
-        _set_policy(t.policy, cohort["policy"])
-    if cohort.get("labels") is not None:
-        t.labels.clear()
-        t.labels.update({str(k): str(v) for k, v in cohort["labels"].items()})
-    if cohort.get("termination_reason") is not None:
-        t.termination_reason = trajectory_pb2.TerminationReason.Value(
-            termination_name(cohort["termination_reason"])
-        )
-    if cohort.get("outcome") is not None:
-        o = cohort["outcome"]
-        t.outcome.Clear()
-        t.outcome.kind = trajectory_pb2.OutcomeKind.Value(outcome_name(o.get("kind") or "unspecified"))
-        if o.get("score") is not None:
-            t.outcome.score = float(o["score"])
-        t.outcome.confidence = float(o.get("confidence") or 0.0)
-        t.outcome.reasons.extend(str(r) for r in o.get("reasons") or ())
-        t.outcome.inferred = bool(o.get("inferred"))
-    if cohort.get("total_usage") is not None:
-        u = cohort["total_usage"]
-        t.total_usage.Clear()
-        for name in _USAGE_FIELDS:
-            if u.get(name) is not None:
-                setattr(t.total_usage, name, int(u[name]))
-        t.total_usage.simulated = bool(u.get("simulated"))
-    if cohort.get("decisions") is not None:
-        del t.decisions[:]
-        for d in cohort["decisions"]:
-            decision = t.decisions.add(
-                head=str(d.get("head") or ""),
-                options=[str(o) for o in d.get("options") or ()],
-                chosen_index=int(d.get("chosen_index") or 0),
-                chosen=str(d.get("chosen") or ""),
-                log_prob=float(d.get("log_prob") or 0.0),
-                probabilities=[float(p) for p in d.get("probabilities") or ()],
-                step_number=int(d.get("step_number") or 0),
-                greedy=bool(d.get("greedy")),
-            )
-            decision.features.update({str(k): float(v) for k, v in (d.get("features") or {}).items()})
-            for values in d.get("option_features") or ():
-                decision.option_features.add().values.update(
-                    {str(k): float(v) for k, v in (values.get("values") or {}).items()}
-                )
-            if d.get("policy") is not None:
-                _set_policy(decision.policy, d["policy"])
-            moment = _parse_time(d.get("timestamp"))
-            if moment is not None:
-                # `FromDatetime` for an aware datetime, without its `utctimetuple` round trip.
-                decision.timestamp.seconds = (moment - _EPOCH) // _ONE_SECOND
-                decision.timestamp.nanos = moment.microsecond * 1000
-            if d.get("advantage") is not None:
-                decision.advantage = float(d["advantage"])
-
-
-def _set_policy(policy: trajectory_pb2.PolicyRef, value: Mapping[str, Any]) -> None:
-    policy.policy_id = str(value.get("policy_id") or "")
-    policy.version = int(value.get("version") or 0)
-
-
-def _usage(usage: trajectory_pb2.TokenUsage) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        name: getattr(usage, name) if usage.HasField(name) else None
-        for name in (
-            "input_tokens",
-            "output_tokens",
-            "cache_creation_input_tokens",
-            "cache_read_input_tokens",
-            "reasoning_tokens",
-        )
-    }
-    if usage.simulated:
-        out["simulated"] = True
-    return out
-
-
-def cohort_section(trajectory: trajectory_pb2.Trajectory) -> dict[str, Any]:
-    """Cohort's additions of a message, as the `cohort` key of a recorded file (stable key set)."""
-    t = trajectory
-    decisions = []
-    for d in t.decisions:
-        decision: dict[str, Any] = {
-            "head": d.head,
-            "options": list(d.options),
-            "chosen_index": d.chosen_index,
-            "chosen": d.chosen,
-            "log_prob": d.log_prob,
-            "probabilities": list(d.probabilities),
-            "features": dict(d.features),
-            "policy": {"policy_id": d.policy.policy_id, "version": d.policy.version},
-            "step_number": d.step_number,
-            "timestamp": d.timestamp.ToJsonString() if d.HasField("timestamp") else None,
-            "greedy": d.greedy,
-        }
-        if d.HasField("advantage"):
-            decision["advantage"] = d.advantage
-        if len(d.option_features):
-            decision["option_features"] = [{"values": dict(f.values)} for f in d.option_features]
-        decisions.append(decision)
-    outcome = None
-    if t.HasField("outcome"):
-        outcome = {
-            "kind": trajectory_pb2.OutcomeKind.Name(t.outcome.kind),
-            "score": t.outcome.score if t.outcome.HasField("score") else None,
-            "confidence": t.outcome.confidence,
-            "reasons": list(t.outcome.reasons),
-            "inferred": t.outcome.inferred,
-        }
-    return {
-        "trajectory_id": t.trajectory_id,
-        "agent": {"name": t.agent.name, "version": t.agent.version},
-        "labels": dict(t.labels),
-        "job_id": t.job_id,
-        "group_id": t.group_id,
-        "iteration": t.iteration,
-        "query_id": t.query_id,
-        "policy": {"policy_id": t.policy.policy_id, "version": t.policy.version},
-        "decisions": decisions,
-        "termination_reason": trajectory_pb2.TerminationReason.Name(t.termination_reason),
-        "termination_detail": t.termination_detail,
-        "outcome": outcome,
-        "total_usage": _usage(t.total_usage),
-        "cost_micro_usd": t.cost_micro_usd,
-    }
 
 
 def dump_document(document: Mapping[str, Any]) -> bytes:

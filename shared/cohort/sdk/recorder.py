@@ -186,31 +186,76 @@ def serialize_message(message: Any) -> dict[str, Any]:
     return data
 
 
-def serialize_usage(usage: Any, *, absent: Literal["zeros", "null"] = "zeros") -> dict[str, Any] | None:
+# OpenAI's usage keys that `serialize_usage` reads into Trae's counts (or drops: the total).
+_OPENAI_USAGE_KEYS = frozenset(
+    {
+        "prompt_tokens",
+        "completion_tokens",
+        "total_tokens",
+        "prompt_tokens_details",
+        "completion_tokens_details",
+        "input_tokens_details",
+        "output_tokens_details",
+    }
+)
+
+
+def serialize_usage(
+    usage: Any, *, absent: Literal["zeros", "null"] = "zeros", null_extras: bool = True
+) -> dict[str, Any] | None:
     """Trae: `{"input_tokens", "output_tokens", "cache_creation_input_tokens",
-    "cache_read_input_tokens", "reasoning_tokens"}`; OpenAI `prompt_tokens`/`completion_tokens` mapped."""
+    "cache_read_input_tokens", "reasoning_tokens"}`, from Trae's, Anthropic's or OpenAI's usage.
+
+    `input_tokens` is the uncached input, each count priced at its own rate (Anthropic's meaning).
+    OpenAI counts cached tokens within `prompt_tokens` (chat) or `input_tokens` (Responses API) and
+    reports them as `*_tokens_details.cached_tokens`; they become `cache_read_input_tokens` and are
+    taken out of `input_tokens`, or a cached token would be charged twice (OpenAI's cache writes
+    are not split out: they stay in `input_tokens`). Reasoning tokens
+    (`completion_tokens_details` / `output_tokens_details`) stay within `output_tokens`, as OpenAI
+    counts them. `null_extras=False` leaves out other keys whose value is null.
+    """
     if not usage:
         if absent == "null":
             return None
         usage = {"input_tokens": 0, "output_tokens": 0}
     input_tokens = _get(usage, "input_tokens")
+    prompt_tokens = _get(usage, "prompt_tokens")
     output_tokens = _get(usage, "output_tokens")
+    cache_read = _get(usage, "cache_read_input_tokens")
+    input_details = _get(usage, "prompt_tokens_details") or _get(usage, "input_tokens_details")
+    output_details = _get(usage, "completion_tokens_details") or _get(usage, "output_tokens_details")
+    total_input = input_tokens if input_tokens is not None else prompt_tokens
+    cached = _get(input_details, "cached_tokens") if input_details else None
+    if cache_read is None and isinstance(cached, int) and not isinstance(cached, bool):
+        cache_read = cached
+        if isinstance(total_input, int) and not isinstance(total_input, bool):
+            total_input = max(0, total_input - cached)
+    reasoning = _get(usage, "reasoning_tokens")
+    if reasoning is None and output_details:
+        reasoning = _get(output_details, "reasoning_tokens")
     data: dict[str, Any] = {
-        "input_tokens": input_tokens if input_tokens is not None else _get(usage, "prompt_tokens"),
+        "input_tokens": total_input,
         "output_tokens": output_tokens if output_tokens is not None else _get(usage, "completion_tokens"),
         "cache_creation_input_tokens": _get(usage, "cache_creation_input_tokens"),
-        "cache_read_input_tokens": _get(usage, "cache_read_input_tokens"),
-        "reasoning_tokens": _get(usage, "reasoning_tokens"),
+        "cache_read_input_tokens": cache_read,
+        "reasoning_tokens": reasoning,
     }
     if isinstance(usage, Mapping):
         for key, value in usage.items():
-            if key not in data and key not in ("prompt_tokens", "completion_tokens", "total_tokens"):
+            if key not in data and key not in _OPENAI_USAGE_KEYS and (null_extras or value is not None):
                 data[str(key)] = plain(value)
     return data
 
 
 def serialize_response(response: Any, *, absent_usage: Literal["zeros", "null"] = "zeros") -> dict[str, Any]:
-    """Trae: `{"content", "model", "finish_reason", "usage", "tool_calls"}` (`tool_calls` null if none)."""
+    """Trae: `{"content", "model", "finish_reason", "usage", "tool_calls"}` (`tool_calls` null if none).
+
+    Also a provider's own response, as its SDK returns it or as `.model_dump()`: see
+    `provider_response`.
+    """
+    shaped = provider_response(response, absent_usage=absent_usage)
+    if shaped is not None:
+        return shaped
     tool_calls = _get(response, "tool_calls")
     data: dict[str, Any] = {
         "content": plain(_get(response, "content")),
@@ -224,6 +269,135 @@ def serialize_response(response: Any, *, absent_usage: Literal["zeros", "null"] 
             if key not in data:
                 data[str(key)] = plain(value)
     return data
+
+
+def provider_response(
+    response: Any, *, absent_usage: Literal["zeros", "null"] = "zeros"
+) -> dict[str, Any] | None:
+    """Trae's response shape from an LLM provider's raw response; None when it is not one.
+
+    Read, as the SDK's pydantic objects or as plain dicts (`.model_dump()` or parsed JSON):
+    - OpenAI chat completions (`choices`): the first choice's message `content` (text parts joined),
+      `tool_calls` and `finish_reason`; a `refusal` is kept as an extra key;
+    - OpenAI Responses API (`"object": "response"`): the `output_text` parts of `message` items,
+      `function_call` / `custom_tool_call` items as tool calls; finish reason: the
+      `incomplete_details.reason` of an incomplete response, else its `status`;
+    - Anthropic messages (`content` blocks with `stop_reason`): `text` blocks joined, `tool_use`
+      blocks as tool calls (`input` as the arguments), `stop_reason` as the finish reason.
+    `model` and `usage` (see `serialize_usage`) from the response. Only what the model produced is
+    kept: response ids, reasoning and thinking items and other metadata are not recorded.
+    """
+    raw = response if isinstance(response, Mapping) else _model_dump(response)
+    if raw is None:
+        return None
+    choices = raw.get("choices")
+    if isinstance(choices, list | tuple) and choices and "content" not in raw:
+        data = _openai_chat_response(raw, choices[0])
+    elif raw.get("object") == "response" and isinstance(raw.get("output"), list | tuple):
+        data = _openai_responses_response(raw)
+    elif isinstance(raw.get("content"), list | tuple) and (
+        raw.get("type") == "message" or "stop_reason" in raw
+    ):
+        data = _anthropic_response(raw)
+    else:
+        return None
+    content, model, finish_reason, calls, extras = data
+    return {
+        "content": content,
+        "model": model,
+        "finish_reason": finish_reason,
+        "usage": serialize_usage(raw.get("usage"), absent=absent_usage, null_extras=False),
+        "tool_calls": calls or None,
+        **extras,
+    }
+
+
+def _model_dump(value: Any) -> Mapping[str, Any] | None:
+    """A pydantic model (the OpenAI and Anthropic SDK types) as the dict `.model_dump()` gives."""
+    dump = getattr(type(value), "model_dump", None)
+    if not callable(dump):
+        return None
+    try:
+        dumped = value.model_dump()
+    except Exception:  # noqa: BLE001 - not a model after all: the generic reading applies
+        return None
+    return dumped if isinstance(dumped, Mapping) else None
+
+
+def _text_of(content: Any) -> str | None:
+    """A message content as text: a string as is, the text of a list of parts joined."""
+    if content is None or isinstance(content, str):
+        return content
+    if isinstance(content, list | tuple):
+        texts = [part.get("text") for part in content if isinstance(part, Mapping)]
+        return "".join(text for text in texts if isinstance(text, str))
+    return str(content)
+
+
+_Parts = tuple[str | None, Any, Any, list[dict[str, Any]], dict[str, Any]]
+"""content, model, finish reason, tool calls, extra keys."""
+
+
+def _openai_chat_response(raw: Mapping[str, Any], choice: Any) -> _Parts:
+    choice = choice if isinstance(choice, Mapping) else {}
+    message = choice.get("message") if isinstance(choice.get("message"), Mapping) else {}
+    calls = [serialize_tool_call(call) for call in message.get("tool_calls") or ()]
+    extras = {key: plain(message[key]) for key in ("refusal", "function_call") if message.get(key)}
+    return _text_of(message.get("content")), raw.get("model"), choice.get("finish_reason"), calls, extras
+
+
+def _openai_responses_response(raw: Mapping[str, Any]) -> _Parts:
+    texts: list[str] = []
+    refusals: list[str] = []
+    calls: list[dict[str, Any]] = []
+    for item in raw["output"]:
+        if not isinstance(item, Mapping):
+            continue
+        kind = item.get("type")
+        if kind == "message":
+            for part in item.get("content") or ():
+                if not isinstance(part, Mapping):
+                    continue
+                if part.get("type") == "output_text" and isinstance(part.get("text"), str):
+                    texts.append(part["text"])
+                elif part.get("type") == "refusal" and isinstance(part.get("refusal"), str):
+                    refusals.append(part["refusal"])
+        elif kind in ("function_call", "custom_tool_call"):
+            arguments = item.get("arguments") if kind == "function_call" else item.get("input")
+            calls.append(
+                {
+                    "call_id": item.get("call_id"),
+                    "name": item.get("name"),
+                    "arguments": _arguments(arguments) if arguments is not None else {},
+                    "id": item.get("id"),
+                }
+            )
+    incomplete = raw.get("incomplete_details")
+    reason = incomplete.get("reason") if isinstance(incomplete, Mapping) else None
+    finish_reason = reason if raw.get("status") == "incomplete" and reason else raw.get("status")
+    extras = {"refusal": "".join(refusals)} if refusals else {}
+    return "".join(texts) if texts else None, raw.get("model"), finish_reason, calls, extras
+
+
+def _anthropic_response(raw: Mapping[str, Any]) -> _Parts:
+    texts: list[str] = []
+    calls: list[dict[str, Any]] = []
+    for block in raw["content"]:
+        if not isinstance(block, Mapping):
+            continue
+        if block.get("type") == "text" and isinstance(block.get("text"), str):
+            texts.append(block["text"])
+        elif block.get("type") == "tool_use":
+            arguments = block.get("input")
+            calls.append(
+                {
+                    "call_id": block.get("id"),
+                    "name": block.get("name"),
+                    "arguments": plain(arguments) if arguments is not None else {},
+                    "id": block.get("id"),
+                }
+            )
+    return "".join(texts) if texts else None, raw.get("model"), raw.get("stop_reason"), calls, {}
 
 
 def tool_name(tool: Any) -> str:

@@ -1,6 +1,7 @@
 """Trajectory formats and processing shared by every service.
 
 - `trae`: Trae Agent trajectory JSON, both ways, round-trip exact.
+- `cohort_block`: the `"cohort"` key of a file written by Cohort's recorder, both ways.
 - `jsonl`: Cohort's own form, one protobuf canonical JSON trajectory per line.
 - `openai_chat`: OpenAI chat fine-tuning records (with tools and tool calls).
 - `transcript`: OpenAI-style chat transcripts into trajectories, with an inferred outcome.

@@ -28,6 +28,13 @@ new values. Native trajectories (no hints) export every documented key, `null` w
 Importing also fills the Cohort fields Trae implies: `termination_reason` (in progress without
 `end_time`, max steps when the run failed at its step limit, error when the last step is in the
 `error` state, completed otherwise) and a reported (not inferred) `outcome` from `success`.
+
+A file written by Cohort's recorder has one more top-level key, `"cohort"` (its format:
+`cohort.trajectories.cohort_block`): its values (trajectory id, agent, labels, job fields,
+policy, decisions, termination, outcome, usage and cost) go to the message's own fields, over what
+Trae implies, and the top-level hint notes `cohort: true` so the export writes the block again,
+from the fields (so it shows their current values), after the Trae keys and any extra key. A
+`"cohort": null` is an ordinary extra key; any other non-object is an error.
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ from google.protobuf import timestamp_pb2
 
 from cohort.api.trajectory.v1 import trajectory_pb2
 from cohort.errors import InvalidArgument
+from cohort.trajectories.cohort_block import COHORT_KEY, apply_cohort, cohort_section
 from cohort.trajectories.jsonl import json_line
 
 HINT_KEY = "__cohort_trae"
@@ -107,13 +115,33 @@ def trae_to_trajectory(document: Mapping[str, Any]) -> trajectory_pb2.Trajectory
     """Convert one Trae trajectory document (parsed JSON) into a `Trajectory`."""
     if not isinstance(document, Mapping):
         raise InvalidArgument("document", "a Trae trajectory must be a JSON object")
+    block = document.get(COHORT_KEY)
+    if block is not None and not isinstance(block, Mapping):
+        raise InvalidArgument(COHORT_KEY, "must be a JSON object (Cohort's additions) or null")
     naive = _document_timestamps_are_naive(document)
     trajectory = trajectory_pb2.Trajectory()
     hint: dict[str, Any] = {"timestamps": "naive"} if naive else {}
     _read_top_level(trajectory, document, hint, naive)
-    _store_extras(trajectory, document, TOP_KEYS, TOP_KEYS, hint)
+    if block is None:
+        _store_extras(trajectory, document, TOP_KEYS, TOP_KEYS, hint)
+    else:
+        hint["cohort"] = True
+        _store_extras(trajectory, document, (*TOP_KEYS, COHORT_KEY), TOP_KEYS, hint, trailing=(COHORT_KEY,))
     _derive_run_state(trajectory)
+    if block is not None:
+        apply_cohort(trajectory, block)
     return trajectory
+
+
+def mark_cohort_block(trajectory: trajectory_pb2.Trajectory) -> None:
+    """Notes in the top-level hint that the trajectory has a `cohort` block to export.
+
+    For a builder that sets the fields itself; `trae_to_trajectory` notes it while reading.
+    """
+    extras, hint = _load_extras(trajectory, "")
+    hint["cohort"] = True
+    extras[HINT_KEY] = hint
+    trajectory.extra_json = json.dumps(extras, ensure_ascii=False)
 
 
 def trajectory_to_trae(trajectory: trajectory_pb2.Trajectory) -> dict[str, Any]:
@@ -147,7 +175,10 @@ def trajectory_to_trae(trajectory: trajectory_pb2.Trajectory) -> dict[str, Any]:
         "final_result": t.final_result if t.HasField("final_result") else None,
         "execution_time": t.execution_time_seconds if t.HasField("execution_time_seconds") else None,
     }
-    return _assemble(values, TOP_KEYS, extras, hint)
+    if hint.get("cohort") is not True:
+        return _assemble(values, TOP_KEYS, extras, hint)
+    values[COHORT_KEY] = cohort_section(t)
+    return _assemble(values, TOP_KEYS, extras, hint, trailing=(COHORT_KEY,))
 
 
 def dumps_trae(document: Mapping[str, Any]) -> str:
@@ -480,10 +511,13 @@ def _store_extras(
     documented: Sequence[str],
     canonical: Sequence[str],
     hint: dict[str, Any],
+    *,
+    trailing: Sequence[str] = (),
 ) -> None:
+    """`trailing`: documented keys whose canonical place is after the extra keys (`cohort`)."""
     extras = {key: value for key, value in obj.items() if key not in documented}
     keys = list(obj)
-    if keys != [*canonical, *extras]:
+    if keys != [*canonical, *extras, *trailing]:
         hint["keys"] = keys
     if hint:
         extras[HINT_KEY] = hint
@@ -506,13 +540,20 @@ def _load_extras(message: Any, path: str) -> tuple[dict[str, Any], dict[str, Any
 
 
 def _assemble(
-    values: dict[str, Any], canonical: Sequence[str], extras: dict[str, Any], hint: dict[str, Any]
+    values: dict[str, Any],
+    canonical: Sequence[str],
+    extras: dict[str, Any],
+    hint: dict[str, Any],
+    *,
+    trailing: Sequence[str] = (),
 ) -> dict[str, Any]:
     order = hint.get("keys")
     if not isinstance(order, list):
         document = {key: values[key] for key in canonical}
         for key, value in extras.items():
             document.setdefault(key, value)
+        for key in trailing:
+            document.setdefault(key, values[key])
         return document
     document = {}
     for key in order:
@@ -527,6 +568,8 @@ def _assemble(
             document[key] = values[key]
     for key, value in extras.items():
         document.setdefault(key, value)
+    for key in trailing:
+        document.setdefault(key, values[key])
     return document
 
 
