@@ -1,6 +1,6 @@
 """One training job's work, iteration by iteration, through the other services' gRPC APIs.
 
-An iteration (DESIGN.md §1): sample a batch of training queries → reserve budget → `CollectGroup`
+An iteration: sample a batch of training queries → reserve budget → `CollectGroup`
 per query → commit the actual cost → `ScoreGroups` → `UpdatePolicy` → every N iterations
 `SaveCheckpoint`, every M iterations evaluate on the held-out split → a new job snapshot.
 

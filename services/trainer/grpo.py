@@ -1,4 +1,4 @@
-"""Exact GRPO for decision-head policies (DESIGN.md §2), vectorized over decisions.
+"""Exact GRPO for decision-head policies, vectorized over decisions.
 
 Each head is `pi(a|x) = softmax(W . phi(x, a) / temperature)` over the options a decision offered
 (`DecisionBatch.option_mask`), so log-probabilities and their gradients are exact and analytic.

@@ -20,7 +20,7 @@ def test_generated_code_matches_the_protos():
 
 
 def test_every_rpc_has_an_http_binding_and_its_own_messages():
-    """DESIGN.md conventions that buf lint does not check: REST bindings, no shared request types."""
+    """Contract conventions (README) that buf lint does not check: REST bindings, no shared request types."""
     from google.api import annotations_pb2
 
     import cohort.api as api

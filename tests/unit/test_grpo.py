@@ -60,7 +60,7 @@ def reference_log_probs(weights: np.ndarray, batch) -> np.ndarray:
 
 
 def reference_loss(weights, batches, settings: GrpoSettings) -> float:
-    """The GRPO loss per decision, written term by term from DESIGN.md §2."""
+    """The GRPO loss per decision, written term by term from the clipped objective."""
     total, count = 0.0, 0
     for head, hb in batches.items():
         log_probs = reference_log_probs(weights[head], hb.batch)
