@@ -18,7 +18,6 @@ import hashlib
 import json
 import logging
 import math
-import random
 import time
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
@@ -47,6 +46,7 @@ from cohort.services.jobs.spec import EVALUATION_ROLLOUTS_PER_QUERY, rollout_cei
 from cohort.services.reward.apply import apply_score
 from cohort.trajectories import ATTEMPT_LABEL
 from cohort.trajectories.usage import PriceTable
+from cohort.transient import Backoff
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -286,8 +286,7 @@ class TrainingLoop:
         if spec.HasField("rollout_timeout"):
             request.rollout_timeout.CopyFrom(spec.rollout_timeout)
         by_index: dict[int, trajectory_pb2.Trajectory] = {}
-        give_up_at = time.monotonic() + COLLECT_RETRY_SECONDS
-        delay = 0.1
+        backoff = Backoff(COLLECT_RETRY_SECONDS, initial=0.1)
         while True:
             try:
                 # Collection may take long; the default deadline is for short calls.
@@ -298,11 +297,11 @@ class TrainingLoop:
                 break
             except grpc.aio.AioRpcError as exc:
                 # A collector restarting: the same request id replays what was stored and runs the rest.
-                if exc.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() + delay > give_up_at:
+                delay = backoff.next_delay() if exc.code() == grpc.StatusCode.UNAVAILABLE else None
+                if delay is None:
                     raise mark_failed_service(exc, "collector") from None
                 log.warning("job %s: CollectGroup unavailable (%s); retrying", self.job_id, exc.details())
-            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-            delay = min(delay * 2, 2.0)
+            await asyncio.sleep(delay)
         # Rollouts finish in any order; a fixed order keeps every float sum downstream reproducible.
         return [by_index[index] for index in sorted(by_index)]
 
@@ -449,27 +448,12 @@ class TrainingLoop:
         if unbooked <= 0:
             return 0
         try:
-            held = await self.services.budget.Reserve(
-                budget_pb2.ReserveRequest(
-                    request_id=request_key(self.job_id, "unbooked-hold", self.attempt),
-                    job_id=self.job_id,
-                    amount_micro_usd=1,
-                    ttl=duration_pb2.Duration(seconds=600),
-                )
-            )
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
-                raise
+            held = await self._hold(1, "unbooked-hold", self.attempt)
+        except BudgetExhausted as exc:
             # At its limit: the next reservation pauses the job; this attempt's successor books it.
-            log.warning("job %s: %d micro-USD left unbooked: %s", self.job_id, unbooked, exc.details())
+            log.warning("job %s: %d micro-USD left unbooked: %s", self.job_id, unbooked, exc)
             return 0
-        await self.services.budget.Commit(
-            budget_pb2.CommitRequest(
-                request_id=request_key(self.job_id, "unbooked", self.attempt),
-                reservation_id=held.reservation.reservation_id,
-                cost_micro_usd=unbooked,
-            )
-        )
+        await self.settle(held, unbooked)
         return unbooked
 
     # -- one iteration --------------------------------------------------------------------------

@@ -44,7 +44,7 @@ from cohort.services.jobs.failures import DEFAULT_MAX_ATTEMPTS, attempt_error, i
 from cohort.services.jobs.runner import JobHandle, JobOutcome, JobRunner, LeaseLost, RunResult
 from cohort.services.jobs.store import Claim, JobChange, JobStore
 from cohort.services.jobs.watch import JobNotifier
-from cohort.transient import is_transient
+from cohort.transient import Backoff, is_transient
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -232,17 +232,16 @@ class Scheduler:
     async def _persist(self, write: Callable[[], Awaitable[T]]) -> T:
         """Runs a job write, retrying it through a database restart (a blip costs a retry, not the
         job); a write still failing after `WRITE_RETRY_SECONDS` raises."""
-        give_up_at = time.monotonic() + max(WRITE_RETRY_SECONDS, 2 * self._lease_seconds)
-        delay = 0.1
+        backoff = Backoff(max(WRITE_RETRY_SECONDS, 2 * self._lease_seconds), initial=0.1)
         while True:
             try:
                 return await self._shielded(write())
             except Exception as exc:
-                if not is_transient(exc) or time.monotonic() + delay > give_up_at:
+                delay = backoff.next_delay() if is_transient(exc) else None
+                if delay is None:
                     raise
                 log.warning("job database unavailable (%s); retrying in %.1f s", exc, delay)
-            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-            delay = min(delay * 2, 2.0)
+            await asyncio.sleep(delay)
 
     # -- claiming ------------------------------------------------------------------------------
 
@@ -481,9 +480,11 @@ class Scheduler:
             exc_info=exc if code == "INTERNAL" else None,
         )
         waits = [asyncio.ensure_future(e.wait()) for e in (attempt.handle.cancelled, self._stop_requested)]
-        await asyncio.wait(waits, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
-        for wait in waits:
-            wait.cancel()
+        try:
+            await asyncio.wait(waits, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
         if self._stopping:
             return None
         return lambda: self._store.retry_later(key, token, error)

@@ -7,7 +7,9 @@ retry; the job manager retries its own writes on them. Kept in one place so both
 
 from __future__ import annotations
 
+import random
 import sqlite3
+import time
 
 import grpc
 
@@ -82,4 +84,21 @@ def is_transient(error: BaseException) -> bool:
     return False
 
 
-__all__ = ["IDEMPOTENT_RETRYABLE_CODES", "RETRYABLE_CODES", "is_transient"]
+class Backoff:
+    """Exponential backoff with jitter within a time budget, for retrying through a restart."""
+
+    def __init__(self, budget_seconds: float, *, initial: float = 0.05, maximum: float = 2.0) -> None:
+        self._give_up_at = time.monotonic() + budget_seconds
+        self._next = initial
+        self._maximum = maximum
+
+    def next_delay(self) -> float | None:
+        """How long to wait before the next try (jittered), or None once the budget is spent."""
+        if time.monotonic() + self._next > self._give_up_at:
+            return None
+        delay = random.uniform(self._next / 2, self._next)
+        self._next = min(self._next * 2, self._maximum)
+        return delay
+
+
+__all__ = ["IDEMPOTENT_RETRYABLE_CODES", "RETRYABLE_CODES", "Backoff", "is_transient"]

@@ -8,8 +8,6 @@ context, and a deadline (`rpc_timeout_seconds` unless the caller chose one).
 from __future__ import annotations
 
 import asyncio
-import random
-import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -28,7 +26,7 @@ from cohort.rpc.interceptors import (
     TENANT_KEY,
     client_interceptors_for,
 )
-from cohort.transient import IDEMPOTENT_RETRYABLE_CODES, RETRYABLE_CODES
+from cohort.transient import IDEMPOTENT_RETRYABLE_CODES, RETRYABLE_CODES, Backoff
 
 StubT = TypeVar("StubT")
 
@@ -57,15 +55,15 @@ class _CallDefaults:
         return await continuation(self.rewrite(details), request)
 
 
-RETRY_INITIAL_SECONDS = 0.05
-RETRY_MAX_SECONDS = 2.0
 READ_METHOD_PREFIXES = ("Get", "List", "Search", "Estimate", "Decide", "Export")
 
 
-def _safe_to_repeat(method: str | bytes, request: Any) -> bool:
+def _method_name(method: str | bytes) -> str:
+    return method.decode() if isinstance(method, bytes) else method
+
+
+def _safe_to_repeat(method: str, request: Any) -> bool:
     """A read, or a request carrying an idempotency key: sending it twice does the work once."""
-    if isinstance(method, bytes):
-        method = method.decode()
     name = method.rsplit("/", 1)[-1]
     return name.startswith(READ_METHOD_PREFIXES) or bool(getattr(request, "request_id", ""))
 
@@ -92,24 +90,22 @@ class _RetryUnary(grpc.aio.UnaryUnaryClientInterceptor):
         self._budget = budget_seconds
 
     async def intercept_unary_unary(self, continuation, client_call_details, request):
-        method = client_call_details.method
-        if (method.decode() if isinstance(method, bytes) else method).startswith("/grpc."):
+        method = _method_name(client_call_details.method)
+        if method.startswith("/grpc."):
             # Health and reflection report the state now: a probe must not wait for a restart.
             return await continuation(client_call_details, request)
-        give_up_at = time.monotonic() + self._budget
-        codes = IDEMPOTENT_RETRYABLE_CODES if _safe_to_repeat(client_call_details.method, request) else None
-        delay = RETRY_INITIAL_SECONDS
+        codes = IDEMPOTENT_RETRYABLE_CODES if _safe_to_repeat(method, request) else RETRYABLE_CODES
+        backoff = Backoff(self._budget)
         while True:
             call = await continuation(client_call_details, request)
             try:
                 await call
                 return call
             except grpc.aio.AioRpcError as exc:
-                retryable = exc.code() in (codes or RETRYABLE_CODES)
-                if not retryable or time.monotonic() + delay > give_up_at:
+                delay = backoff.next_delay() if exc.code() in codes else None
+                if delay is None:
                     raise mark_failed_service(exc, self._component) from None
-            await asyncio.sleep(random.uniform(0.0, delay))
-            delay = min(delay * 2, RETRY_MAX_SECONDS)
+            await asyncio.sleep(delay)
 
 
 def channel_options(settings: Settings) -> list[tuple[str, Any]]:
