@@ -44,7 +44,10 @@ async def serve(tls: TlsSettings) -> RunningServer:
 
 
 async def call_peer(server: RunningServer, tls: TlsSettings, host: str = "127.0.0.1") -> bytes:
-    settings = Settings(tls=tls, addresses={"jobs": f"{host}:{server.port}"}, rpc_timeout_seconds=10)
+    # A refused handshake is UNAVAILABLE, like a restart: no retries, so a refusal is seen at once.
+    settings = Settings(
+        tls=tls, addresses={"jobs": f"{host}:{server.port}"}, rpc_timeout_seconds=10, rpc_retry_seconds=0
+    )
     async with ChannelPool(settings) as pool:
         return await pool.channel("jobs").unary_unary(PEER)(b"")
 
