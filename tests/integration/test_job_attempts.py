@@ -168,6 +168,7 @@ async def test_a_lease_is_not_renewed_once_its_runner_is_gone(monkeypatch, start
     store = JobStore(suite.context.database)
     stub = jobs(suite)
     job = await create(stub, new_job("bad-request"))
+    await wait_for(stub, job.job_id, lambda j: j.progress.attempt >= 1)  # this suite's worker has it
     key = (job.tenant_id, job.job_id)
     deadline = time.monotonic() + 10
     while True:
