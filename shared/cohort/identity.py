@@ -467,6 +467,18 @@ _admin_key_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.L
 )
 
 
+async def _key_in_file(path: Path, store: ApiKeyStore) -> tuple[str | None, Unauthenticated | None]:
+    """The key kept in `path` (None: no file, or empty) and why this database refuses it, if it does."""
+    key = await asyncio.to_thread(_read_key_file, path)
+    if not key:
+        return None, None
+    try:
+        await store.lookup(key)
+    except Unauthenticated as exc:
+        return key, exc
+    return key, None
+
+
 async def ensure_admin_key(settings: Settings, store: ApiKeyStore) -> str:
     """The embedded default's zero-setup admin key, created on first start.
 
@@ -477,16 +489,14 @@ async def ensure_admin_key(settings: Settings, store: ApiKeyStore) -> str:
     """
     async with _key_file_lock():
         path = settings.admin_key_file
-        existing = await asyncio.to_thread(_read_key_file, path)
+        existing, unusable = await _key_in_file(path, store)
+        if existing and unusable is None:
+            return existing
+        if existing and unusable.message == "API key revoked":
+            log.warning("the admin key in %s is revoked", path)
+            return existing
         if existing:
-            try:
-                await store.lookup(existing)
-                return existing
-            except Unauthenticated as exc:
-                if exc.message == "API key revoked":
-                    log.warning("the admin key in %s is revoked", path)
-                    return existing
-                log.warning("%s holds a key this database does not know; creating a new one", path)
+            log.warning("%s holds a key this database does not know; creating a new one", path)
         await store.create_tenant_if_missing(DEFAULT_TENANT_ID, "Default tenant")
         record, plaintext = await store.create_key(
             SYSTEM_IDENTITY, BOOTSTRAP_KEY_NAME, tenant_id=DEFAULT_TENANT_ID, is_admin=True
@@ -518,13 +528,11 @@ async def service_credential(settings: Settings, store: ApiKeyStore) -> str:
         return settings.api_key
     async with _key_file_lock():
         path = settings.service_key_file
-        existing = await asyncio.to_thread(_read_key_file, path)
+        existing, unusable = await _key_in_file(path, store)
+        if existing and unusable is None:
+            return existing
         if existing:
-            try:
-                await store.lookup(existing)
-                return existing
-            except Unauthenticated as exc:
-                log.warning("%s holds an unusable key (%s); creating a new one", path, exc.message)
+            log.warning("%s holds an unusable key (%s); creating a new one", path, unusable.message)
         record, plaintext = await store.create_key(SYSTEM_IDENTITY, SERVICE_KEY_NAME, service=True)
         await asyncio.to_thread(write_secret_file, path, plaintext)
         log.info("created the service credential %s; it is in %s", record.id, path)

@@ -7,10 +7,9 @@ spec declares per-rollout ceilings.
 
 from __future__ import annotations
 
-import asyncio
-
 import grpc
 import pytest
+from integration.test_training_jobs import stub, wait_for
 
 from cohort.api.budget.v1 import budget_pb2, budget_pb2_grpc
 from cohort.api.collector.v1 import collector_pb2, collector_pb2_grpc
@@ -76,16 +75,6 @@ async def suite(request, database_settings):
         await started.stop(0)
 
 
-def stub(suite, name, stub_class):
-    return stub_class(suite.context.channels.channel(name))
-
-
-async def wait_for(jobs, job_id: str, states: set[int], seconds: float = 120.0) -> Job:
-    async with asyncio.timeout(seconds):
-        async for response in jobs.WatchJob(jobs_pb2.WatchJobRequest(job_id=job_id), timeout=seconds):
-            if response.job.state in states:
-                return response.job
-    raise AssertionError(f"job {job_id} ended its watch without reaching {states}")
 
 
 async def trajectory_costs(suite, job_id: str) -> dict[str, list[int]]:
