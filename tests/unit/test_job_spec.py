@@ -49,6 +49,8 @@ BAD_SPECS = {
     "iterations too many": (lambda j: setattr(j.spec, "iterations", 100_001), "job.spec.iterations"),
     "iterations negative": (lambda j: setattr(j.spec, "iterations", -3), "job.spec.iterations"),
     "batch size negative": (lambda j: setattr(j.spec, "batch_size", -1), "job.spec.batch_size"),
+    "max attempts negative": (lambda j: setattr(j.spec, "max_attempts", -1), "job.spec.max_attempts"),
+    "max attempts too many": (lambda j: setattr(j.spec, "max_attempts", 101), "job.spec.max_attempts"),
     "dataset missing": (lambda j: j.spec.ClearField("dataset"), "job.spec.dataset"),
     "dataset without source": (
         lambda j: (j.spec.dataset.ClearField("toolbench"), setattr(j.spec.dataset, "heldout_fraction", 0.3)),
@@ -228,6 +230,13 @@ def test_defaults_are_filled_in():
     assert spec.rollout_timeout.seconds == 60 and spec.max_concurrency == 16
     assert spec.failure_policy == 1  # FAILURE_POLICY_SCORE_AS_FAILURE
     assert new.job_id == "" and new.display_name == "demo"
+
+
+def test_max_attempts_defaults_to_three_and_keeps_an_explicit_value():
+    assert validate_new_job(valid_job(), SETTINGS).spec.max_attempts == 3
+    job = valid_job()
+    job.spec.max_attempts = 100
+    assert validate_new_job(job, SETTINGS).spec.max_attempts == 100
 
 
 def test_explicit_values_are_kept():
