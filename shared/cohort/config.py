@@ -85,6 +85,9 @@ class Settings:
     rpc_retry_seconds: float = 30.0
     """How long a call between services is retried on UNAVAILABLE (a peer or its database
     restarting), with backoff and jitter; 0 turns retries off."""
+    keepalive_seconds: float = 30.0
+    """How often a client pings a server while a call is open, to notice a dead peer during a long,
+    quiet stream; servers accept pings down to a third of their own value (see `cohort.rpc.keepalive`)."""
     shutdown_grace_seconds: float = 5.0
     auth_enabled: bool = True
     api_key: str | None = None
@@ -187,6 +190,8 @@ class Settings:
             ),
             rpc_timeout_seconds=env.number("COHORT_RPC_TIMEOUT_SECONDS", 30.0, minimum=0.001),
             rpc_retry_seconds=env.number("COHORT_RPC_RETRY_SECONDS", 30.0, minimum=0.0),
+            # gRPC itself sends a client's pings at most once a second.
+            keepalive_seconds=env.number("COHORT_GRPC_KEEPALIVE_SECONDS", 30.0, minimum=1.0),
             shutdown_grace_seconds=env.number("COHORT_SHUTDOWN_GRACE_SECONDS", 5.0, minimum=0.0),
             auth_enabled=env.boolean("COHORT_AUTH_ENABLED", True),
             api_key=env.text("COHORT_API_KEY", "") or None,

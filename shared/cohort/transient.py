@@ -2,7 +2,8 @@
 
 A database or Redis restart surfaces as one of a dozen exception types from asyncpg, SQLAlchemy,
 redis-py or the socket layer. Servers answer them with `UNAVAILABLE` (not `INTERNAL`), which callers
-retry; the job manager retries its own writes on them. Kept in one place so both agree.
+retry; the job manager retries its own writes on them. Which failed gRPC calls may be sent again
+(`is_retryable_rpc_error`) is decided here too. Kept in one place so all of them agree.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import random
 import sqlite3
 import time
+from collections.abc import Collection
 
 import grpc
 
@@ -18,6 +20,30 @@ RETRYABLE_CODES = frozenset({grpc.StatusCode.UNAVAILABLE})
 
 IDEMPOTENT_RETRYABLE_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 """Codes a call that is safe to repeat (a read, or one carrying a `request_id`) may be retried on."""
+
+_KEEPALIVE_REFUSAL_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})
+# gRPC core words the server's GOAWAY (ENHANCE_YOUR_CALM, debug data "too_many_pings") both ways.
+_KEEPALIVE_REFUSAL_TEXTS = ("too many pings", "too_many_pings")
+
+
+def is_keepalive_refusal(error: grpc.RpcError) -> bool:
+    """Whether a call failed because the server closed the connection over the client's keepalive
+    pings. Every call on that connection fails with it, whatever it was doing, and a new connection
+    serves the call again: a transport event, not an answer. It arrives as UNAVAILABLE or, depending
+    on timing, as RESOURCE_EXHAUSTED, which otherwise means a real limit (a budget), hence the text."""
+    if error.code() not in _KEEPALIVE_REFUSAL_CODES:
+        return False
+    debug = getattr(error, "debug_error_string", None)
+    text = f"{error.details() or ''} {debug() if callable(debug) else ''}".lower()
+    return any(marker in text for marker in _KEEPALIVE_REFUSAL_TEXTS)
+
+
+def is_retryable_rpc_error(
+    error: grpc.RpcError, codes: Collection[grpc.StatusCode] = RETRYABLE_CODES
+) -> bool:
+    """Whether a failed call may be sent again: its code is one of `codes` (`RETRYABLE_CODES`, or
+    `IDEMPOTENT_RETRYABLE_CODES` for a call safe to repeat), or the server refused the keepalive."""
+    return error.code() in codes or is_keepalive_refusal(error)
 
 
 def _transient_types() -> tuple[type[BaseException], ...]:
@@ -101,4 +127,11 @@ class Backoff:
         return delay
 
 
-__all__ = ["IDEMPOTENT_RETRYABLE_CODES", "RETRYABLE_CODES", "Backoff", "is_transient"]
+__all__ = [
+    "IDEMPOTENT_RETRYABLE_CODES",
+    "RETRYABLE_CODES",
+    "Backoff",
+    "is_keepalive_refusal",
+    "is_retryable_rpc_error",
+    "is_transient",
+]

@@ -30,6 +30,7 @@ def test_values_are_parsed():
             "COHORT_AUTH_ENABLED": "false",
             "COHORT_TRACING": "Console",
             "COHORT_LOG_LEVEL": "debug",
+            "COHORT_GRPC_KEEPALIVE_SECONDS": "45",
         }
     )
     assert settings.database_url == "postgresql+asyncpg://postgres@db:5432/cohort"
@@ -40,6 +41,7 @@ def test_values_are_parsed():
     assert settings.auth_enabled is False
     assert settings.tracing is TracingExporter.CONSOLE
     assert settings.log_level == "DEBUG"
+    assert settings.keepalive_seconds == 45.0
 
 
 def test_settings_are_frozen():
@@ -56,6 +58,8 @@ def test_settings_are_frozen():
         ("COHORT_MAX_MESSAGE_BYTES", "12", "outside"),
         ("COHORT_RPC_TIMEOUT_SECONDS", "-1", ">= 0.001"),
         ("COHORT_RPC_TIMEOUT_SECONDS", "soon", "not a number"),
+        ("COHORT_GRPC_KEEPALIVE_SECONDS", "0.5", ">= 1.0"),
+        ("COHORT_GRPC_KEEPALIVE_SECONDS", "inf", "finite"),
         ("COHORT_AUTH_ENABLED", "maybe", "not a boolean"),
         ("COHORT_TRACING", "jaeger", "none, console, otlp"),
         ("COHORT_LOG_LEVEL", "LOUD", "not one of"),

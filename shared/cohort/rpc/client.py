@@ -18,7 +18,7 @@ from google.rpc import error_details_pb2, status_pb2
 from cohort import tracing
 from cohort.config import Settings
 from cohort.context import current_identity, current_request_id
-from cohort.rpc import tls
+from cohort.rpc import keepalive, tls
 from cohort.rpc.interceptors import (
     AUTHORIZATION_KEY,
     REQUEST_ID_KEY,
@@ -26,7 +26,7 @@ from cohort.rpc.interceptors import (
     TENANT_KEY,
     client_interceptors_for,
 )
-from cohort.transient import IDEMPOTENT_RETRYABLE_CODES, RETRYABLE_CODES, Backoff
+from cohort.transient import IDEMPOTENT_RETRYABLE_CODES, RETRYABLE_CODES, Backoff, is_retryable_rpc_error
 
 StubT = TypeVar("StubT")
 
@@ -81,9 +81,9 @@ def failed_service(error: grpc.aio.AioRpcError) -> str | None:
 
 
 class _RetryUnary(grpc.aio.UnaryUnaryClientInterceptor):
-    """Retries a unary call while its peer restarts: on UNAVAILABLE, and on DEADLINE_EXCEEDED when
-    the call is safe to repeat, with exponential backoff and full jitter, for at most
-    `budget_seconds`. A failure it gives up on names the service it was calling."""
+    """Retries a unary call while its peer restarts: on UNAVAILABLE (a keepalive refusal included),
+    and on DEADLINE_EXCEEDED when the call is safe to repeat, with exponential backoff and full
+    jitter, for at most `budget_seconds`. A failure it gives up on names the service it was calling."""
 
     def __init__(self, component: str, budget_seconds: float) -> None:
         self._component = component
@@ -102,7 +102,7 @@ class _RetryUnary(grpc.aio.UnaryUnaryClientInterceptor):
                 await call
                 return call
             except grpc.aio.AioRpcError as exc:
-                delay = backoff.next_delay() if exc.code() in codes else None
+                delay = backoff.next_delay() if is_retryable_rpc_error(exc, codes) else None
                 if delay is None:
                     raise mark_failed_service(exc, self._component) from None
             await asyncio.sleep(delay)
@@ -112,10 +112,7 @@ def channel_options(settings: Settings) -> list[tuple[str, Any]]:
     options: list[tuple[str, Any]] = [
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.max_send_message_length", settings.max_message_bytes),
-        # Detect a dead peer during long streams; the server's ping floor (see server.py) allows it.
-        ("grpc.keepalive_time_ms", 30_000),
-        ("grpc.keepalive_timeout_ms", 10_000),
-        ("grpc.http2.max_pings_without_data", 0),
+        *keepalive.client_options(settings.keepalive_seconds),
         # A restarted peer is found again within a second or two, not after gRPC's default backoff
         # (which grows to two minutes) has left the channel failing calls meanwhile.
         ("grpc.initial_reconnect_backoff_ms", 200),

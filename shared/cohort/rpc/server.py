@@ -16,7 +16,7 @@ from grpc_reflection.v1alpha import reflection
 from cohort import tracing
 from cohort.config import Settings
 from cohort.context import Authenticator
-from cohort.rpc import tls
+from cohort.rpc import keepalive, tls
 from cohort.rpc.interceptors import (
     AroundInterceptor,
     AuthInterceptor,
@@ -155,8 +155,7 @@ def _server_options(settings: Settings) -> list[tuple[str, int]]:
         ("grpc.max_send_message_length", settings.max_message_bytes),
         # gRPC enables SO_REUSEPORT by default, which lets a second server silently share a port.
         ("grpc.so_reuseport", 0),
-        # Clients ping every 30 s during long streams; the default floor (5 min) would GOAWAY them.
-        ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+        *keepalive.server_options(settings.keepalive_seconds),
     ]
 
 
