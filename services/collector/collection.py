@@ -112,6 +112,7 @@ class GroupPlan:
             task=task,
             seed=seed,
             greedy=request.greedy,
+            exploration=0.0 if request.greedy else request.exploration,
             max_steps=request.max_steps,
             timeout_seconds=self.timeout_seconds,
             job_id=request.job_id,
@@ -144,6 +145,8 @@ def plan_group(request: collector_pb2.CollectGroupRequest, settings: Settings) -
         raise InvalidArgument("max_steps", "must not be negative (0 means the runtime's default)")
     if request.iteration < 0:
         raise InvalidArgument("iteration", "must not be negative")
+    if not 0.0 <= request.exploration < 1.0:  # NaN fails too; refused before any rollout runs
+        raise InvalidArgument("exploration", f"must be a finite number in [0, 1), not {request.exploration}")
     query = request.query
     if not request.HasField("query") or not (query.text or query.query_id or query.payload_json):
         raise InvalidArgument("query", "is required: the text (or id and payload) every rollout answers")

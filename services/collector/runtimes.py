@@ -79,6 +79,8 @@ class Rollout:
     agent: trajectory_pb2.AgentRef
     policy: trajectory_pb2.PolicyRef
     labels: Mapping[str, str] = field(default_factory=dict)
+    exploration: float = 0.0
+    """ε of the rollout's sampled decisions (0 when greedy)."""
 
 
 class RolloutRecording(Protocol):
@@ -215,6 +217,7 @@ class PythonRunner:
             greedy=rollout.greedy,
             max_steps=rollout.max_steps,
             policy=rollout.policy,
+            exploration=rollout.exploration,
         )
         recording.context = context
         value = await self._agent(rollout.task, context)
@@ -528,6 +531,7 @@ class GrpcRunner:
             api_key=self._api_key,
             seed=rollout.seed,
             greedy=rollout.greedy,
+            exploration=rollout.exploration,
             max_steps=rollout.max_steps,
             job_id=rollout.job_id,
             group_id=rollout.group_id,
@@ -602,6 +606,7 @@ class RuntimeResolver:
                 step_latency_seconds=latency,
                 tokens_per_step=int(options.simulated_tokens_per_step),
                 model=model,
+                avoid_repeating_failed_calls=options.avoid_repeating_failed_calls,
             )
         )
         return PythonRunner(

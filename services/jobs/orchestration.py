@@ -39,23 +39,28 @@ from cohort.context import Identity, current_identity
 from cohort.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 from cohort.rpc.client import ChannelPool, mark_failed_service
 from cohort.services.context import ServiceContext
-from cohort.services.jobs import evaluation
+from cohort.services.jobs import evaluation, health
+from cohort.services.jobs.exploration import exploration_epsilon
 from cohort.services.jobs.runner import JobHandle, JobOutcome, RunResult
+from cohort.services.jobs.sampling import stratified_batch, uniform_batch
 from cohort.services.jobs.scores import record_scores, score_evaluation
-from cohort.services.jobs.spec import EVALUATION_ROLLOUTS_PER_QUERY, rollout_ceiling
+from cohort.services.jobs.spec import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_CHECKPOINT_INTERVAL,
+    DEFAULT_EVALUATION_INTERVAL,
+    DEFAULT_GROUP_SIZE,
+    DEFAULT_HELDOUT_FRACTION,
+    EVALUATION_ROLLOUTS_PER_QUERY,
+    rollout_ceiling,
+)
 from cohort.services.reward.apply import apply_score
 from cohort.trajectories import ATTEMPT_LABEL
 from cohort.trajectories.usage import PriceTable
-from cohort.transient import Backoff
+from cohort.transient import Backoff, is_retryable_rpc_error
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-DEFAULT_GROUP_SIZE = 8
-DEFAULT_BATCH_SIZE = 4
-DEFAULT_CHECKPOINT_INTERVAL = 10
-DEFAULT_EVALUATION_INTERVAL = 10
-DEFAULT_HELDOUT_FRACTION = 0.2
 COLLECT_RETRY_SECONDS = 60.0
 """How long a group's collection is retried while the collector is unavailable (restarting)."""
 RESERVATION_HEADROOM = 1.5
@@ -161,6 +166,8 @@ class TrainingState:
     last_iteration_cost_micro_usd: int = 0
     reward_history: list[float] = field(default_factory=list)
     success_history: list[float] = field(default_factory=list)
+    health: health.HealthState = field(default_factory=health.HealthState)
+    """Learning-health counters and which alarms are raised, so a resumed job fires the same events."""
 
     def to_json(self, seed: int) -> str:
         return json.dumps(
@@ -173,6 +180,7 @@ class TrainingState:
                 "last_iteration_cost_micro_usd": self.last_iteration_cost_micro_usd,
                 "reward_history": self.reward_history,
                 "success_history": self.success_history,
+                "health": self.health.to_dict(),
                 # Every random choice derives from (seed, iteration): the data cursor and RNG state.
                 "seed": seed,
                 "data_cursor": self.iteration,
@@ -188,6 +196,11 @@ class IterationReport:
     reward_mean: float
     cost_micro_usd: int
     update: trainer_pb2.UpdateMetrics
+    strata: dict[str, tuple[int, int]] = field(default_factory=dict)
+    """Per stratum of the batch's queries: (rollouts solved, rollouts)."""
+    health: health.LearningHealth | None = None
+    events: list[health.HealthEvent] = field(default_factory=list)
+    """Learning-health thresholds this iteration crossed (or cleared)."""
 
 
 class BudgetExhausted(Exception):
@@ -266,8 +279,10 @@ class TrainingLoop:
         size: int,
         labels: dict[str, str],
         request_id: str,
+        exploration: float = 0.0,
     ) -> list[trajectory_pb2.Trajectory]:
-        """One group; each trajectory labelled with its rollout index (evaluations pair on it)."""
+        """One group; each trajectory labelled with its rollout index (evaluations pair on it).
+        `exploration`: ε of the sampled decisions (training only: evaluations measure the policy)."""
         spec = self.spec
         request = collector_pb2.CollectGroupRequest(
             request_id=request_id,
@@ -282,11 +297,12 @@ class TrainingLoop:
             seed=seed,
             max_steps=spec.max_steps,
             labels=labels,
+            exploration=exploration,
         )
         if spec.HasField("rollout_timeout"):
             request.rollout_timeout.CopyFrom(spec.rollout_timeout)
         by_index: dict[int, trajectory_pb2.Trajectory] = {}
-        backoff = Backoff(COLLECT_RETRY_SECONDS, initial=0.1)
+        backoff: Backoff | None = None
         while True:
             try:
                 # Collection may take long; the default deadline is for short calls.
@@ -294,10 +310,12 @@ class TrainingLoop:
                     trajectory = response.trajectory
                     trajectory.labels["rollout_index"] = str(response.rollout_index)
                     by_index[response.rollout_index] = trajectory
+                    backoff = None  # the retry budget is for an outage, not for the whole collection
                 break
             except grpc.aio.AioRpcError as exc:
                 # A collector restarting: the same request id replays what was stored and runs the rest.
-                delay = backoff.next_delay() if exc.code() == grpc.StatusCode.UNAVAILABLE else None
+                backoff = backoff or Backoff(COLLECT_RETRY_SECONDS, initial=0.1)
+                delay = backoff.next_delay() if is_retryable_rpc_error(exc) else None
                 if delay is None:
                     raise mark_failed_service(exc, "collector") from None
                 log.warning("job %s: CollectGroup unavailable (%s); retrying", self.job_id, exc.details())
@@ -306,9 +324,14 @@ class TrainingLoop:
         return [by_index[index] for index in sorted(by_index)]
 
     def iteration_queries(self, iteration: int) -> list[tuple[int, collector_pb2.Query]]:
+        """The iteration's batch: (index in the training split, query), from the seed and iteration."""
         rng = np.random.default_rng([self.spec.seed & 0xFFFFFFFF, iteration])
-        picks = rng.choice(len(self.dataset.train), size=self.batch_size, replace=False)
-        return [(int(i), self.dataset.train[int(i)]) for i in picks]
+        train = self.dataset.train
+        if self.spec.dataset.batch_sampling == jobs_pb2.BATCH_SAMPLING_UNIFORM:
+            picks = uniform_batch(len(train), self.batch_size, rng)
+        else:
+            picks = stratified_batch([query.stratum for query in train], self.batch_size, rng)
+        return [(i, train[i]) for i in picks]
 
     # -- budget ---------------------------------------------------------------------------------
     # Every rollout is paid through a reservation committed with its actual cost, evaluations
@@ -486,6 +509,9 @@ class TrainingLoop:
                     seed=derived_seed(self.spec.seed, "train", iteration, index),
                     size=self.group_size,
                     labels={"purpose": "training", ATTEMPT_LABEL: str(self.attempt)},
+                    exploration=exploration_epsilon(
+                        self.spec.exploration.epsilon, self.spec.exploration.decay_iterations, iteration
+                    ),
                     # The attempt is part of the key (as of the group id): an attempt redoing an
                     # iteration collects it afresh, and the dead attempt's rollouts are superseded.
                     request_id=request_key(
@@ -541,12 +567,17 @@ class TrainingLoop:
         update.groups_dropped = max(update.groups_dropped, scored.dropped_group_count)
         success = [evaluation.solved(t) for t in trajectories]
         rewards = [score.reward for group in scored.groups for score in group.trajectories]
+        strata: dict[str, tuple[int, int]] = {}
+        for (_, query), group in zip(queries, groups, strict=True):
+            solved, total = strata.get(query.stratum, (0, 0))
+            strata[query.stratum] = (solved + sum(map(evaluation.solved, group)), total + len(group))
         report = IterationReport(
             trajectories=len(trajectories),
             success_rate=float(np.mean(success)) if success else 0.0,
             reward_mean=float(np.mean(rewards)) if rewards else 0.0,
             cost_micro_usd=cost,
             update=update,
+            strata=strata,
         )
         state.iteration += 1
         state.rollouts_completed += len(trajectories)
@@ -554,6 +585,21 @@ class TrainingLoop:
         state.last_iteration_cost_micro_usd = cost
         state.reward_history.append(report.reward_mean)
         state.success_history.append(report.success_rate)
+        report.health, report.events = health.observe(
+            state.health,
+            health.Observation(
+                iteration=state.iteration,
+                groups=health.group_outcomes(groups, scored),
+                strata=report.strata,
+                entropy=health.entropy_stats(health.decisions_of(trajectories)),
+                success_rate=report.success_rate,
+                update_norm=update.update_norm,
+            ),
+            health.thresholds_from_proto(self.spec.collapse_detection),
+        )
+        for event in report.events:
+            level = logging.INFO if event.kind.is_recovery else logging.WARNING
+            log.log(level, "job %s: %s", self.job_id, event.message)
         return report
 
     # -- evaluation -----------------------------------------------------------------------------
@@ -704,6 +750,7 @@ class TrainingLoop:
             last_iteration_cost_micro_usd=saved["last_iteration_cost_micro_usd"],
             reward_history=saved["reward_history"],
             success_history=saved["success_history"],
+            health=health.HealthState.from_dict(saved.get("health")),
         )
         if OPTIMIZER_FILE in files:
             state.optimizer = trainer_pb2.OptimizerState.FromString(files[OPTIMIZER_FILE])
@@ -891,6 +938,16 @@ def _progress_update(state: TrainingState, report: IterationReport, total: int, 
         progress.policy.CopyFrom(state.policy)
         progress.cost_micro_usd = state.cost_micro_usd
         progress.eta.FromNanoseconds(int(max(0.0, remaining_seconds) * 1e9))
+        if report.health is not None:
+            progress.health.CopyFrom(health.health_proto(report.health))
+        # Events of this iteration or later are an earlier attempt's, which this one redoes.
+        for index in reversed(range(len(progress.events))):
+            if progress.events[index].iteration >= state.iteration:
+                del progress.events[index]
+        progress.events.extend(map(health.event_proto, report.events))
+        excess = len(progress.events) - health.MAX_EVENTS
+        if excess > 0:
+            del progress.events[:excess]
 
     return mutate
 

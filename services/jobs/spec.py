@@ -23,6 +23,8 @@ from cohort.api.reward.v1 import reward_pb2
 from cohort.api.trajectory.v1 import trajectory_pb2
 from cohort.config import Settings
 from cohort.errors import InvalidArgument
+from cohort.services.jobs.exploration import check_exploration
+from cohort.services.jobs.health import normalize_collapse_detection
 from cohort.trajectories.usage import PriceTable
 
 DEFAULT_GROUP_SIZE = 8
@@ -135,6 +137,10 @@ def normalize_job_spec(spec: jobs_pb2.JobSpec, settings: Settings) -> jobs_pb2.J
         )
     if result.seed < 0:
         raise InvalidArgument(f"{SPEC}.seed", f"must be >= 0, got {result.seed}")
+    check_exploration(
+        result.exploration.epsilon, result.exploration.decay_iterations, f"{SPEC}.exploration"
+    )
+    normalize_collapse_detection(result.collapse_detection, f"{SPEC}.collapse_detection")
 
     if result.failure_policy not in reward_pb2.FailurePolicy.values():
         raise InvalidArgument(f"{SPEC}.failure_policy", f"unknown value {result.failure_policy}")
@@ -224,6 +230,10 @@ def _check_dataset(dataset: jobs_pb2.DatasetSpec, *, has_field: bool) -> None:
                 )
         if toolbench.seed < 0:
             raise InvalidArgument(f"{field}.toolbench.seed", f"must be >= 0, got {toolbench.seed}")
+    if dataset.batch_sampling not in jobs_pb2.BatchSampling.values():
+        raise InvalidArgument(
+            f"{field}.batch_sampling", f"{dataset.batch_sampling} is not a BatchSampling value"
+        )
     fraction = dataset.heldout_fraction
     if fraction == 0:
         dataset.heldout_fraction = DEFAULT_HELDOUT_FRACTION

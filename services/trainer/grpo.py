@@ -223,6 +223,8 @@ class UpdateResult:
     grad_norm: float
     grad_norm_clipped: float
     decisions: int
+    update_norm: float = 0.0
+    """L2 norm of `weights` minus the input weights over every head: 0 when nothing moved."""
 
 
 @dataclass
@@ -460,10 +462,14 @@ def grpo_update(
     terms = LossTerms(0.0, {}, 0.0, 0.0, 0.0, 0)
     grad_norm = clipped_norm = 0.0
     beta1, beta2 = settings.adam_beta1, settings.adam_beta2
+    # Only heads that took a step can have moved: the norm skips a subtraction over the others (in
+    # sorted order: a set's order changes between processes, and so would the float sum).
+    stepped: set[str] = set()
     for epoch in range(1, settings.inner_epochs + 1):
         terms = _pooled_terms(new_weights, prepared, settings)
         if terms.decisions == 0:
             break
+        stepped.update(terms.gradients)
         grad_norm = _global_norm(terms.gradients)
         if not all(map(math.isfinite, (terms.loss, terms.kl, terms.entropy, grad_norm))):
             # Scalars only on the way: the arrays are searched once something is wrong.
@@ -491,6 +497,12 @@ def grpo_update(
         second.setdefault(head, np.zeros_like(w))
     if any(not _all_finite(a) for arrays in (new_weights, first, second) for a in arrays.values()):
         _raise_non_finite(settings.inner_epochs, new_weights, first, second, None)
+    update_norm = _global_norm(
+        {
+            head: (new_weights[head] - np.asarray(weights[head], dtype=np.float64)).ravel()
+            for head in sorted(stepped)
+        }
+    )
     return UpdateResult(
         weights=new_weights,
         optimizer=AdamState(step=step, first_moments=first, second_moments=second),
@@ -501,6 +513,7 @@ def grpo_update(
         grad_norm=grad_norm,
         grad_norm_clipped=clipped_norm,
         decisions=terms.decisions,
+        update_norm=update_norm,
     )
 
 
@@ -510,8 +523,8 @@ def _all_finite(array: np.ndarray) -> bool:
 
 
 def _global_norm(gradients: dict[str, np.ndarray]) -> float:
-    """The L2 norm over every head's gradient; finite gradients whose squares overflow are rescaled
-    by their largest magnitude instead of reporting an infinite norm."""
+    """The L2 norm over every head's array (a gradient, a weight change); finite arrays whose squares
+    overflow are rescaled by their largest magnitude instead of reporting an infinite norm."""
     norm = math.sqrt(sum(float(g @ g) for g in gradients.values()))
     if math.isinf(norm) and all(_all_finite(g) for g in gradients.values()):
         largest = max(float(np.max(np.abs(g))) for g in gradients.values() if g.size)

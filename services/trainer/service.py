@@ -321,6 +321,7 @@ class TrainerService:
                 groups_used=len({trajectory.group_id for trajectory in usable if trajectory.group_id}),
                 decisions=result.decisions,
                 trajectories_used=len(usable),
+                update_norm=result.update_norm,
             )
         )
         response.optimizer_state.CopyFrom(optimizer_proto)

@@ -46,10 +46,13 @@ class DecisionRequest:
     head: str
     features: Mapping[str, float]
     options: Sequence[str] = ()
-    """Candidates; empty when the head has fixed options."""
+    """Candidates; for a head with fixed options, empty (all of them) or some of them in its order."""
     option_features: Sequence[Mapping[str, float]] = ()
     greedy: bool = False
     seed: int | None = None
+    exploration: float = 0.0
+    """ε in [0, 1): a sampled decision is drawn from `(1 - ε) * pi + ε * uniform(options)` and records
+    that mixture, so training on it stays exact; greedy decisions ignore it."""
 
 
 Decider = Callable[[DecisionRequest], Awaitable[trajectory_pb2.Decision]]
@@ -93,12 +96,15 @@ class AgentContext:
         greedy: bool = False,
         max_steps: int = 0,
         policy: trajectory_pb2.PolicyRef | None = None,
+        exploration: float = 0.0,
     ) -> None:
         self.task = task
         self.recorder = recorder
         """A `cohort.sdk.TrajectoryRecorder`, started before the agent runs; None when not recording."""
         self.seed = seed
         self.greedy = greedy
+        self.exploration = exploration
+        """ε of every sampled decision (`DecisionRequest.exploration`); 0: the policy's own samples."""
         self.max_steps = max_steps
         """The most steps the agent may take; 0 means the agent's own default."""
         self.policy = policy or trajectory_pb2.PolicyRef()
@@ -126,6 +132,7 @@ class AgentContext:
             option_features=tuple(option_features),
             greedy=self.greedy,
             seed=seed,
+            exploration=self.exploration,
         )
         decision = await self._decider(request)
         self.decisions.append(decision)
@@ -142,6 +149,7 @@ class AgentContext:
                 policy_version=decision.policy.version,
                 step_number=decision.step_number,
                 greedy=decision.greedy,
+                exploration=decision.exploration,
             )
         return Choice(
             head=decision.head,

@@ -121,6 +121,7 @@ class TestAgentRuntime(agent_runtime_pb2_grpc.AgentRuntimeServiceServicer):
                     options=list(TOOLS),
                     mode=mode,
                     seed=request.seed * 1000,
+                    exploration=request.exploration,
                 ),
                 metadata=(("authorization", f"Bearer {request.api_key}"),),
                 timeout=10,

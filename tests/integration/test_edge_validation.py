@@ -195,6 +195,7 @@ def job_spec(**fields) -> jobs_pb2.JobSpec:
         ({"grpo__learning_rate": 1e300}, "job.spec.grpo.learning_rate"),
         ({"grpo__kl_beta": 5e3}, "job.spec.grpo.kl_beta"),
         ({"grpo__entropy_coefficient": 1e300}, "job.spec.grpo.entropy_coefficient"),
+        ({"dataset__batch_sampling": 7}, "job.spec.dataset.batch_sampling"),
     ],
 )
 async def test_create_job_refuses_negative_seeds_and_overflowing_hyper_parameters(suite, fields, field):
@@ -227,6 +228,7 @@ def violations(answer: dict) -> list[str]:
         ({**SPEC, "dataset": {"toolbench": {"seed": -3}}}, "job.spec.dataset.toolbench.seed"),
         ({**SPEC, "grpo": {"learning_rate": 1e300}}, "job.spec.grpo.learning_rate"),
         ({**SPEC, "grpo": {"klBeta": 1e9}}, "job.spec.grpo.kl_beta"),
+        ({**SPEC, "dataset": {"toolbench": {}, "batchSampling": 9}}, "job.spec.dataset.batch_sampling"),
     ],
 )
 async def test_json_rpc_start_grpo_refuses_bad_values_naming_the_field(http, spec, field):

@@ -47,7 +47,6 @@ def toolbench_spec(
         batch_size=batch_size,
         iterations=iterations,
         seed=seed,
-        grpo=trainer_pb2.GrpoConfig(learning_rate=0.3),
     )
 
 

@@ -234,7 +234,7 @@ async def test_bad_inputs_name_the_field(suite):
         decide(head="pick", options=["a", "a"]), grpc.StatusCode.INVALID_ARGUMENT, "options[1]"
     )
     await expect_error(
-        decide(head="next_tool", options=["answer"]), grpc.StatusCode.INVALID_ARGUMENT, "options"
+        decide(head="next_tool", options=["answer", "search"]), grpc.StatusCode.INVALID_ARGUMENT, "options"
     )
     await expect_error(
         decide(head="pick", options=["a", "b"], option_features=[tpb.FeatureMap()]),

@@ -68,12 +68,25 @@ def reference_decide(snapshot: PolicySnapshot, request: DecisionRequest) -> traj
         )
     options = tuple(request.options)
     if head.options:
+        # Since issue 20: a non-empty subset of the head's options, in the head's order, is accepted.
         if options and options != head.options:
-            raise InvalidArgument(
-                "options",
-                f"head {head.name!r} has fixed options; send none or exactly {list(head.options)}",
-            )
-        options = head.options
+            problem, last = None, -1
+            for i, option in enumerate(options):
+                if option not in head.options:
+                    problem = f"options[{i}] {option!r} is not one of them"
+                    break
+                if head.options.index(option) <= last:
+                    problem = f"options[{i}] {option!r} is out of order or repeated"
+                    break
+                last = head.options.index(option)
+            if problem is not None:
+                raise InvalidArgument(
+                    "options",
+                    f"head {head.name!r} has fixed options: send none, or some of "
+                    f"{list(head.options)} in that order; {problem}",
+                )
+        else:
+            options = head.options
     else:
         if not options:
             raise InvalidArgument("options", f"head {head.name!r} has no fixed options: send the candidates")
@@ -206,7 +219,11 @@ def test_the_seeded_draw_is_numpys_first_draw():
 
 BAD_REQUESTS = [
     DecisionRequest("nope", {}),
-    DecisionRequest("tool", {}, options=("search",)),
+    DecisionRequest("tool", {}, options=("search",)),  # a subset: accepted by both
+    DecisionRequest("tool", {}, options=("calc", "search")),
+    DecisionRequest("tool", {}, options=("search", "search")),
+    DecisionRequest("tool", {}, options=("search", "nope")),
+    DecisionRequest("tool", {}, options=("search", ["calc"])),
     DecisionRequest("pick", {}),
     DecisionRequest("pick", {}, options=("a", "a")),
     DecisionRequest("pick", {}, options=("a", "")),

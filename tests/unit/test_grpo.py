@@ -345,6 +345,26 @@ def test_heads_without_decisions_take_no_step():
     np.testing.assert_array_equal(result.optimizer.first_moments["idle"], optimizer.first_moments["idle"])
 
 
+def test_update_norm_is_the_norm_of_the_weight_change_over_every_head():
+    weights, batches = make_problem(seed=14)
+    weights["idle"] = np.ones(BUCKETS)  # no decisions: keeps its weights despite its Adam momentum
+    optimizer = AdamState.zeros(weights)
+    optimizer.first_moments["idle"] += 0.5
+    result = grpo_update(weights, batches, optimizer, GrpoSettings(inner_epochs=3, kl_beta=0.1))
+    change = np.concatenate([result.weights[head] - weights[head] for head in sorted(weights)])
+    assert result.update_norm > 0
+    assert result.update_norm == pytest.approx(float(np.linalg.norm(change)), rel=1e-12)
+
+
+def test_update_norm_is_zero_when_nothing_moves():
+    weights, batches = make_problem(seed=2)
+    negative = {h: replace(hb, advantage=-np.abs(hb.advantage) - 0.1) for h, hb in batches.items()}
+    result = grpo_update(
+        weights, negative, AdamState.zeros(weights), GrpoSettings(positive_advantage_only=True)
+    )
+    assert result.update_norm == 0.0
+
+
 def test_update_is_deterministic_and_leaves_inputs_alone():
     weights, batches = make_problem(seed=6)
     before = {h: w.copy() for h, w in weights.items()}

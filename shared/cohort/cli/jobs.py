@@ -11,6 +11,7 @@ success rate, cost, ETA) redrawn in place, and plain lines when the output is no
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 import threading
@@ -25,7 +26,8 @@ from google.protobuf import json_format
 from google.rpc import code_pb2
 
 from cohort.api.jobs.v1 import jobs_pb2, jobs_pb2_grpc
-from cohort.cli import _run, _table, call_service, service_stub
+from cohort.cli import _run, _settings, _table, call_service, service_stub
+from cohort.transient import Backoff, is_retryable_rpc_error
 
 TERMINAL_STATES = {
     jobs_pb2.Job.STATE_SUCCEEDED,
@@ -146,10 +148,12 @@ async def follow_job(
     *,
     after_revision: int = 0,
     wait_while_paused: bool = False,
+    retry_seconds: float | None = None,
 ) -> jobs_pb2.Job | None:
     """Streams `WatchJob` into a live display until the job ends or pauses (`wait_while_paused`:
     until it ends, so a job paused and resumed from another shell is followed on); returns the last
-    snapshot."""
+    snapshot. A watch cut off by a restarting job manager or a refused keepalive is re-opened after
+    the last revision shown, with backoff for `retry_seconds` (default COHORT_RPC_RETRY_SECONDS)."""
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -157,6 +161,7 @@ async def follow_job(
     last: jobs_pb2.Job | None = None
     printed: tuple[int, int] | None = None
     paused_notice: tuple[int, int] | None = None
+    events_shown: set[tuple[int, int, str]] = set()
     columns = (
         TextColumn("[bold]{task.fields[state]}[/bold]"),
         BarColumn(),
@@ -169,9 +174,10 @@ async def follow_job(
     )
     with Progress(*columns, console=console, transient=False) as progress:
         task = progress.add_task("job", total=1, state="queued", reward="-", success="-", cost="$0", eta="-")
-        request = jobs_pb2.WatchJobRequest(job_id=job_id, after_revision=after_revision)
-        # A watch lasts as long as the job: no deadline.
-        async for response in stub.WatchJob(request, timeout=None):
+
+        def show(response: jobs_pb2.WatchJobResponse) -> bool:
+            """Displays one snapshot; whether the watch is over."""
+            nonlocal last, printed, paused_notice
             job = last = response.job
             p = job.progress
             eta = p.eta.ToTimedelta().total_seconds() if p.HasField("eta") else None
@@ -192,17 +198,43 @@ async def follow_job(
                     f"{state_name(job.state)} iteration {p.iteration}/{p.iterations_total} "
                     f"reward {p.reward_mean:.3f} success {p.success_rate:.1%} cost {money(p.cost_micro_usd)}"
                 )
+            for event in p.events:  # learning-health events (a stratum stuck, entropy collapse, ...)
+                key = (event.kind, event.iteration, event.stratum)
+                if key not in events_shown:
+                    events_shown.add(key)
+                    click.echo(f"iteration {event.iteration}: {event.message}")
             if job.state in TERMINAL_STATES:
-                break
+                return True
             if job.state == jobs_pb2.Job.STATE_PAUSED:
                 if not wait_while_paused:
-                    break
+                    return True
                 if not response.heartbeat and line_key != paused_notice:
                     paused_notice = line_key
                     progress.console.print(
                         f"paused: waiting for 'cohort jobs resume {job_id}' (Ctrl-C detaches)"
                     )
-    return last
+            return False
+
+        budget = _settings().rpc_retry_seconds if retry_seconds is None else retry_seconds
+        backoff: Backoff | None = None  # one per run of failures: a watch that ran for hours starts afresh
+        while True:
+            # Re-opened after the last revision shown, so no snapshot is missed or shown twice.
+            resume_after = last.revision if last is not None else after_revision
+            request = jobs_pb2.WatchJobRequest(job_id=job_id, after_revision=resume_after)
+            try:
+                # A watch lasts as long as the job: no deadline.
+                async for response in stub.WatchJob(request, timeout=None):
+                    backoff = None
+                    if show(response):
+                        return last
+                return last
+            except grpc.aio.AioRpcError as exc:
+                backoff = backoff or Backoff(budget)
+                delay = backoff.next_delay() if is_retryable_rpc_error(exc) else None
+                if delay is None:
+                    raise
+                progress.console.print(f"watch interrupted ({exc.code().name}: {exc.details()}); re-opening")
+            await asyncio.sleep(delay)
 
 
 def print_outcome(job: jobs_pb2.Job | None) -> None:

@@ -57,6 +57,8 @@ def decide_request(policy: trajectory_pb2.PolicyRef, request: DecisionRequest) -
     )
     if request.seed is not None:
         message.seed = request.seed
+    if request.exploration:
+        message.exploration = request.exploration
     return message
 
 
@@ -69,4 +71,5 @@ def decision_request_from_proto(message: trainer_pb2.DecideRequest) -> DecisionR
         option_features=[feature_map.values for feature_map in message.option_features],
         greedy=message.mode == trainer_pb2.DECISION_MODE_GREEDY,
         seed=message.seed if message.HasField("seed") else None,
+        exploration=message.exploration,
     )

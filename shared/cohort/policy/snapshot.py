@@ -397,18 +397,32 @@ class PolicySnapshot:
 
     def decide(self, request: DecisionRequest) -> trajectory_pb2.Decision:
         """Chooses an option: sampled (reproducibly when `request.seed` is set) or greedy (ties to the
-        first); the returned decision carries the exact log-probability and the full distribution."""
+        first); the returned decision carries the exact log-probability and the full distribution of
+        what it was drawn from: the policy, or with `request.exploration` ε > 0 (sampled decisions
+        only) the mixture `(1 - ε) * pi + ε * uniform(options)`, recorded with its ε.
+
+        A head with fixed options takes none (all of them) or some of them, in the head's order."""
         head = self.heads.get(request.head) or self.head(request.head)
+        exploration = request.exploration
+        if exploration:
+            exploration = _checked_exploration(exploration, request.greedy)
         options = request.options
         if type(options) is not tuple:
             options = tuple(options)
         if head.options:
-            if options and options != head.options:
-                raise InvalidArgument(
-                    "options",
-                    f"head {head.name!r} has fixed options; send none or exactly {list(head.options)}",
-                )
-            options = head.options
+            if not options:
+                options = head.options
+            elif options != head.options:
+                try:
+                    problem = _offered_subset_problem(head.options, options)
+                except TypeError:  # an unhashable option: the uncached check names it
+                    problem = _offered_subset_problem.__wrapped__(head.options, options)
+                if problem is not None:
+                    raise InvalidArgument(
+                        "options",
+                        f"head {head.name!r} has fixed options: send none, or some of "
+                        f"{list(head.options)} in that order; {problem}",
+                    )
         else:
             if not options:
                 raise InvalidArgument(
@@ -426,6 +440,8 @@ class PolicySnapshot:
         ]
 
         log_probs = self._log_probabilities(head, options, features, checked_option_features)
+        if exploration:
+            log_probs = mixture_log_probabilities(log_probs, exploration)
         probabilities = list(map(math.exp, log_probs))
         if request.greedy:
             chosen = max(range(len(options)), key=log_probs.__getitem__)  # ties go to the first
@@ -447,6 +463,8 @@ class PolicySnapshot:
             policy=self._policy_ref,
             greedy=request.greedy,
         )
+        if exploration:
+            decision.exploration = exploration
         # Set in place: cheaper than building a Timestamp for the constructor to copy.
         seconds, nanos = divmod(time.time_ns(), 1_000_000_000)
         timestamp = decision.timestamp
@@ -517,6 +535,51 @@ class PolicySnapshot:
                 cache.clear()
             cache[(head.name, options, names)] = rows
         return rows
+
+
+def _checked_exploration(exploration: float, greedy: bool) -> float:
+    """The ε a decision explores with: the request's, or 0 for a greedy decision (which takes the
+    policy's argmax); `InvalidArgument` naming `exploration` unless it is a number in [0, 1)."""
+    try:
+        value = float(exploration)
+    except (TypeError, ValueError):
+        raise InvalidArgument("exploration", f"must be a number in [0, 1), not {exploration!r}") from None
+    if not 0.0 <= value < 1.0:  # NaN fails too
+        raise InvalidArgument("exploration", f"must be a finite number in [0, 1), not {value}")
+    return 0.0 if greedy else value
+
+
+def mixture_log_probabilities(log_probs: Sequence[float], epsilon: float) -> list[float]:
+    """log q for `q = (1 - epsilon) * pi + epsilon * uniform`, from log pi over the offered options.
+
+    Each term is summed in log space (`log(a + b) = hi + log1p(exp(lo - hi))`): an option whose pi
+    underflows to 0 still gets its exact `log(epsilon / n)`, and a dominant one keeps its precision.
+    Capped at 0, so rounding never makes a log-probability positive.
+    """
+    log_keep = math.log1p(-epsilon)
+    log_floor = math.log(epsilon) - math.log(len(log_probs))
+    mixed = []
+    for log_prob in log_probs:
+        kept = log_prob + log_keep
+        high, low = (kept, log_floor) if kept > log_floor else (log_floor, kept)
+        mixed.append(min(high + math.log1p(math.exp(low - high)), 0.0))
+    return mixed
+
+
+@lru_cache(maxsize=1024)
+def _offered_subset_problem(head_options: tuple[str, ...], offered: tuple[str, ...]) -> str | None:
+    """Why `offered` is not a non-empty subset of `head_options` in their order, else None. Cached:
+    an agent offers the same few subsets over and over."""
+    position = {option: i for i, option in enumerate(head_options)}
+    previous = -1
+    for i, option in enumerate(offered):
+        index = position.get(option) if isinstance(option, str) else None
+        if index is None:
+            return f"options[{i}] {option!r} is not one of them"
+        if index <= previous:
+            return f"options[{i}] {option!r} is out of order or repeated"
+        previous = index
+    return None
 
 
 @lru_cache(maxsize=4096)

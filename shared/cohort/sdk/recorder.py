@@ -747,8 +747,11 @@ class TrajectoryRecorder:
         policy_version: int = 0,
         step_number: int = 0,
         greedy: bool = False,
+        exploration: float = 0.0,
     ) -> None:
-        """Records a policy decision. `step_number=0` means the step in progress (last recorded + 1)."""
+        """Records a policy decision. `step_number=0` means the step in progress (last recorded + 1).
+        `exploration`: the ε the decision was sampled with (`log_prob` and `probabilities` are then
+        those of the mixture it was drawn from)."""
         options = [str(o) for o in options]
         if not head:
             raise InvalidArgument("head", "must not be empty")
@@ -763,6 +766,12 @@ class TrajectoryRecorder:
         if probs and (len(probs) != len(options) or any(not 0.0 <= p <= 1.0 for p in probs)):
             raise InvalidArgument("probabilities", "must be one probability in [0, 1] per option")
         feats = _features("features", features)
+        try:
+            exploration = float(exploration)
+        except (TypeError, ValueError):
+            raise InvalidArgument("exploration", f"must be a number in [0, 1), not {exploration!r}") from None
+        if not 0.0 <= exploration < 1.0:  # NaN fails too
+            raise InvalidArgument("exploration", f"must be in [0, 1), not {exploration}")
         per_option = [_features("option_features", f) for f in option_features or ()]
         if per_option and len(per_option) != len(options):
             raise InvalidArgument("option_features", "must have one feature map per option")
@@ -785,6 +794,8 @@ class TrajectoryRecorder:
         }
         if per_option:
             data["option_features"] = [{"values": f} for f in per_option]
+        if exploration:  # absent when 0: recordings without exploration keep their exact shape
+            data["exploration"] = exploration
         self._emit("decision", moment, data)
 
     def set_outcome(

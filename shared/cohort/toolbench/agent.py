@@ -22,6 +22,10 @@ hundred rollouts. (Marginal `last=`/`status=` keys were tried and slowed learnin
 Simulated cost: with `tokens_per_step`, every step reports that many tokens (3/4 input, 1/4 output)
 with `simulated=True`, and the recorded LLM interaction of each step is labelled `[simulated]`;
 `step_latency_seconds` sleeps that long per step (an LLM call's stand-in).
+
+`avoid_repeating_failed_calls`: a failed call leaves the state (so the features) unchanged, and a
+near-deterministic policy would pick the same tool again until the steps run out; with this option
+the decision right after a failure offers the head's options without that tool.
 """
 
 from __future__ import annotations
@@ -76,6 +80,9 @@ class ToolbenchOptions:
     """Simulated tokens per step, reported with `simulated=True`."""
     model: str = "toolbench-sim"
     """Model name the simulated usage is reported (and priced) under."""
+    avoid_repeating_failed_calls: bool = False
+    """Right after a tool call failed (the state did not change, so the features are the same and a
+    near-deterministic policy would pick it again), the next decision does not offer that tool."""
 
     def __post_init__(self) -> None:
         check_families(self.task_families, "task_families")
@@ -90,6 +97,10 @@ class ToolbenchOptions:
             raise InvalidArgument("tokens_per_step", f"must be a non-negative integer, not {tokens!r}")
         if not self.model:
             raise InvalidArgument("model", "must not be empty")
+        if not isinstance(self.avoid_repeating_failed_calls, bool):
+            raise InvalidArgument(
+                "avoid_repeating_failed_calls", f"must be a bool, not {self.avoid_repeating_failed_calls!r}"
+            )
 
 
 def policy_heads() -> list[trainer_pb2.DecisionHead]:
@@ -360,18 +371,22 @@ def make_agent(options: ToolbenchOptions = ToolbenchOptions()) -> Callable:  # n
     input_tokens = tokens - output_tokens
     model = options.model
     tool_names = [t for t in TOOL_OPTIONS if t != ANSWER]
+    avoid_repeating = options.avoid_repeating_failed_calls
+    # The head's options in its order without one tool: a subset `decide` accepts for the head.
+    without = {tool: tuple(t for t in TOOL_OPTIONS if t != tool) for tool in tool_names}
 
     async def toolbench_agent(task: Task, context: AgentContext) -> AgentResult:
         state = AgentState(parse_query(task.text))
         max_steps = context.max_steps if context.max_steps > 0 else DEFAULT_MAX_STEPS
         recorder = context.recorder
+        offered = TOOL_OPTIONS
         for step in range(1, max_steps + 1):
             if latency > 0:
                 await asyncio.sleep(latency)
             if tokens:
                 context.report_usage(input_tokens, output_tokens, model=model, simulated=True)
             observation = state.snapshot() if recorder is not None else None
-            choice = await context.decide(HEAD, state.features(), TOOL_OPTIONS)
+            choice = await context.decide(HEAD, state.features(), offered)
             tool = choice.option
             if tool == ANSWER:
                 answer = final_answer(state)
@@ -388,6 +403,7 @@ def make_agent(options: ToolbenchOptions = ToolbenchOptions()) -> Callable:  # n
             arguments = fill_arguments(tool, state)
             ok, result = call_tool(tool, arguments)
             state.tools_called.append(tool)
+            offered = without[tool] if avoid_repeating and not ok else TOOL_OPTIONS
             if ok:
                 apply_result(tool, arguments, result, state)
                 state.progress += 1

@@ -287,7 +287,7 @@ def generate_queries(
 
     Query i belongs to family `families[i % len(families)]` (all families when empty); the
     payload (JSON) holds the family, intent, split, template id, parameters and the solution's
-    tool sequence.
+    tool sequence; its stratum is the intent.
     """
     _check_split(split)
     chosen = check_families(families)
@@ -312,6 +312,7 @@ def generate_queries(
                 text=text,
                 payload_json=json.dumps(payload, separators=(",", ":")),
                 expected_answer=answer,
+                stratum=intent,
             )
         )
     return queries

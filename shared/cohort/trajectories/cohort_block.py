@@ -189,6 +189,8 @@ def _read_decision(t: trajectory_pb2.Trajectory, d: Mapping[str, Any], field: st
         decision.timestamp.nanos = moment.microsecond * 1000
     if d.get("advantage") is not None:
         decision.advantage = float(d["advantage"])
+    if d.get("exploration"):
+        decision.exploration = float(d["exploration"])
 
 
 def _set_policy(policy: trajectory_pb2.PolicyRef, value: Mapping[str, Any]) -> None:
@@ -265,6 +267,8 @@ def cohort_section(trajectory: trajectory_pb2.Trajectory) -> dict[str, Any]:
         }
         if d.HasField("advantage"):
             decision["advantage"] = d.advantage
+        if d.exploration:  # only when set: a file without exploration keeps its key set
+            decision["exploration"] = d.exploration
         if len(d.option_features):
             decision["option_features"] = [{"values": _sorted(f.values)} for f in d.option_features]
         decisions.append(decision)

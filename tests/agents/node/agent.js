@@ -46,6 +46,7 @@ function decide(request, step) {
     options: TOOLS,
     mode: request.greedy ? "DECISION_MODE_GREEDY" : "DECISION_MODE_SAMPLE",
     seed: seed.toString(),
+    exploration: request.exploration || 0,
   };
   const deadline = new Date(Date.now() + 10000);
   return new Promise((resolve, reject) => {

@@ -27,7 +27,7 @@ from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n.cohort/api/agentruntime/v1/agent_runtime.proto\x12\x1a\x63ohort.api.agentruntime.v1\x1a)cohort/api/trajectory/v1/trajectory.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\"\xc7\x02\n\nRunRequest\x12\x12\n\nrollout_id\x18\x01 \x01(\t\x12\x0c\n\x04task\x18\x02 \x01(\t\x12\x10\n\x08query_id\x18\x03 \x01(\t\x12\x14\n\x0cpayload_json\x18\x04 \x01(\t\x12\x33\n\x06policy\x18\x05 \x01(\x0b\x32#.cohort.api.trajectory.v1.PolicyRef\x12\x17\n\x0ftrainer_address\x18\x06 \x01(\t\x12\x0f\n\x07\x61pi_key\x18\x07 \x01(\t\x12\x0c\n\x04seed\x18\x08 \x01(\x03\x12\x0e\n\x06greedy\x18\t \x01(\x08\x12\x11\n\tmax_steps\x18\n \x01(\x05\x12*\n\x07timeout\x18\x0b \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0e\n\x06job_id\x18\x0c \x01(\t\x12\x10\n\x08group_id\x18\r \x01(\t\x12\x11\n\titeration\x18\x0e \x01(\x03\"D\n\x0bRunResponse\x12\x35\n\x05\x65vent\x18\x01 \x01(\x0b\x32&.cohort.api.agentruntime.v1.AgentEvent\"\xbe\x02\n\nAgentEvent\x12\x39\n\x07started\x18\x01 \x01(\x0b\x32&.cohort.api.agentruntime.v1.RunStartedH\x00\x12\x43\n\x0fllm_interaction\x18\x02 \x01(\x0b\x32(.cohort.api.trajectory.v1.LlmInteractionH\x00\x12\x33\n\x04step\x18\x03 \x01(\x0b\x32#.cohort.api.trajectory.v1.AgentStepH\x00\x12\x36\n\x08\x64\x65\x63ision\x18\x04 \x01(\x0b\x32\".cohort.api.trajectory.v1.DecisionH\x00\x12;\n\x08\x66inished\x18\x05 \x01(\x0b\x32\'.cohort.api.agentruntime.v1.RunFinishedH\x00\x42\x06\n\x04kind\"`\n\nRunStarted\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x31\n\x05\x61gent\x18\x03 \x01(\x0b\x32\".cohort.api.trajectory.v1.AgentRef\"\xab\x01\n\x0bRunFinished\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12\x14\n\x0c\x66inal_result\x18\x02 \x01(\t\x12\x12\n\x05score\x18\x03 \x01(\x01H\x00\x88\x01\x01\x12G\n\x12termination_reason\x18\x04 \x01(\x0e\x32+.cohort.api.trajectory.v1.TerminationReason\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\tB\x08\n\x06_score2\x90\x01\n\x13\x41gentRuntimeService\x12y\n\x03Run\x12&.cohort.api.agentruntime.v1.RunRequest\x1a\'.cohort.api.agentruntime.v1.RunResponse\"\x1f\x82\xd3\xe4\x93\x02\x19\"\x14/v1/agentRuntime:run:\x01*0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n.cohort/api/agentruntime/v1/agent_runtime.proto\x12\x1a\x63ohort.api.agentruntime.v1\x1a)cohort/api/trajectory/v1/trajectory.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\"\xdc\x02\n\nRunRequest\x12\x12\n\nrollout_id\x18\x01 \x01(\t\x12\x0c\n\x04task\x18\x02 \x01(\t\x12\x10\n\x08query_id\x18\x03 \x01(\t\x12\x14\n\x0cpayload_json\x18\x04 \x01(\t\x12\x33\n\x06policy\x18\x05 \x01(\x0b\x32#.cohort.api.trajectory.v1.PolicyRef\x12\x17\n\x0ftrainer_address\x18\x06 \x01(\t\x12\x0f\n\x07\x61pi_key\x18\x07 \x01(\t\x12\x0c\n\x04seed\x18\x08 \x01(\x03\x12\x0e\n\x06greedy\x18\t \x01(\x08\x12\x11\n\tmax_steps\x18\n \x01(\x05\x12*\n\x07timeout\x18\x0b \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0e\n\x06job_id\x18\x0c \x01(\t\x12\x10\n\x08group_id\x18\r \x01(\t\x12\x11\n\titeration\x18\x0e \x01(\x03\x12\x13\n\x0b\x65xploration\x18\x0f \x01(\x01\"D\n\x0bRunResponse\x12\x35\n\x05\x65vent\x18\x01 \x01(\x0b\x32&.cohort.api.agentruntime.v1.AgentEvent\"\xbe\x02\n\nAgentEvent\x12\x39\n\x07started\x18\x01 \x01(\x0b\x32&.cohort.api.agentruntime.v1.RunStartedH\x00\x12\x43\n\x0fllm_interaction\x18\x02 \x01(\x0b\x32(.cohort.api.trajectory.v1.LlmInteractionH\x00\x12\x33\n\x04step\x18\x03 \x01(\x0b\x32#.cohort.api.trajectory.v1.AgentStepH\x00\x12\x36\n\x08\x64\x65\x63ision\x18\x04 \x01(\x0b\x32\".cohort.api.trajectory.v1.DecisionH\x00\x12;\n\x08\x66inished\x18\x05 \x01(\x0b\x32\'.cohort.api.agentruntime.v1.RunFinishedH\x00\x42\x06\n\x04kind\"`\n\nRunStarted\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x31\n\x05\x61gent\x18\x03 \x01(\x0b\x32\".cohort.api.trajectory.v1.AgentRef\"\xab\x01\n\x0bRunFinished\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12\x14\n\x0c\x66inal_result\x18\x02 \x01(\t\x12\x12\n\x05score\x18\x03 \x01(\x01H\x00\x88\x01\x01\x12G\n\x12termination_reason\x18\x04 \x01(\x0e\x32+.cohort.api.trajectory.v1.TerminationReason\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\tB\x08\n\x06_score2\x90\x01\n\x13\x41gentRuntimeService\x12y\n\x03Run\x12&.cohort.api.agentruntime.v1.RunRequest\x1a\'.cohort.api.agentruntime.v1.RunResponse\"\x1f\x82\xd3\xe4\x93\x02\x19\"\x14/v1/agentRuntime:run:\x01*0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,15 +37,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_AGENTRUNTIMESERVICE'].methods_by_name['Run']._loaded_options = None
   _globals['_AGENTRUNTIMESERVICE'].methods_by_name['Run']._serialized_options = b'\202\323\344\223\002\031\"\024/v1/agentRuntime:run:\001*'
   _globals['_RUNREQUEST']._serialized_start=184
-  _globals['_RUNREQUEST']._serialized_end=511
-  _globals['_RUNRESPONSE']._serialized_start=513
-  _globals['_RUNRESPONSE']._serialized_end=581
-  _globals['_AGENTEVENT']._serialized_start=584
-  _globals['_AGENTEVENT']._serialized_end=902
-  _globals['_RUNSTARTED']._serialized_start=904
-  _globals['_RUNSTARTED']._serialized_end=1000
-  _globals['_RUNFINISHED']._serialized_start=1003
-  _globals['_RUNFINISHED']._serialized_end=1174
-  _globals['_AGENTRUNTIMESERVICE']._serialized_start=1177
-  _globals['_AGENTRUNTIMESERVICE']._serialized_end=1321
+  _globals['_RUNREQUEST']._serialized_end=532
+  _globals['_RUNRESPONSE']._serialized_start=534
+  _globals['_RUNRESPONSE']._serialized_end=602
+  _globals['_AGENTEVENT']._serialized_start=605
+  _globals['_AGENTEVENT']._serialized_end=923
+  _globals['_RUNSTARTED']._serialized_start=925
+  _globals['_RUNSTARTED']._serialized_end=1021
+  _globals['_RUNFINISHED']._serialized_start=1024
+  _globals['_RUNFINISHED']._serialized_end=1195
+  _globals['_AGENTRUNTIMESERVICE']._serialized_start=1198
+  _globals['_AGENTRUNTIMESERVICE']._serialized_end=1342
 # @@protoc_insertion_point(module_scope)

@@ -11,7 +11,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class RunRequest(_message.Message):
-    __slots__ = ("rollout_id", "task", "query_id", "payload_json", "policy", "trainer_address", "api_key", "seed", "greedy", "max_steps", "timeout", "job_id", "group_id", "iteration")
+    __slots__ = ("rollout_id", "task", "query_id", "payload_json", "policy", "trainer_address", "api_key", "seed", "greedy", "max_steps", "timeout", "job_id", "group_id", "iteration", "exploration")
     ROLLOUT_ID_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
     QUERY_ID_FIELD_NUMBER: _ClassVar[int]
@@ -26,6 +26,7 @@ class RunRequest(_message.Message):
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     GROUP_ID_FIELD_NUMBER: _ClassVar[int]
     ITERATION_FIELD_NUMBER: _ClassVar[int]
+    EXPLORATION_FIELD_NUMBER: _ClassVar[int]
     rollout_id: str
     task: str
     query_id: str
@@ -40,7 +41,8 @@ class RunRequest(_message.Message):
     job_id: str
     group_id: str
     iteration: int
-    def __init__(self, rollout_id: _Optional[str] = ..., task: _Optional[str] = ..., query_id: _Optional[str] = ..., payload_json: _Optional[str] = ..., policy: _Optional[_Union[_trajectory_pb2.PolicyRef, _Mapping]] = ..., trainer_address: _Optional[str] = ..., api_key: _Optional[str] = ..., seed: _Optional[int] = ..., greedy: _Optional[bool] = ..., max_steps: _Optional[int] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., job_id: _Optional[str] = ..., group_id: _Optional[str] = ..., iteration: _Optional[int] = ...) -> None: ...
+    exploration: float
+    def __init__(self, rollout_id: _Optional[str] = ..., task: _Optional[str] = ..., query_id: _Optional[str] = ..., payload_json: _Optional[str] = ..., policy: _Optional[_Union[_trajectory_pb2.PolicyRef, _Mapping]] = ..., trainer_address: _Optional[str] = ..., api_key: _Optional[str] = ..., seed: _Optional[int] = ..., greedy: _Optional[bool] = ..., max_steps: _Optional[int] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., job_id: _Optional[str] = ..., group_id: _Optional[str] = ..., iteration: _Optional[int] = ..., exploration: _Optional[float] = ...) -> None: ...
 
 class RunResponse(_message.Message):
     __slots__ = ("event",)

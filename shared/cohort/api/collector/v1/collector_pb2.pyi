@@ -62,31 +62,35 @@ class GrpcRuntime(_message.Message):
     def __init__(self, address: _Optional[str] = ..., use_tls: _Optional[bool] = ...) -> None: ...
 
 class ToolbenchRuntime(_message.Message):
-    __slots__ = ("task_families", "simulated_step_latency", "simulated_tokens_per_step", "simulated_model")
+    __slots__ = ("task_families", "simulated_step_latency", "simulated_tokens_per_step", "simulated_model", "avoid_repeating_failed_calls")
     TASK_FAMILIES_FIELD_NUMBER: _ClassVar[int]
     SIMULATED_STEP_LATENCY_FIELD_NUMBER: _ClassVar[int]
     SIMULATED_TOKENS_PER_STEP_FIELD_NUMBER: _ClassVar[int]
     SIMULATED_MODEL_FIELD_NUMBER: _ClassVar[int]
+    AVOID_REPEATING_FAILED_CALLS_FIELD_NUMBER: _ClassVar[int]
     task_families: _containers.RepeatedScalarFieldContainer[str]
     simulated_step_latency: _duration_pb2.Duration
     simulated_tokens_per_step: int
     simulated_model: str
-    def __init__(self, task_families: _Optional[_Iterable[str]] = ..., simulated_step_latency: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., simulated_tokens_per_step: _Optional[int] = ..., simulated_model: _Optional[str] = ...) -> None: ...
+    avoid_repeating_failed_calls: bool
+    def __init__(self, task_families: _Optional[_Iterable[str]] = ..., simulated_step_latency: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., simulated_tokens_per_step: _Optional[int] = ..., simulated_model: _Optional[str] = ..., avoid_repeating_failed_calls: _Optional[bool] = ...) -> None: ...
 
 class Query(_message.Message):
-    __slots__ = ("query_id", "text", "payload_json", "expected_answer")
+    __slots__ = ("query_id", "text", "payload_json", "expected_answer", "stratum")
     QUERY_ID_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_JSON_FIELD_NUMBER: _ClassVar[int]
     EXPECTED_ANSWER_FIELD_NUMBER: _ClassVar[int]
+    STRATUM_FIELD_NUMBER: _ClassVar[int]
     query_id: str
     text: str
     payload_json: str
     expected_answer: str
-    def __init__(self, query_id: _Optional[str] = ..., text: _Optional[str] = ..., payload_json: _Optional[str] = ..., expected_answer: _Optional[str] = ...) -> None: ...
+    stratum: str
+    def __init__(self, query_id: _Optional[str] = ..., text: _Optional[str] = ..., payload_json: _Optional[str] = ..., expected_answer: _Optional[str] = ..., stratum: _Optional[str] = ...) -> None: ...
 
 class CollectGroupRequest(_message.Message):
-    __slots__ = ("request_id", "runtime", "query", "group_size", "policy", "job_id", "group_id", "iteration", "rollout_timeout", "max_concurrency", "seed", "greedy", "max_steps", "labels")
+    __slots__ = ("request_id", "runtime", "query", "group_size", "policy", "job_id", "group_id", "iteration", "rollout_timeout", "max_concurrency", "seed", "greedy", "max_steps", "labels", "exploration")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -108,6 +112,7 @@ class CollectGroupRequest(_message.Message):
     GREEDY_FIELD_NUMBER: _ClassVar[int]
     MAX_STEPS_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
+    EXPLORATION_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     runtime: RuntimeSpec
     query: Query
@@ -122,7 +127,8 @@ class CollectGroupRequest(_message.Message):
     greedy: bool
     max_steps: int
     labels: _containers.ScalarMap[str, str]
-    def __init__(self, request_id: _Optional[str] = ..., runtime: _Optional[_Union[RuntimeSpec, _Mapping]] = ..., query: _Optional[_Union[Query, _Mapping]] = ..., group_size: _Optional[int] = ..., policy: _Optional[_Union[_trajectory_pb2.PolicyRef, _Mapping]] = ..., job_id: _Optional[str] = ..., group_id: _Optional[str] = ..., iteration: _Optional[int] = ..., rollout_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_concurrency: _Optional[int] = ..., seed: _Optional[int] = ..., greedy: _Optional[bool] = ..., max_steps: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    exploration: float
+    def __init__(self, request_id: _Optional[str] = ..., runtime: _Optional[_Union[RuntimeSpec, _Mapping]] = ..., query: _Optional[_Union[Query, _Mapping]] = ..., group_size: _Optional[int] = ..., policy: _Optional[_Union[_trajectory_pb2.PolicyRef, _Mapping]] = ..., job_id: _Optional[str] = ..., group_id: _Optional[str] = ..., iteration: _Optional[int] = ..., rollout_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_concurrency: _Optional[int] = ..., seed: _Optional[int] = ..., greedy: _Optional[bool] = ..., max_steps: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., exploration: _Optional[float] = ...) -> None: ...
 
 class CollectGroupResponse(_message.Message):
     __slots__ = ("trajectory", "rollout_index")

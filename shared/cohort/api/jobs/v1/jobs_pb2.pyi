@@ -24,9 +24,35 @@ class PauseReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PAUSE_REASON_UNSPECIFIED: _ClassVar[PauseReason]
     PAUSE_REASON_REQUESTED: _ClassVar[PauseReason]
     PAUSE_REASON_BUDGET_EXHAUSTED: _ClassVar[PauseReason]
+
+class BatchSampling(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    BATCH_SAMPLING_UNSPECIFIED: _ClassVar[BatchSampling]
+    BATCH_SAMPLING_STRATIFIED: _ClassVar[BatchSampling]
+    BATCH_SAMPLING_UNIFORM: _ClassVar[BatchSampling]
+
+class JobEventKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    JOB_EVENT_KIND_UNSPECIFIED: _ClassVar[JobEventKind]
+    JOB_EVENT_KIND_ENTROPY_COLLAPSE: _ClassVar[JobEventKind]
+    JOB_EVENT_KIND_ENTROPY_RECOVERED: _ClassVar[JobEventKind]
+    JOB_EVENT_KIND_NO_SIGNAL: _ClassVar[JobEventKind]
+    JOB_EVENT_KIND_SIGNAL_RECOVERED: _ClassVar[JobEventKind]
+    JOB_EVENT_KIND_STRATUM_STUCK: _ClassVar[JobEventKind]
+    JOB_EVENT_KIND_STRATUM_RECOVERED: _ClassVar[JobEventKind]
 PAUSE_REASON_UNSPECIFIED: PauseReason
 PAUSE_REASON_REQUESTED: PauseReason
 PAUSE_REASON_BUDGET_EXHAUSTED: PauseReason
+BATCH_SAMPLING_UNSPECIFIED: BatchSampling
+BATCH_SAMPLING_STRATIFIED: BatchSampling
+BATCH_SAMPLING_UNIFORM: BatchSampling
+JOB_EVENT_KIND_UNSPECIFIED: JobEventKind
+JOB_EVENT_KIND_ENTROPY_COLLAPSE: JobEventKind
+JOB_EVENT_KIND_ENTROPY_RECOVERED: JobEventKind
+JOB_EVENT_KIND_NO_SIGNAL: JobEventKind
+JOB_EVENT_KIND_SIGNAL_RECOVERED: JobEventKind
+JOB_EVENT_KIND_STRATUM_STUCK: JobEventKind
+JOB_EVENT_KIND_STRATUM_RECOVERED: JobEventKind
 
 class Job(_message.Message):
     __slots__ = ("job_id", "tenant_id", "display_name", "spec", "state", "pause_reason", "progress", "revision", "create_time", "update_time", "start_time", "end_time", "error")
@@ -77,7 +103,7 @@ class Job(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., display_name: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., state: _Optional[_Union[Job.State, str]] = ..., pause_reason: _Optional[_Union[PauseReason, str]] = ..., progress: _Optional[_Union[JobProgress, _Mapping]] = ..., revision: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ...) -> None: ...
 
 class JobSpec(_message.Message):
-    __slots__ = ("runtime", "dataset", "policy", "group_size", "iterations", "batch_size", "grpo", "reward", "advantage", "checkpoint_interval", "retention", "evaluation_interval", "budget", "failure_policy", "seed", "rollout_timeout", "max_concurrency", "max_steps", "max_attempts")
+    __slots__ = ("runtime", "dataset", "policy", "group_size", "iterations", "batch_size", "grpo", "reward", "advantage", "checkpoint_interval", "retention", "evaluation_interval", "budget", "failure_policy", "seed", "rollout_timeout", "max_concurrency", "max_steps", "max_attempts", "exploration", "collapse_detection")
     RUNTIME_FIELD_NUMBER: _ClassVar[int]
     DATASET_FIELD_NUMBER: _ClassVar[int]
     POLICY_FIELD_NUMBER: _ClassVar[int]
@@ -97,6 +123,8 @@ class JobSpec(_message.Message):
     MAX_CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
     MAX_STEPS_FIELD_NUMBER: _ClassVar[int]
     MAX_ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    EXPLORATION_FIELD_NUMBER: _ClassVar[int]
+    COLLAPSE_DETECTION_FIELD_NUMBER: _ClassVar[int]
     runtime: _collector_pb2.RuntimeSpec
     dataset: DatasetSpec
     policy: PolicySource
@@ -116,17 +144,41 @@ class JobSpec(_message.Message):
     max_concurrency: int
     max_steps: int
     max_attempts: int
-    def __init__(self, runtime: _Optional[_Union[_collector_pb2.RuntimeSpec, _Mapping]] = ..., dataset: _Optional[_Union[DatasetSpec, _Mapping]] = ..., policy: _Optional[_Union[PolicySource, _Mapping]] = ..., group_size: _Optional[int] = ..., iterations: _Optional[int] = ..., batch_size: _Optional[int] = ..., grpo: _Optional[_Union[_trainer_pb2.GrpoConfig, _Mapping]] = ..., reward: _Optional[_Union[_reward_pb2.RewardSpec, _Mapping]] = ..., advantage: _Optional[_Union[_reward_pb2.AdvantageConfig, _Mapping]] = ..., checkpoint_interval: _Optional[int] = ..., retention: _Optional[_Union[_checkpoint_pb2.RetentionPolicy, _Mapping]] = ..., evaluation_interval: _Optional[int] = ..., budget: _Optional[_Union[BudgetSpec, _Mapping]] = ..., failure_policy: _Optional[_Union[_reward_pb2.FailurePolicy, str]] = ..., seed: _Optional[int] = ..., rollout_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_concurrency: _Optional[int] = ..., max_steps: _Optional[int] = ..., max_attempts: _Optional[int] = ...) -> None: ...
+    exploration: Exploration
+    collapse_detection: CollapseDetection
+    def __init__(self, runtime: _Optional[_Union[_collector_pb2.RuntimeSpec, _Mapping]] = ..., dataset: _Optional[_Union[DatasetSpec, _Mapping]] = ..., policy: _Optional[_Union[PolicySource, _Mapping]] = ..., group_size: _Optional[int] = ..., iterations: _Optional[int] = ..., batch_size: _Optional[int] = ..., grpo: _Optional[_Union[_trainer_pb2.GrpoConfig, _Mapping]] = ..., reward: _Optional[_Union[_reward_pb2.RewardSpec, _Mapping]] = ..., advantage: _Optional[_Union[_reward_pb2.AdvantageConfig, _Mapping]] = ..., checkpoint_interval: _Optional[int] = ..., retention: _Optional[_Union[_checkpoint_pb2.RetentionPolicy, _Mapping]] = ..., evaluation_interval: _Optional[int] = ..., budget: _Optional[_Union[BudgetSpec, _Mapping]] = ..., failure_policy: _Optional[_Union[_reward_pb2.FailurePolicy, str]] = ..., seed: _Optional[int] = ..., rollout_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_concurrency: _Optional[int] = ..., max_steps: _Optional[int] = ..., max_attempts: _Optional[int] = ..., exploration: _Optional[_Union[Exploration, _Mapping]] = ..., collapse_detection: _Optional[_Union[CollapseDetection, _Mapping]] = ...) -> None: ...
+
+class CollapseDetection(_message.Message):
+    __slots__ = ("min_relative_entropy", "entropy_success_ceiling", "max_failed_zero_variance_share", "stuck_iterations")
+    MIN_RELATIVE_ENTROPY_FIELD_NUMBER: _ClassVar[int]
+    ENTROPY_SUCCESS_CEILING_FIELD_NUMBER: _ClassVar[int]
+    MAX_FAILED_ZERO_VARIANCE_SHARE_FIELD_NUMBER: _ClassVar[int]
+    STUCK_ITERATIONS_FIELD_NUMBER: _ClassVar[int]
+    min_relative_entropy: float
+    entropy_success_ceiling: float
+    max_failed_zero_variance_share: float
+    stuck_iterations: int
+    def __init__(self, min_relative_entropy: _Optional[float] = ..., entropy_success_ceiling: _Optional[float] = ..., max_failed_zero_variance_share: _Optional[float] = ..., stuck_iterations: _Optional[int] = ...) -> None: ...
+
+class Exploration(_message.Message):
+    __slots__ = ("epsilon", "decay_iterations")
+    EPSILON_FIELD_NUMBER: _ClassVar[int]
+    DECAY_ITERATIONS_FIELD_NUMBER: _ClassVar[int]
+    epsilon: float
+    decay_iterations: int
+    def __init__(self, epsilon: _Optional[float] = ..., decay_iterations: _Optional[int] = ...) -> None: ...
 
 class DatasetSpec(_message.Message):
-    __slots__ = ("inline", "toolbench", "heldout_fraction")
+    __slots__ = ("inline", "toolbench", "heldout_fraction", "batch_sampling")
     INLINE_FIELD_NUMBER: _ClassVar[int]
     TOOLBENCH_FIELD_NUMBER: _ClassVar[int]
     HELDOUT_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    BATCH_SAMPLING_FIELD_NUMBER: _ClassVar[int]
     inline: InlineQueries
     toolbench: ToolbenchQueries
     heldout_fraction: float
-    def __init__(self, inline: _Optional[_Union[InlineQueries, _Mapping]] = ..., toolbench: _Optional[_Union[ToolbenchQueries, _Mapping]] = ..., heldout_fraction: _Optional[float] = ...) -> None: ...
+    batch_sampling: BatchSampling
+    def __init__(self, inline: _Optional[_Union[InlineQueries, _Mapping]] = ..., toolbench: _Optional[_Union[ToolbenchQueries, _Mapping]] = ..., heldout_fraction: _Optional[float] = ..., batch_sampling: _Optional[_Union[BatchSampling, str]] = ...) -> None: ...
 
 class InlineQueries(_message.Message):
     __slots__ = ("train", "heldout")
@@ -177,7 +229,7 @@ class BudgetSpec(_message.Message):
     def __init__(self, limit_micro_usd: _Optional[int] = ..., pricing_model: _Optional[str] = ..., max_rollout_tokens: _Optional[int] = ..., max_rollout_cost_micro_usd: _Optional[int] = ...) -> None: ...
 
 class JobProgress(_message.Message):
-    __slots__ = ("iteration", "iterations_total", "rollouts_completed", "latest_update", "success_rate", "reward_mean", "policy", "latest_checkpoint_id", "cost_micro_usd", "evaluations", "eta", "attempt", "failed_attempts", "last_attempt_error")
+    __slots__ = ("iteration", "iterations_total", "rollouts_completed", "latest_update", "success_rate", "reward_mean", "policy", "latest_checkpoint_id", "cost_micro_usd", "evaluations", "eta", "attempt", "failed_attempts", "last_attempt_error", "health", "events")
     ITERATION_FIELD_NUMBER: _ClassVar[int]
     ITERATIONS_TOTAL_FIELD_NUMBER: _ClassVar[int]
     ROLLOUTS_COMPLETED_FIELD_NUMBER: _ClassVar[int]
@@ -192,6 +244,8 @@ class JobProgress(_message.Message):
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     FAILED_ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     LAST_ATTEMPT_ERROR_FIELD_NUMBER: _ClassVar[int]
+    HEALTH_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
     iteration: int
     iterations_total: int
     rollouts_completed: int
@@ -206,7 +260,61 @@ class JobProgress(_message.Message):
     attempt: int
     failed_attempts: int
     last_attempt_error: _status_pb2.Status
-    def __init__(self, iteration: _Optional[int] = ..., iterations_total: _Optional[int] = ..., rollouts_completed: _Optional[int] = ..., latest_update: _Optional[_Union[_trainer_pb2.UpdateMetrics, _Mapping]] = ..., success_rate: _Optional[float] = ..., reward_mean: _Optional[float] = ..., policy: _Optional[_Union[_trajectory_pb2.PolicyRef, _Mapping]] = ..., latest_checkpoint_id: _Optional[str] = ..., cost_micro_usd: _Optional[int] = ..., evaluations: _Optional[_Iterable[_Union[Evaluation, _Mapping]]] = ..., eta: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., attempt: _Optional[int] = ..., failed_attempts: _Optional[int] = ..., last_attempt_error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ...) -> None: ...
+    health: LearningHealth
+    events: _containers.RepeatedCompositeFieldContainer[JobEvent]
+    def __init__(self, iteration: _Optional[int] = ..., iterations_total: _Optional[int] = ..., rollouts_completed: _Optional[int] = ..., latest_update: _Optional[_Union[_trainer_pb2.UpdateMetrics, _Mapping]] = ..., success_rate: _Optional[float] = ..., reward_mean: _Optional[float] = ..., policy: _Optional[_Union[_trajectory_pb2.PolicyRef, _Mapping]] = ..., latest_checkpoint_id: _Optional[str] = ..., cost_micro_usd: _Optional[int] = ..., evaluations: _Optional[_Iterable[_Union[Evaluation, _Mapping]]] = ..., eta: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., attempt: _Optional[int] = ..., failed_attempts: _Optional[int] = ..., last_attempt_error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., health: _Optional[_Union[LearningHealth, _Mapping]] = ..., events: _Optional[_Iterable[_Union[JobEvent, _Mapping]]] = ...) -> None: ...
+
+class LearningHealth(_message.Message):
+    __slots__ = ("groups", "zero_variance_share", "failed_zero_variance_share", "decisions", "entropy_mean", "relative_entropy_mean", "iterations_without_update", "strata")
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
+    ZERO_VARIANCE_SHARE_FIELD_NUMBER: _ClassVar[int]
+    FAILED_ZERO_VARIANCE_SHARE_FIELD_NUMBER: _ClassVar[int]
+    DECISIONS_FIELD_NUMBER: _ClassVar[int]
+    ENTROPY_MEAN_FIELD_NUMBER: _ClassVar[int]
+    RELATIVE_ENTROPY_MEAN_FIELD_NUMBER: _ClassVar[int]
+    ITERATIONS_WITHOUT_UPDATE_FIELD_NUMBER: _ClassVar[int]
+    STRATA_FIELD_NUMBER: _ClassVar[int]
+    groups: int
+    zero_variance_share: float
+    failed_zero_variance_share: float
+    decisions: int
+    entropy_mean: float
+    relative_entropy_mean: float
+    iterations_without_update: int
+    strata: _containers.RepeatedCompositeFieldContainer[StratumHealth]
+    def __init__(self, groups: _Optional[int] = ..., zero_variance_share: _Optional[float] = ..., failed_zero_variance_share: _Optional[float] = ..., decisions: _Optional[int] = ..., entropy_mean: _Optional[float] = ..., relative_entropy_mean: _Optional[float] = ..., iterations_without_update: _Optional[int] = ..., strata: _Optional[_Iterable[_Union[StratumHealth, _Mapping]]] = ...) -> None: ...
+
+class StratumHealth(_message.Message):
+    __slots__ = ("name", "success_rate", "rollouts", "last_iteration", "zero_success_iterations", "stuck")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SUCCESS_RATE_FIELD_NUMBER: _ClassVar[int]
+    ROLLOUTS_FIELD_NUMBER: _ClassVar[int]
+    LAST_ITERATION_FIELD_NUMBER: _ClassVar[int]
+    ZERO_SUCCESS_ITERATIONS_FIELD_NUMBER: _ClassVar[int]
+    STUCK_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    success_rate: float
+    rollouts: int
+    last_iteration: int
+    zero_success_iterations: int
+    stuck: bool
+    def __init__(self, name: _Optional[str] = ..., success_rate: _Optional[float] = ..., rollouts: _Optional[int] = ..., last_iteration: _Optional[int] = ..., zero_success_iterations: _Optional[int] = ..., stuck: _Optional[bool] = ...) -> None: ...
+
+class JobEvent(_message.Message):
+    __slots__ = ("kind", "iteration", "stratum", "message", "value", "create_time")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    ITERATION_FIELD_NUMBER: _ClassVar[int]
+    STRATUM_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    kind: JobEventKind
+    iteration: int
+    stratum: str
+    message: str
+    value: float
+    create_time: _timestamp_pb2.Timestamp
+    def __init__(self, kind: _Optional[_Union[JobEventKind, str]] = ..., iteration: _Optional[int] = ..., stratum: _Optional[str] = ..., message: _Optional[str] = ..., value: _Optional[float] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class EvaluationSummary(_message.Message):
     __slots__ = ("policy", "success_rate", "reward_mean", "tool_accuracy", "steps_mean", "cost_micro_usd", "query_count")

@@ -121,7 +121,7 @@ class ListPoliciesResponse(_message.Message):
     def __init__(self, policies: _Optional[_Iterable[_Union[Policy, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class DecideRequest(_message.Message):
-    __slots__ = ("policy_id", "version", "head", "features", "options", "option_features", "mode", "seed")
+    __slots__ = ("policy_id", "version", "head", "features", "options", "option_features", "mode", "seed", "exploration")
     class FeaturesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -137,6 +137,7 @@ class DecideRequest(_message.Message):
     OPTION_FEATURES_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
+    EXPLORATION_FIELD_NUMBER: _ClassVar[int]
     policy_id: str
     version: int
     head: str
@@ -145,7 +146,8 @@ class DecideRequest(_message.Message):
     option_features: _containers.RepeatedCompositeFieldContainer[_trajectory_pb2.FeatureMap]
     mode: DecisionMode
     seed: int
-    def __init__(self, policy_id: _Optional[str] = ..., version: _Optional[int] = ..., head: _Optional[str] = ..., features: _Optional[_Mapping[str, float]] = ..., options: _Optional[_Iterable[str]] = ..., option_features: _Optional[_Iterable[_Union[_trajectory_pb2.FeatureMap, _Mapping]]] = ..., mode: _Optional[_Union[DecisionMode, str]] = ..., seed: _Optional[int] = ...) -> None: ...
+    exploration: float
+    def __init__(self, policy_id: _Optional[str] = ..., version: _Optional[int] = ..., head: _Optional[str] = ..., features: _Optional[_Mapping[str, float]] = ..., options: _Optional[_Iterable[str]] = ..., option_features: _Optional[_Iterable[_Union[_trajectory_pb2.FeatureMap, _Mapping]]] = ..., mode: _Optional[_Union[DecisionMode, str]] = ..., seed: _Optional[int] = ..., exploration: _Optional[float] = ...) -> None: ...
 
 class DecideResponse(_message.Message):
     __slots__ = ("decision",)
@@ -230,7 +232,7 @@ class RejectedTrajectory(_message.Message):
     def __init__(self, trajectory_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class UpdateMetrics(_message.Message):
-    __slots__ = ("loss", "kl", "entropy", "clip_fraction", "grad_norm", "grad_norm_clipped", "reward_mean", "reward_std", "groups_used", "groups_dropped", "decisions", "trajectories_used")
+    __slots__ = ("loss", "kl", "entropy", "clip_fraction", "grad_norm", "grad_norm_clipped", "reward_mean", "reward_std", "groups_used", "groups_dropped", "decisions", "trajectories_used", "update_norm")
     LOSS_FIELD_NUMBER: _ClassVar[int]
     KL_FIELD_NUMBER: _ClassVar[int]
     ENTROPY_FIELD_NUMBER: _ClassVar[int]
@@ -243,6 +245,7 @@ class UpdateMetrics(_message.Message):
     GROUPS_DROPPED_FIELD_NUMBER: _ClassVar[int]
     DECISIONS_FIELD_NUMBER: _ClassVar[int]
     TRAJECTORIES_USED_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_NORM_FIELD_NUMBER: _ClassVar[int]
     loss: float
     kl: float
     entropy: float
@@ -255,4 +258,5 @@ class UpdateMetrics(_message.Message):
     groups_dropped: int
     decisions: int
     trajectories_used: int
-    def __init__(self, loss: _Optional[float] = ..., kl: _Optional[float] = ..., entropy: _Optional[float] = ..., clip_fraction: _Optional[float] = ..., grad_norm: _Optional[float] = ..., grad_norm_clipped: _Optional[float] = ..., reward_mean: _Optional[float] = ..., reward_std: _Optional[float] = ..., groups_used: _Optional[int] = ..., groups_dropped: _Optional[int] = ..., decisions: _Optional[int] = ..., trajectories_used: _Optional[int] = ...) -> None: ...
+    update_norm: float
+    def __init__(self, loss: _Optional[float] = ..., kl: _Optional[float] = ..., entropy: _Optional[float] = ..., clip_fraction: _Optional[float] = ..., grad_norm: _Optional[float] = ..., grad_norm_clipped: _Optional[float] = ..., reward_mean: _Optional[float] = ..., reward_std: _Optional[float] = ..., groups_used: _Optional[int] = ..., groups_dropped: _Optional[int] = ..., decisions: _Optional[int] = ..., trajectories_used: _Optional[int] = ..., update_norm: _Optional[float] = ...) -> None: ...

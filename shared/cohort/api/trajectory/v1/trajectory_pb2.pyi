@@ -280,7 +280,7 @@ class AgentStep(_message.Message):
     def __init__(self, step_number: _Optional[int] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., state: _Optional[str] = ..., llm_messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., llm_messages_null: _Optional[bool] = ..., llm_response: _Optional[_Union[LlmResponse, _Mapping]] = ..., tool_calls: _Optional[_Iterable[_Union[ToolCall, _Mapping]]] = ..., tool_calls_null: _Optional[bool] = ..., tool_results: _Optional[_Iterable[_Union[ToolResult, _Mapping]]] = ..., tool_results_null: _Optional[bool] = ..., reflection: _Optional[str] = ..., error: _Optional[str] = ..., step_reward: _Optional[float] = ..., usage: _Optional[_Union[TokenUsage, _Mapping]] = ..., extra_json: _Optional[str] = ...) -> None: ...
 
 class Decision(_message.Message):
-    __slots__ = ("head", "options", "chosen_index", "chosen", "log_prob", "probabilities", "features", "option_features", "policy", "step_number", "timestamp", "greedy", "advantage")
+    __slots__ = ("head", "options", "chosen_index", "chosen", "log_prob", "probabilities", "features", "option_features", "policy", "step_number", "timestamp", "greedy", "advantage", "exploration")
     class FeaturesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -301,6 +301,7 @@ class Decision(_message.Message):
     TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
     GREEDY_FIELD_NUMBER: _ClassVar[int]
     ADVANTAGE_FIELD_NUMBER: _ClassVar[int]
+    EXPLORATION_FIELD_NUMBER: _ClassVar[int]
     head: str
     options: _containers.RepeatedScalarFieldContainer[str]
     chosen_index: int
@@ -314,7 +315,8 @@ class Decision(_message.Message):
     timestamp: _timestamp_pb2.Timestamp
     greedy: bool
     advantage: float
-    def __init__(self, head: _Optional[str] = ..., options: _Optional[_Iterable[str]] = ..., chosen_index: _Optional[int] = ..., chosen: _Optional[str] = ..., log_prob: _Optional[float] = ..., probabilities: _Optional[_Iterable[float]] = ..., features: _Optional[_Mapping[str, float]] = ..., option_features: _Optional[_Iterable[_Union[FeatureMap, _Mapping]]] = ..., policy: _Optional[_Union[PolicyRef, _Mapping]] = ..., step_number: _Optional[int] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., greedy: _Optional[bool] = ..., advantage: _Optional[float] = ...) -> None: ...
+    exploration: float
+    def __init__(self, head: _Optional[str] = ..., options: _Optional[_Iterable[str]] = ..., chosen_index: _Optional[int] = ..., chosen: _Optional[str] = ..., log_prob: _Optional[float] = ..., probabilities: _Optional[_Iterable[float]] = ..., features: _Optional[_Mapping[str, float]] = ..., option_features: _Optional[_Iterable[_Union[FeatureMap, _Mapping]]] = ..., policy: _Optional[_Union[PolicyRef, _Mapping]] = ..., step_number: _Optional[int] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., greedy: _Optional[bool] = ..., advantage: _Optional[float] = ..., exploration: _Optional[float] = ...) -> None: ...
 
 class FeatureMap(_message.Message):
     __slots__ = ("values",)
