@@ -278,7 +278,7 @@ class TrajectoryWriter:
         self._batch_items = batch_items
         self._writers = writers
         self._pending: list[tuple[str, trajectory_pb2.Trajectory, asyncio.Future]] = []
-        self._running: set[asyncio.Task] = set()
+        self._drainers: set[asyncio.Task] = set()
 
     async def write(
         self, tenant_id: str, trajectories: Sequence[trajectory_pb2.Trajectory]
@@ -290,10 +290,12 @@ class TrajectoryWriter:
             future = loop.create_future()
             self._pending.append((tenant_id, trajectory, future))
             futures.append(future)
-        if len(self._running) < self._writers:
+        # A drainer is done in the same step as it finds `_pending` empty; it leaves `_drainers` only
+        # later, in its done callback, so counting members would let a write in between wait forever.
+        if sum(not task.done() for task in self._drainers) < self._writers:
             task = loop.create_task(self._drain())
-            self._running.add(task)
-            task.add_done_callback(self._running.discard)
+            self._drainers.add(task)
+            task.add_done_callback(self._drainers.discard)
         # Shielded: a caller cancelled mid-write leaves the write to finish for the others in it.
         return list(await asyncio.shield(asyncio.gather(*futures)))
 
