@@ -28,7 +28,7 @@ from cohort.services.jobs.health import normalize_collapse_detection
 from cohort.trajectories.usage import PriceTable
 
 DEFAULT_GROUP_SIZE = 8
-DEFAULT_BATCH_SIZE = 4
+DEFAULT_BATCH_SIZE = 16  # from the seed sweep in the README's "Default settings"
 MAX_ITERATIONS = 100_000
 DEFAULT_HELDOUT_FRACTION = 0.2
 DEFAULT_TOOLBENCH_TRAIN_COUNT = 200

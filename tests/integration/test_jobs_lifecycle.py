@@ -30,6 +30,7 @@ from cohort.rpc.client import bad_request, error_info
 from cohort.services.jobs import main as jobs_main
 from cohort.services.jobs import watch as job_watch
 from cohort.services.jobs.runner import JobHandle, JobOutcome, RunResult
+from cohort.services.jobs.spec import DEFAULT_BATCH_SIZE, DEFAULT_GROUP_SIZE
 
 Job = jpb.Job
 
@@ -157,7 +158,8 @@ async def test_full_lifecycle_through_grpc(suite):
     stub = jobs(suite)
     job = await create(stub, new_job(iterations=5))
     assert job.state == Job.STATE_QUEUED and job.revision == 1 and job.tenant_id == "default"
-    assert job.spec.group_size == 8 and job.spec.batch_size == 4  # defaults are filled in and stored
+    # Defaults are filled in and stored.
+    assert job.spec.group_size == DEFAULT_GROUP_SIZE and job.spec.batch_size == DEFAULT_BATCH_SIZE
     assert job.progress.iterations_total == 5
 
     messages = await watch_until_terminal(stub, job.job_id)
@@ -165,7 +167,8 @@ async def test_full_lifecycle_through_grpc(suite):
     assert revisions == sorted(set(revisions)) and revisions[0] >= 1
     final = messages[-1].job
     assert final.state == Job.STATE_SUCCEEDED
-    assert final.progress.iteration == 5 and final.progress.rollouts_completed == 5 * 4 * 8
+    assert final.progress.iteration == 5
+    assert final.progress.rollouts_completed == 5 * DEFAULT_BATCH_SIZE * DEFAULT_GROUP_SIZE
     assert final.progress.attempt == 1
     assert final.HasField("start_time") and final.HasField("end_time")
     iterations_seen = [m.job.progress.iteration for m in messages]
@@ -405,7 +408,7 @@ async def test_budget_preflight_refuses_a_job_that_cannot_fit(start_sqlite):
         priced = collector_pb2.RuntimeSpec(
             toolbench=collector_pb2.ToolbenchRuntime(simulated_tokens_per_step=10, simulated_model="sim")
         )
-        spec = job_spec(iterations=2, runtime=priced, max_steps=5)
+        spec = job_spec(iterations=2, runtime=priced, max_steps=5, batch_size=4)
         # 2 iterations x 4 queries x 8 rollouts + 1 evaluation x 5 held-out x 2 policies x 2 rollouts
         # = 84 rollouts x 5 steps x 10 tokens
         expected_cost = 84 * 5 * 10

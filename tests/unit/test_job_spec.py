@@ -223,7 +223,7 @@ def test_every_bad_field_is_named(case):
 def test_defaults_are_filled_in():
     new = validate_new_job(valid_job(), SETTINGS)
     spec = new.spec
-    assert (spec.group_size, spec.batch_size) == (8, 4)
+    assert (spec.group_size, spec.batch_size) == (8, 16)
     assert (spec.checkpoint_interval, spec.evaluation_interval) == (10, 10)
     assert spec.dataset.heldout_fraction == pytest.approx(0.2)
     assert (spec.dataset.toolbench.train_count, spec.dataset.toolbench.heldout_count) == (200, 50)
