@@ -21,9 +21,10 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from cohort.api.jobs.v1 import jobs_pb2, jobs_pb2_grpc
+from cohort.cli import jobs as cli_jobs
 from cohort.cli.jobs import follow_job
 from cohort.config import Settings
-from cohort.rpc.client import channel_options
+from cohort.rpc.client import ChannelPool, channel_options
 from cohort.rpc.server import RunningServer, start_server
 from cohort.transient import (
     IDEMPOTENT_RETRYABLE_CODES,
@@ -242,3 +243,58 @@ async def test_job_watch_gives_up_on_a_real_error():
         await _watch(servicer)
     assert caught.value.code() is grpc.StatusCode.PERMISSION_DENIED
     assert servicer.after_revisions == [0]
+
+
+class _SlowJobWatch(jobs_pb2_grpc.JobServiceServicer):
+    """A job that takes `seconds`: a snapshot every 0.1 s, then SUCCEEDED."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.after_revisions: list[int] = []
+        self.started = 0.0
+
+    async def WatchJob(self, request, context):
+        self.after_revisions.append(request.after_revision)
+        loop = asyncio.get_running_loop()
+        self.started = self.started or loop.time()
+        revision = request.after_revision
+        while loop.time() - self.started < self.seconds:
+            revision += 1
+            job = jobs_pb2.Job(job_id="j1", state=jobs_pb2.Job.STATE_RUNNING, revision=revision)
+            job.progress.iteration = revision
+            yield jobs_pb2.WatchJobResponse(job=job)
+            await asyncio.sleep(0.1)
+        done = jobs_pb2.Job(job_id="j1", state=jobs_pb2.Job.STATE_SUCCEEDED, revision=revision + 1)
+        yield jobs_pb2.WatchJobResponse(job=done)
+
+
+async def _watch_through_a_pool(servicer, rpc_timeout_seconds: float) -> jobs_pb2.Job | None:
+    """`follow_job` over a `ChannelPool` channel, which gives calls without a deadline the default."""
+    server = grpc.aio.server()
+    jobs_pb2_grpc.add_JobServiceServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    settings = Settings(addresses={"jobs": f"127.0.0.1:{port}"}, rpc_timeout_seconds=rpc_timeout_seconds)
+    try:
+        async with ChannelPool(settings) as pool:
+            stub = pool.stub("jobs", jobs_pb2_grpc.JobServiceStub)
+            return await follow_job(stub, "j1", retry_seconds=10.0)
+    finally:
+        await server.stop(0)
+
+
+async def test_a_job_watch_is_not_cut_by_the_channels_default_deadline():
+    servicer = _SlowJobWatch(seconds=1.2)
+    final = await _watch_through_a_pool(servicer, rpc_timeout_seconds=0.3)
+    assert final is not None and final.state == jobs_pb2.Job.STATE_SUCCEEDED
+    assert servicer.after_revisions == [0]  # one call, alive past the 0.3 s default
+
+
+async def test_a_job_watch_outlives_its_own_deadline_by_reopening_quietly(monkeypatch, capsys):
+    monkeypatch.setattr(cli_jobs, "WATCH_SECONDS", 0.4)
+    servicer = _SlowJobWatch(seconds=1.5)
+    final = await _watch_through_a_pool(servicer, rpc_timeout_seconds=30)
+    assert final is not None and final.state == jobs_pb2.Job.STATE_SUCCEEDED
+    assert len(servicer.after_revisions) >= 3  # re-opened at each deadline
+    assert servicer.after_revisions == sorted(set(servicer.after_revisions))  # nothing shown twice
+    assert "watch interrupted" not in capsys.readouterr().out

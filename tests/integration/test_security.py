@@ -90,7 +90,6 @@ def toolbench_job(limit_micro_usd: int = 0) -> jobs_pb2.Job:
             checkpoint_interval=1,
             evaluation_interval=1,
             seed=3,
-            grpo=trainer_pb2.GrpoConfig(learning_rate=0.1),
             budget=jobs_pb2.BudgetSpec(limit_micro_usd=limit_micro_usd),
         ),
     )

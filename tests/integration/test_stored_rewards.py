@@ -17,7 +17,6 @@ from cohort.api.collector.v1 import collector_pb2 as cpb
 from cohort.api.collector.v1 import collector_pb2_grpc
 from cohort.api.jobs.v1 import jobs_pb2, jobs_pb2_grpc
 from cohort.api.reward.v1 import reward_pb2, reward_pb2_grpc
-from cohort.api.trainer.v1 import trainer_pb2
 from cohort.api.trajectory.v1 import trajectory_pb2 as tpb
 from cohort.rpc.client import bad_request
 
@@ -272,7 +271,6 @@ def short_job() -> jobs_pb2.Job:
             iterations=2,
             evaluation_interval=2,
             seed=11,
-            grpo=trainer_pb2.GrpoConfig(learning_rate=0.2),
         ),
     )
 

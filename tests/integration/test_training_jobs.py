@@ -48,7 +48,6 @@ def toolbench_job(*, iterations: int = 3, latency_ms: int = 0, seed: int = 5, na
             checkpoint_interval=2,
             evaluation_interval=iterations,
             seed=seed,
-            grpo=trainer_pb2.GrpoConfig(learning_rate=0.2),
         ),
     )
 

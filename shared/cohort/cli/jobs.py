@@ -27,7 +27,10 @@ from google.rpc import code_pb2
 
 from cohort.api.jobs.v1 import jobs_pb2, jobs_pb2_grpc
 from cohort.cli import _run, _settings, _table, call_service, service_stub
-from cohort.transient import Backoff, is_retryable_rpc_error
+from cohort.transient import IDEMPOTENT_RETRYABLE_CODES, Backoff, is_retryable_rpc_error
+
+WATCH_SECONDS = 600.0
+"""How long one `WatchJob` call of `follow_job` lives before it is re-opened after the last revision."""
 
 TERMINAL_STATES = {
     jobs_pb2.Job.STATE_SUCCEEDED,
@@ -222,18 +225,24 @@ async def follow_job(
             resume_after = last.revision if last is not None else after_revision
             request = jobs_pb2.WatchJobRequest(job_id=job_id, after_revision=resume_after)
             try:
-                # A watch lasts as long as the job: no deadline.
-                async for response in stub.WatchJob(request, timeout=None):
+                # A watch lives for WATCH_SECONDS and is then re-opened: a channel's calls without a
+                # deadline get the default (30 s), and a job may run for hours.
+                async for response in stub.WatchJob(request, timeout=WATCH_SECONDS):
                     backoff = None
                     if show(response):
                         return last
                 return last
             except grpc.aio.AioRpcError as exc:
                 backoff = backoff or Backoff(budget)
-                delay = backoff.next_delay() if is_retryable_rpc_error(exc) else None
+                # A watch is a read: safe to repeat, also past its deadline.
+                retryable = is_retryable_rpc_error(exc, IDEMPOTENT_RETRYABLE_CODES)
+                delay = backoff.next_delay() if retryable else None
                 if delay is None:
                     raise
-                progress.console.print(f"watch interrupted ({exc.code().name}: {exc.details()}); re-opening")
+                if exc.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
+                    progress.console.print(
+                        f"watch interrupted ({exc.code().name}: {exc.details()}); re-opening"
+                    )
             await asyncio.sleep(delay)
 
 
