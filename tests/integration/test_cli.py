@@ -18,6 +18,14 @@ from cohort.api.identity.v1 import identity_pb2, identity_pb2_grpc
 from cohort.config import GRPC_SERVICE_NAMES, SERVICE_NAMES
 
 COHORT = [sys.executable, "-m", "cohort.cli"]
+COHORT_INTERRUPTIBLE = [
+    sys.executable,
+    "-c",
+    "import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler);"
+    " runpy.run_module('cohort.cli', run_name='__main__', alter_sys=True)",
+]
+"""`cohort` with Ctrl-C handled as in a terminal even when this test run inherited SIGINT ignored
+(a background job of a non-interactive shell does; a command started so would ignore Ctrl-C too)."""
 
 
 def _free_ports(count: int) -> list[int]:
@@ -203,7 +211,7 @@ def test_ctrl_c_on_an_embedded_train_hands_the_job_back(tmp_path):
     spec = tmp_path / "job.yaml"
     spec.write_text(SHORT_JOB)
     process = subprocess.Popen(
-        [*COHORT, "train", str(spec)],
+        [*COHORT_INTERRUPTIBLE, "train", str(spec)],
         env=_environment(tmp_path),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
