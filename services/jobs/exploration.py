@@ -1,7 +1,7 @@
 """The exploration schedule of a training job (`JobSpec.exploration`).
 
 Training collections sample each decision from `(1 - ε) * pi + ε * uniform(options)` and record that
-mixture, so GRPO's ratio stays exact (`cohort.policy.snapshot.mixture_log_probabilities`). ε starts at
+mixture, so GRPO's ratio stays exact (`cohort.learning.mixture_log_probabilities`). ε starts at
 `epsilon` and may decay linearly to 0; evaluations never explore.
 """
 

@@ -8,7 +8,6 @@ runner reads, so a job keeps the defaults it was created under.
 
 from __future__ import annotations
 
-import importlib
 import math
 import re
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from cohort.config import Settings
 from cohort.errors import InvalidArgument
 from cohort.services.jobs.exploration import check_exploration
 from cohort.services.jobs.health import normalize_collapse_detection
+from cohort.services.trainer.convert import grpo_settings_from_proto
 from cohort.trajectories.usage import PriceTable
 
 DEFAULT_GROUP_SIZE = 8
@@ -284,37 +284,13 @@ def _check_policy(spec: jobs_pb2.JobSpec) -> None:
 
 
 def _check_grpo(spec: jobs_pb2.JobSpec) -> None:
-    """Uses the trainer's own validation when it is installed, so both agree on the ranges."""
-    field = f"{SPEC}.grpo"
+    """The trainer's own validation, so a job is refused at submission for settings every update
+    would refuse."""
     try:
-        grpo = importlib.import_module("cohort.services.trainer.grpo")
-    except ImportError:
-        grpo = None
-    settings_class = getattr(grpo, "GrpoSettings", None)
-    if settings_class is not None:
-        try:
-            settings_class.from_proto(spec.grpo)
-        except InvalidArgument as exc:
-            name = exc.field.split(".", 1)[1] if "." in exc.field else exc.field
-            raise InvalidArgument(f"{field}.{name}", exc.description) from exc
-        return
-    config = spec.grpo
-    for name in ("learning_rate", "clip_epsilon_low", "clip_epsilon_high", "kl_beta", "entropy_coefficient"):
-        value = getattr(config, name)
-        if not (math.isfinite(value) and value >= 0):
-            raise InvalidArgument(f"{field}.{name}", f"must be a finite number >= 0, got {value}")
-    for name, most in (("learning_rate", 10.0), ("kl_beta", 1e3), ("entropy_coefficient", 1e3)):
-        if getattr(config, name) > most:
-            raise InvalidArgument(f"{field}.{name}", f"must be at most {most:g}, got {getattr(config, name)}")
-    for name in ("adam_beta1", "adam_beta2"):
-        value = getattr(config, name)
-        if not 0 <= value < 1:
-            raise InvalidArgument(f"{field}.{name}", f"must be in [0, 1), got {value}")
-    if not (math.isfinite(config.max_grad_norm) and config.max_grad_norm >= 0):
-        raise InvalidArgument(f"{field}.max_grad_norm", f"must be >= 0, got {config.max_grad_norm}")
-    for name in ("inner_epochs", "max_policy_staleness", "seed"):
-        if getattr(config, name) < 0:
-            raise InvalidArgument(f"{field}.{name}", f"must be >= 0, got {getattr(config, name)}")
+        grpo_settings_from_proto(spec.grpo)
+    except InvalidArgument as exc:
+        name = exc.field.split(".", 1)[1] if "." in exc.field else exc.field
+        raise InvalidArgument(f"{SPEC}.grpo.{name}", exc.description) from exc
 
 
 def _check_reward(spec: jobs_pb2.JobSpec) -> None:

@@ -56,7 +56,7 @@ from cohort.errors import (
     PermissionDenied,
 )
 from cohort.paging import check_page_size, decode_page_token, encode_page_token
-from cohort.services.reward import scoring
+from cohort.services.reward import terms
 from cohort.storage.engine import Database
 from cohort.storage.schema import RewardFunctionRow
 
@@ -163,7 +163,7 @@ def function_to_proto(function: RewardFunction) -> rpb.RewardFunction:
 @dataclass(frozen=True)
 class Builtin:
     function: RewardFunction
-    compute: Callable[[scoring.TrajectoryFacts, dict[str, Any]], tuple[float, str]]
+    compute: Callable[[terms.TrajectoryFacts, dict[str, Any]], tuple[float, str]]
     params: dict[str, type | tuple[type, ...]] = field(default_factory=dict)
     """Accepted parameters and their JSON types."""
 
@@ -179,7 +179,7 @@ BUILTINS: dict[str, Builtin] = {
                 FunctionKind.BUILTIN,
                 description="1 for success, 0 for failure, or the runtime's reported score in [0, 1]",
             ),
-            lambda t, p: scoring.outcome_term(t),
+            lambda t, p: terms.outcome_term(t),
         ),
         Builtin(
             RewardFunction(
@@ -188,7 +188,7 @@ BUILTINS: dict[str, Builtin] = {
                 description="(useful_reward*useful - failure_cost*failed - invalid_cost*invalid) / "
                 "tool calls; params failure_cost (1), invalid_cost (1), useful_reward (0)",
             ),
-            lambda t, p: scoring.tool_usage_term(t, **p),
+            lambda t, p: terms.tool_usage_term(t, **p),
             {"failure_cost": _NUMBER, "invalid_cost": _NUMBER, "useful_reward": _NUMBER},
         ),
         Builtin(
@@ -196,10 +196,10 @@ BUILTINS: dict[str, Builtin] = {
                 "verification",
                 FunctionKind.BUILTIN,
                 description="1 when a step before the last calls a tool whose name matches `pattern` "
-                f"(default {scoring.DEFAULT_VERIFICATION_PATTERN!r}) and it did not fail; params pattern, "
+                f"(default {terms.DEFAULT_VERIFICATION_PATTERN!r}) and it did not fail; params pattern, "
                 "require_success (true)",
             ),
-            lambda t, p: scoring.verification_term(t, **p),
+            lambda t, p: terms.verification_term(t, **p),
             {"pattern": str, "require_success": bool},
         ),
         Builtin(
@@ -209,7 +209,7 @@ BUILTINS: dict[str, Builtin] = {
                 description="-min(1, extra steps / step_budget) - min(1, extra tokens / token_budget); "
                 "params step_budget, token_budget (0 = none)",
             ),
-            lambda t, p: scoring.length_penalty_term(t, **p),
+            lambda t, p: terms.length_penalty_term(t, **p),
             {"step_budget": int, "token_budget": int},
         ),
     )

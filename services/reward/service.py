@@ -8,7 +8,7 @@ the group statistics and the advantages in one pass over flat arrays.
 Semantics, where the contract leaves them open:
 - Weights: a request with no reward spec, or one whose weights are all zero and names no function,
   gets the default reward, the outcome with weight 1. Otherwise a zero weight turns its term off.
-- Failed rollouts (termination reason in `scoring.FAILED_TERMINATIONS`): under SCORE_AS_FAILURE the
+- Failed rollouts (termination reason in `terms.FAILED_TERMINATIONS`): under SCORE_AS_FAILURE the
   outcome term is 0 whatever was reported and custom functions are not called (their terms are 0);
   the behaviour terms (tool usage, verification, length) still apply. DROP leaves the trajectory out
   of its group; RETRY leaves it out too and lists it in `retry_trajectory_ids`.
@@ -35,7 +35,14 @@ import numpy as np
 
 from cohort.api.trajectory.v1 import trajectory_pb2 as tpb
 from cohort.errors import CohortError, InvalidArgument
-from cohort.services.reward import scoring
+from cohort.learning.advantages import (
+    ADVANTAGE_ESTIMATORS,
+    DEFAULT_EPSILON,
+    DEFAULT_GAMMA,
+    discounted_decision_returns,
+    flow_grpo_broadcast,
+    group_statistics,
+)
 from cohort.services.reward.functions import (
     BUILTINS,
     FunctionKind,
@@ -44,6 +51,7 @@ from cohort.services.reward.functions import (
     RewardFunctionRegistry,
     parse_params,
 )
+from cohort.services.reward.terms import TrajectoryFacts, failed_rollout_outcome, is_failed_rollout
 
 OFF_LOOP_TRAJECTORIES = 2_000
 """Above this many trajectories in a request, the CPU work runs on a worker thread (it would stall
@@ -55,8 +63,11 @@ SPEC_TERMS = ("outcome", "tool_usage", "verification", "length_penalty")
 
 
 class Normalization(Enum):
-    MEAN_STD = "mean_std"
-    MEAN_ONLY = "mean_only"
+    """How a group's values become advantages; each value names its estimator in
+    `cohort.learning.advantages.ADVANTAGE_ESTIMATORS`."""
+
+    MEAN_STD = "grpo"
+    MEAN_ONLY = "dr_grpo"
 
 
 class CreditAssignment(Enum):
@@ -99,8 +110,8 @@ DEFAULT_REWARD = RewardSpec()
 class AdvantageSpec:
     normalization: Normalization = Normalization.MEAN_STD
     credit_assignment: CreditAssignment = CreditAssignment.BROADCAST
-    gamma: float = scoring.DEFAULT_GAMMA
-    epsilon: float = scoring.DEFAULT_EPSILON
+    gamma: float = DEFAULT_GAMMA
+    epsilon: float = DEFAULT_EPSILON
 
 
 @dataclass
@@ -224,7 +235,7 @@ def check_advantage(spec: AdvantageSpec) -> None:
         raise InvalidArgument("advantage.epsilon", "must be a finite number >= 0")
 
 
-def _check_trajectory(facts: scoring.TrajectoryFacts, where: str, *, step_rewards: bool) -> None:
+def _check_trajectory(facts: TrajectoryFacts, where: str, *, step_rewards: bool) -> None:
     """What scoring reads must be well-formed; step rewards are read (and checked) only when the
     credit assignment uses them."""
     outcome = facts.trajectory.outcome
@@ -271,18 +282,18 @@ def check_groups(groups: Sequence[GroupInput]) -> int:
 
 def gather_facts(
     groups: Sequence[GroupInput], fetched: dict[str, tpb.Trajectory], step_rewards: bool
-) -> tuple[list[scoring.TrajectoryFacts], list[int]]:
+) -> tuple[list[TrajectoryFacts], list[int]]:
     """The facts of every trajectory, flat in request order (given, then fetched, per group), each
     checked; and the group of each."""
-    flat: list[scoring.TrajectoryFacts] = []
+    flat: list[TrajectoryFacts] = []
     group_index: list[int] = []
     for g, group in enumerate(groups):
         for i, t in enumerate(group.trajectories):
-            facts = scoring.TrajectoryFacts(t)
+            facts = TrajectoryFacts(t)
             _check_trajectory(facts, f"groups[{g}].trajectories[{i}]", step_rewards=step_rewards)
             flat.append(facts)
         for i, trajectory_id in enumerate(group.trajectory_ids):
-            facts = scoring.TrajectoryFacts(fetched[trajectory_id])
+            facts = TrajectoryFacts(fetched[trajectory_id])
             _check_trajectory(facts, f"groups[{g}].trajectory_ids[{i}]", step_rewards=step_rewards)
             flat.append(facts)
         group_index.extend([g] * (len(group.trajectories) + len(group.trajectory_ids)))
@@ -317,7 +328,7 @@ class RewardScorer:
         discounted = advantage.credit_assignment is CreditAssignment.DISCOUNTED_RETURNS
         flat, group_index = await _maybe_off_loop(large, gather_facts, groups, fetched, discounted)
 
-        failed = [scoring.is_failed_rollout(f.trajectory) for f in flat]
+        failed = [is_failed_rollout(f.trajectory) for f in flat]
         excluded = failed if failure_policy is not FailurePolicy.SCORE_AS_FAILURE else [False] * len(flat)
         # Custom functions run only where their value counts: not on excluded or failed rollouts.
         called = [i for i in range(len(flat)) if not failed[i]]
@@ -376,7 +387,7 @@ class _Scored:
 
 
 def _score(
-    flat: list[scoring.TrajectoryFacts],
+    flat: list[TrajectoryFacts],
     group_index: np.ndarray,
     group_count: int,
     failed: list[bool],
@@ -399,7 +410,7 @@ def _score(
             kind = term.function.kind
             if kind is FunctionKind.BUILTIN:
                 if term.name == "outcome" and failed[i]:
-                    value, detail = scoring.failed_rollout_outcome(facts.trajectory)
+                    value, detail = failed_rollout_outcome(facts.trajectory)
                 else:
                     value, detail = BUILTINS[term.name].compute(facts, term.params)
                 parts.append(Component(term.name, value, term.weight, detail))
@@ -407,7 +418,7 @@ def _score(
                 continue
             result = custom_results.get(term.name, [None] * n)[i]
             if result is None:  # not called: a failed rollout scored as failure
-                detail = scoring.failed_rollout_outcome(facts.trajectory)[1]
+                detail = failed_rollout_outcome(facts.trajectory)[1]
                 parts.append(Component(term.name, 0.0, term.weight, detail))
             elif isinstance(result, CohortError):
                 errors[i] = result
@@ -424,16 +435,16 @@ def _score(
     # Statistics over the included trajectories only: excluded ones get group index `group_count`,
     # a scratch bucket that is sliced away.
     in_group = np.where(included, group_index, group_count)
-    reward_mean, reward_std, size = scoring.group_statistics(rewards, in_group, group_count + 1)
+    reward_mean, reward_std, size = group_statistics(rewards, in_group, group_count + 1)
 
     decision_counts = np.fromiter((len(f.trajectory.decisions) for f in flat), dtype=np.int64, count=n)
     discounted = advantage.credit_assignment is CreditAssignment.DISCOUNTED_RETURNS
     if discounted:
         decision_steps = [_decision_steps(f) for f in flat]
-        normalized, decision_returns = scoring.discounted_decision_returns(
+        normalized, decision_returns = discounted_decision_returns(
             [f.step_rewards for f in flat], rewards, decision_steps, advantage.gamma
         )
-        mean, std, _ = scoring.group_statistics(normalized, in_group, group_count + 1)
+        mean, std, _ = group_statistics(normalized, in_group, group_count + 1)
     else:
         normalized, mean, std = rewards, reward_mean, reward_std
 
@@ -453,20 +464,16 @@ def _score(
         else:
             drop_reasons.append("")
     live = np.array([not reason for reason in drop_reasons] + [False])
-    mean_only = advantage.normalization is Normalization.MEAN_ONLY
+    estimator = ADVANTAGE_ESTIMATORS[advantage.normalization.value]
     counts = live[in_group]
-    advantages = scoring.normalize(
-        normalized, in_group, mean, std, mean_only=mean_only, epsilon=advantage.epsilon
-    )
+    advantages = estimator(normalized, in_group, mean, std, advantage.epsilon)
     advantages = np.where(counts, advantages, 0.0)
     if discounted:
         decision_group = np.repeat(in_group, decision_counts)
-        per_decision = scoring.normalize(
-            decision_returns, decision_group, mean, std, mean_only=mean_only, epsilon=advantage.epsilon
-        )
+        per_decision = estimator(decision_returns, decision_group, mean, std, advantage.epsilon)
         per_decision = np.where(live[decision_group], per_decision, 0.0)
     else:
-        per_decision = scoring.flow_grpo_broadcast(advantages, decision_counts)
+        per_decision = flow_grpo_broadcast(advantages, decision_counts)
     offsets = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(decision_counts, out=offsets[1:])
     return _Scored(
@@ -484,7 +491,7 @@ def _score(
     )
 
 
-def _decision_steps(facts: scoring.TrajectoryFacts) -> np.ndarray:
+def _decision_steps(facts: TrajectoryFacts) -> np.ndarray:
     """The step index of each decision of a trajectory: the first step whose number is at least the
     decision's `step_number` (steps are numbered in order), or the step with that number otherwise."""
     numbers = facts.step_numbers
@@ -497,7 +504,7 @@ def _decision_steps(facts: scoring.TrajectoryFacts) -> np.ndarray:
 
 def _assemble(
     groups: Sequence[GroupInput],
-    flat: list[scoring.TrajectoryFacts],
+    flat: list[TrajectoryFacts],
     scored: _Scored,
     failed: list[bool],
     failure_policy: FailurePolicy,

@@ -28,6 +28,7 @@ from cohort.api.trainer.v1 import trainer_pb2
 from cohort.api.trajectory.v1 import trajectory_pb2
 from cohort.context import current_tenant
 from cohort.errors import AlreadyExists, CohortError, FailedPrecondition, InvalidArgument, NotFound
+from cohort.learning import AdamState, HeadBatch, encode_checked, grpo_update
 from cohort.paging import DEFAULT_PAGE_SIZE
 from cohort.policy import (
     CheckedDecision,
@@ -35,12 +36,16 @@ from cohort.policy import (
     PolicySnapshot,
     check_recorded_decision,
     check_weights,
-    encode_checked,
 )
 from cohort.policy import heads_from_proto as parse_heads
 from cohort.runtime import DecisionRequest
+from cohort.services.trainer.convert import (
+    adam_state_from_proto,
+    adam_state_to_proto,
+    grpo_settings_from_proto,
+)
 from cohort.services.trainer.store import PolicyStore, PolicyVersion
-from cohort.storage.engine import Database, write_transaction
+from cohort.storage.engine import Database
 
 LATEST_TTL_SECONDS = 1.0
 SNAPSHOT_CACHE_ENTRIES = 256
@@ -235,9 +240,6 @@ class TrainerService:
     async def update_policy(
         self, request: trainer_pb2.UpdatePolicyRequest
     ) -> trainer_pb2.UpdatePolicyResponse:
-        # Imported here so the rest of the service works while the GRPO module is absent or broken.
-        from cohort.services.trainer.grpo import AdamState, GrpoSettings, HeadBatch, grpo_update
-
         tenant_id = current_tenant()
         check_policy_id(request.policy_id)
         if request.base_version < 1:
@@ -246,12 +248,11 @@ class TrainerService:
             raise InvalidArgument("reference_version", "must be >= 0 (0 means version 1)")
         if not request.trajectories:
             raise InvalidArgument("trajectories", "at least one scored trajectory is required")
-        settings = GrpoSettings.from_proto(request.config)
+        settings = grpo_settings_from_proto(request.config)
 
-        async with self.database.sessions() as session:
-            previous = await idempotency.find(
-                session, UPDATE_SCOPE, request, trainer_pb2.UpdatePolicyResponse
-            )
+        previous = await idempotency.find_answer(
+            self.database, UPDATE_SCOPE, request, trainer_pb2.UpdatePolicyResponse
+        )
         if previous is not None:
             return previous
 
@@ -266,9 +267,9 @@ class TrainerService:
             )
         weights = {name: np.array(w) for name, w in base.snapshot.weights.items()}
         if request.HasField("optimizer_state"):
-            optimizer = AdamState.from_proto(request.optimizer_state, weights)
+            optimizer = adam_state_from_proto(request.optimizer_state, weights)
         elif base.optimizer_state is not None:
-            optimizer = AdamState.from_proto(base.optimizer_state, weights)
+            optimizer = adam_state_from_proto(base.optimizer_state, weights)
         else:
             optimizer = AdamState.zeros(weights)
         reference: dict[str, np.ndarray] | None = None
@@ -295,17 +296,21 @@ class TrainerService:
                 for name, columns in by_head.items()
             }
             result = grpo_update(weights, batches, optimizer, settings)
-            return usable, rejected, result, result.optimizer.to_proto()
+            return usable, rejected, result, adam_state_to_proto(result.optimizer)
 
         usable, rejected, result, optimizer_proto = await asyncio.to_thread(compute)
         response = trainer_pb2.UpdatePolicyResponse(rejected=rejected)
         if not usable:
             # Nothing to learn from: no new version (the response's policy is the base version).
             response.policy.CopyFrom(base.to_proto())
-            response.optimizer_state.CopyFrom(optimizer.to_proto())
-            async with write_transaction(self.database.sessions) as session:
-                idempotency.remember(session, UPDATE_SCOPE, request, response)
-            return response
+            response.optimizer_state.CopyFrom(adam_state_to_proto(optimizer))
+
+            async def unchanged(session) -> trainer_pb2.UpdatePolicyResponse:
+                return response
+
+            return await idempotency.run_once(
+                self.database, UPDATE_SCOPE, request, trainer_pb2.UpdatePolicyResponse, unchanged
+            )
 
         rewards = [trajectory.reward for trajectory in usable if trajectory.HasField("reward")]
         response.metrics.CopyFrom(
@@ -325,28 +330,27 @@ class TrainerService:
             )
         )
         response.optimizer_state.CopyFrom(optimizer_proto)
+        inserted: list[PolicyVersion] = []
+
+        async def insert_version(session) -> trainer_pb2.UpdatePolicyResponse:
+            version = await self.store.insert_version(session, base, result.weights, optimizer_proto)
+            inserted.append(version)
+            response.policy.CopyFrom(version.to_proto())
+            return response
+
         try:
-            async with write_transaction(self.database.sessions) as session:
-                again = await idempotency.find(
-                    session, UPDATE_SCOPE, request, trainer_pb2.UpdatePolicyResponse
-                )
-                if again is not None:
-                    return again
-                created = await self.store.insert_version(session, base, result.weights, optimizer_proto)
-                response.policy.CopyFrom(created.to_proto())
-                idempotency.remember(session, UPDATE_SCOPE, request, response)
-        except IntegrityError as error:
-            async with self.database.sessions() as session:
-                again = await idempotency.find(
-                    session, UPDATE_SCOPE, request, trainer_pb2.UpdatePolicyResponse
-                )
-            if again is not None:
-                return again
+            answer = await idempotency.run_once(
+                self.database, UPDATE_SCOPE, request, trainer_pb2.UpdatePolicyResponse, insert_version
+            )
+        except IntegrityError as error:  # no answer to this request: another update's version won
             raise FailedPrecondition(
                 f"stale base version: another update of policy {request.policy_id!r} "
                 f"from version {request.base_version} won",
                 reason="STALE_BASE_VERSION",
             ) from error
+        if answer is not response:  # a concurrent call with this request id answered first
+            return answer
+        created = inserted[0]
         self._snapshots.put((tenant_id, request.policy_id, created.snapshot.version), created.snapshot)
         self._remember_written(tenant_id, created)
         self._remember_latest(tenant_id, request.policy_id, created.snapshot.version)

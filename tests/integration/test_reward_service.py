@@ -455,7 +455,7 @@ async def test_an_entry_point_this_process_cannot_import_fails_its_trajectories(
     from cohort.context import Identity, current_identity
     from cohort.services.reward.functions import RewardFunctionRegistry
     from cohort.services.reward.service import GroupInput, RewardScorer, RewardSpec, WeightedFunction
-    from cohort.storage.engine import open_database, write_transaction
+    from cohort.storage import open_database, write_transaction
     from cohort.storage.schema import RewardFunctionRow
 
     database = await open_database(database_settings)

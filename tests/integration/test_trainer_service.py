@@ -12,7 +12,8 @@ from cohort.api.identity.v1 import identity_pb2, identity_pb2_grpc
 from cohort.api.trainer.v1 import trainer_pb2 as pb
 from cohort.api.trainer.v1 import trainer_pb2_grpc
 from cohort.api.trajectory.v1 import trajectory_pb2 as tpb
-from cohort.policy import LocalDecider, PolicySnapshot, RemoteDecider, bucket
+from cohort.learning import bucket
+from cohort.policy import LocalDecider, PolicySnapshot, RemoteDecider
 from cohort.rpc.client import bad_request
 from cohort.runtime import DecisionRequest
 from cohort.services.suite import start_suite

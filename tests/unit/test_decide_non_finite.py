@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from cohort.errors import FailedPrecondition, InvalidArgument
+from cohort.learning import OPTION_SEPARATOR, bucket
 from cohort.policy import HeadSpec, LocalDecider, PolicySnapshot
-from cohort.policy.features import OPTION_SEPARATOR, bucket
 from cohort.runtime import DecisionRequest
 
 OPTIONS = ("search", "answer")

@@ -14,7 +14,8 @@ import pytest
 from cohort.api.trainer.v1 import trainer_pb2
 from cohort.api.trajectory.v1 import trajectory_pb2
 from cohort.errors import InvalidArgument, NotFound
-from cohort.policy import HeadSpec, PolicySnapshot, bucket, check_options, decision_request_from_proto
+from cohort.learning import bucket
+from cohort.policy import HeadSpec, PolicySnapshot, check_options, decision_request_from_proto
 from cohort.runtime import DecisionRequest
 
 # --- The reference: `decide` as it was before it was made faster (do not "fix" it) --------------

@@ -18,14 +18,21 @@ from cohort.api.jobs.v1 import jobs_pb2
 from cohort.api.trajectory.v1 import trajectory_pb2 as tpb
 from cohort.config import Settings
 from cohort.errors import InvalidArgument
-from cohort.policy import HeadSpec, LocalDecider, PolicySnapshot, encode_batch, log_probabilities
-from cohort.policy.features import OPTION_SEPARATOR, bucket
-from cohort.policy.snapshot import _seeded_uniform, check_recorded_decision, mixture_log_probabilities
+from cohort.learning import (
+    OPTION_SEPARATOR,
+    GrpoSettings,
+    HeadBatch,
+    bucket,
+    grpo_loss,
+    log_probabilities,
+    mixture_log_probabilities,
+)
+from cohort.policy import HeadSpec, LocalDecider, PolicySnapshot, encode_batch
+from cohort.policy.snapshot import _seeded_uniform, check_recorded_decision
 from cohort.runtime import AgentContext, DecisionRequest
 from cohort.sdk.recorder import TrajectoryRecorder
 from cohort.services.jobs.exploration import exploration_epsilon
 from cohort.services.jobs.spec import normalize_job_spec
-from cohort.services.trainer.grpo import GrpoSettings, HeadBatch, grpo_loss
 from cohort.trajectories.cohort_block import apply_cohort, cohort_section
 
 TOOLS = ("search", "calc", "lookup", "browse", "answer")

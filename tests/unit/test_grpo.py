@@ -11,14 +11,20 @@ import pytest
 
 from cohort.api.trainer.v1 import trainer_pb2
 from cohort.errors import FailedPrecondition, InvalidArgument
-from cohort.policy import DecisionBatch, log_probabilities
-from cohort.services.trainer.grpo import (
+from cohort.learning import (
     NON_FINITE_UPDATE,
     AdamState,
+    DecisionBatch,
     GrpoSettings,
     HeadBatch,
     grpo_loss,
     grpo_update,
+    log_probabilities,
+)
+from cohort.services.trainer.convert import (
+    adam_state_from_proto,
+    adam_state_to_proto,
+    grpo_settings_from_proto,
 )
 
 BUCKETS = 32  # small, so decisions and options share buckets and the scatter-add must sum them
@@ -447,7 +453,7 @@ def test_repeated_updates_favour_positive_advantage_choices():
 
 
 def test_settings_from_proto_defaults_and_values():
-    assert GrpoSettings.from_proto(trainer_pb2.GrpoConfig()) == GrpoSettings()
+    assert grpo_settings_from_proto(trainer_pb2.GrpoConfig()) == GrpoSettings()
     config = trainer_pb2.GrpoConfig(
         learning_rate=0.01,
         clip_epsilon_low=0.1,
@@ -462,7 +468,7 @@ def test_settings_from_proto_defaults_and_values():
         adam_beta2=0.9,
         seed=42,
     )
-    settings = GrpoSettings.from_proto(config)
+    settings = grpo_settings_from_proto(config)
     assert settings == GrpoSettings(
         learning_rate=0.01,
         clip_epsilon_low=0.1,
@@ -512,7 +518,7 @@ def test_settings_from_proto_defaults_and_values():
 )
 def test_bad_settings_name_the_field(name, value):
     with pytest.raises(InvalidArgument) as error:
-        GrpoSettings.from_proto(trainer_pb2.GrpoConfig(**{name: value}))
+        grpo_settings_from_proto(trainer_pb2.GrpoConfig(**{name: value}))
     assert error.value.field == f"config.{name}"
     assert "must be" in error.value.description and repr(value) in error.value.description
 
@@ -615,24 +621,24 @@ def test_adam_state_proto_round_trip_and_validation():
         first_moments={"a": np.array([0.1, -0.2, 0.3, 0.0]), "b": np.array([1.0, 2.0, 3.0])},
         second_moments={"a": np.array([0.01, 0.02, 0.03, 0.0]), "b": np.array([0.5, 0.5, 0.5])},
     )
-    back = AdamState.from_proto(state.to_proto(), weights)
+    back = adam_state_from_proto(adam_state_to_proto(state), weights)
     assert back.step == 5
     for h in weights:
         np.testing.assert_array_equal(back.first_moments[h], state.first_moments[h])
         np.testing.assert_array_equal(back.second_moments[h], state.second_moments[h])
 
-    fresh = AdamState.from_proto(trainer_pb2.OptimizerState(), weights)
+    fresh = adam_state_from_proto(trainer_pb2.OptimizerState(), weights)
     assert fresh.step == 0 and all(not m.any() for m in fresh.first_moments.values())
 
-    short = state.to_proto()
+    short = adam_state_to_proto(state)
     del short.second_moments[1].weights[-1]
-    unknown = state.to_proto()
+    unknown = adam_state_to_proto(state)
     unknown.first_moments[0].head = "c"
-    negative = state.to_proto()
+    negative = adam_state_to_proto(state)
     negative.step = -1
     for bad in (short, unknown, negative):
         with pytest.raises(InvalidArgument) as error:
-            AdamState.from_proto(bad, weights)
+            adam_state_from_proto(bad, weights)
         assert error.value.field.startswith("optimizer_state")
 
 
@@ -679,7 +685,7 @@ def test_bad_batches_are_rejected(case):
 
 
 def test_log_probabilities_agree_with_the_policy_package():
-    """The reference loops here and `cohort.policy.log_probabilities` (what Decide records) agree."""
+    """The reference loops here and `cohort.learning.log_probabilities` (what Decide records) agree."""
     weights, batches = make_problem(seed=13, heads=("tool",))
     b = batches["tool"].batch
     np.testing.assert_allclose(
@@ -703,7 +709,7 @@ def test_on_policy_ratios_are_one():
 
 def test_staleness_zero_is_asked_for_only_by_setting_it():
     # `max_policy_staleness` has presence: 0 means strictly on-policy, unset means the default 1.
-    assert GrpoSettings.from_proto(trainer_pb2.GrpoConfig()).max_policy_staleness == 1
-    assert GrpoSettings.from_proto(trainer_pb2.GrpoConfig(max_policy_staleness=0)).max_policy_staleness == 0
+    assert grpo_settings_from_proto(trainer_pb2.GrpoConfig()).max_policy_staleness == 1
+    assert grpo_settings_from_proto(trainer_pb2.GrpoConfig(max_policy_staleness=0)).max_policy_staleness == 0
     # other zero fields still mean "the default"
-    assert GrpoSettings.from_proto(trainer_pb2.GrpoConfig(inner_epochs=0)).inner_epochs == 4
+    assert grpo_settings_from_proto(trainer_pb2.GrpoConfig(inner_epochs=0)).inner_epochs == 4

@@ -11,17 +11,15 @@ import pytest
 from cohort.api.trainer.v1 import trainer_pb2
 from cohort.api.trajectory.v1 import trajectory_pb2
 from cohort.errors import InvalidArgument, NotFound
+from cohort.learning import bucket, log_probabilities, option_rows
 from cohort.policy import (
     HeadSpec,
     LocalDecider,
     PolicySnapshot,
-    bucket,
     decide_request,
     decision_request_from_proto,
     encode_batch,
     heads_from_proto,
-    log_probabilities,
-    option_rows,
     parameters_sha256,
 )
 from cohort.runtime import DecisionRequest

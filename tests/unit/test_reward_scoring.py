@@ -11,7 +11,8 @@ import pytest
 
 from cohort.api.trajectory.v1 import trajectory_pb2 as tpb
 from cohort.errors import InvalidArgument, NotFound
-from cohort.services.reward import scoring
+from cohort.learning import advantages
+from cohort.services.reward import terms
 from cohort.services.reward.functions import FunctionKind, RewardFunction, RewardFunctionRegistry
 from cohort.services.reward.service import (
     AdvantageSpec,
@@ -74,12 +75,12 @@ def run(groups, **kwargs):
 
 
 def test_outcome_prefers_reported_score_then_success_then_kind():
-    assert scoring.outcome_term(make("a", score=0.25, success=True))[0] == 0.25
-    assert scoring.outcome_term(make("a", success=True, kind=tpb.OUTCOME_KIND_FAILURE))[0] == 1.0
-    assert scoring.outcome_term(make("a", success=False))[0] == 0.0
-    assert scoring.outcome_term(make("a", kind=tpb.OUTCOME_KIND_PARTIAL))[0] == 0.5
-    assert scoring.outcome_term(make("a", kind=tpb.OUTCOME_KIND_SUCCESS))[0] == 1.0
-    assert scoring.outcome_term(make("a")) == (0.0, "no outcome reported")
+    assert terms.outcome_term(make("a", score=0.25, success=True))[0] == 0.25
+    assert terms.outcome_term(make("a", success=True, kind=tpb.OUTCOME_KIND_FAILURE))[0] == 1.0
+    assert terms.outcome_term(make("a", success=False))[0] == 0.0
+    assert terms.outcome_term(make("a", kind=tpb.OUTCOME_KIND_PARTIAL))[0] == 0.5
+    assert terms.outcome_term(make("a", kind=tpb.OUTCOME_KIND_SUCCESS))[0] == 1.0
+    assert terms.outcome_term(make("a")) == (0.0, "no outcome reported")
 
 
 def test_tool_usage_counts_failed_invalid_and_useful_calls():
@@ -88,38 +89,38 @@ def test_tool_usage_counts_failed_invalid_and_useful_calls():
         steps=[[("search", True), ("search", False)], [("unknown_tool", True)], [("search", None)]],
         offered=["search", "verify"],
     )
-    value, detail = scoring.tool_usage_term(t)
+    value, detail = terms.tool_usage_term(t)
     assert value == pytest.approx((0 - 1 - 1) / 4)
     assert detail == "4 calls: 1 useful, 1 failed, 1 invalid"
-    assert scoring.tool_usage_term(t, useful_reward=2.0, failure_cost=0.5)[0] == pytest.approx(
+    assert terms.tool_usage_term(t, useful_reward=2.0, failure_cost=0.5)[0] == pytest.approx(
         (2.0 - 0.5 - 1.0) / 4
     )
     bad_arguments = make("b", steps=[[("search", True)]])
     bad_arguments.agent_steps[0].tool_calls[0].arguments_json = '["not", "an", "object"]'
-    assert scoring.tool_usage_term(bad_arguments)[0] == -1.0
-    assert scoring.tool_usage_term(make("c")) == (0.0, "no tool calls")
+    assert terms.tool_usage_term(bad_arguments)[0] == -1.0
+    assert terms.tool_usage_term(make("c")) == (0.0, "no tool calls")
 
 
 def test_verification_needs_a_matching_call_before_the_last_step():
     before = make("a", steps=[[("search", True)], [("run_check", True)], [("answer", True)]])
-    assert scoring.verification_term(before) == (1.0, "run_check at step 2")
+    assert terms.verification_term(before) == (1.0, "run_check at step 2")
     only_at_the_end = make("b", steps=[[("search", True)], [("verify_answer", True)]])
-    assert scoring.verification_term(only_at_the_end)[0] == 0.0
+    assert terms.verification_term(only_at_the_end)[0] == 0.0
     failed = make("c", steps=[[("Verify", False)], [("answer", True)]])
-    assert scoring.verification_term(failed)[0] == 0.0
-    assert scoring.verification_term(failed, require_success=False)[0] == 1.0
+    assert terms.verification_term(failed)[0] == 0.0
+    assert terms.verification_term(failed, require_success=False)[0] == 1.0
     custom = make("d", steps=[[("run_tests", True)], [("answer", True)]])
-    assert scoring.verification_term(custom)[0] == 0.0
-    assert scoring.verification_term(custom, pattern="run_tests")[0] == 1.0
+    assert terms.verification_term(custom)[0] == 0.0
+    assert terms.verification_term(custom, pattern="run_tests")[0] == 1.0
 
 
 def test_length_penalty_is_the_capped_fraction_over_each_budget():
     t = make("a", steps=[[]] * 6, tokens=(900, 600))
-    assert scoring.length_penalty_term(t, step_budget=4)[0] == pytest.approx(-0.5)
-    assert scoring.length_penalty_term(t, token_budget=1000)[0] == pytest.approx(-0.5)
-    assert scoring.length_penalty_term(t, step_budget=4, token_budget=1000)[0] == pytest.approx(-1.0)
-    assert scoring.length_penalty_term(t, step_budget=2)[0] == -1.0  # capped
-    assert scoring.length_penalty_term(t, step_budget=10, token_budget=5000)[0] == 0.0
+    assert terms.length_penalty_term(t, step_budget=4)[0] == pytest.approx(-0.5)
+    assert terms.length_penalty_term(t, token_budget=1000)[0] == pytest.approx(-0.5)
+    assert terms.length_penalty_term(t, step_budget=4, token_budget=1000)[0] == pytest.approx(-1.0)
+    assert terms.length_penalty_term(t, step_budget=2)[0] == -1.0  # capped
+    assert terms.length_penalty_term(t, step_budget=10, token_budget=5000)[0] == 0.0
 
 
 # --- estimators
@@ -128,23 +129,23 @@ def test_length_penalty_is_the_capped_fraction_over_each_budget():
 def test_grpo_normalizes_by_population_std_and_dr_grpo_by_mean_only():
     values = np.array([1.0, 0.0, 0.0, 1.0, 2.0, 4.0])
     groups = np.array([0, 0, 0, 0, 1, 1])
-    mean, std, size = scoring.group_statistics(values, groups, 2)
+    mean, std, size = advantages.group_statistics(values, groups, 2)
     assert mean.tolist() == [0.5, 3.0]
     assert std.tolist() == [0.5, 1.0]
     assert size.tolist() == [4, 2]
-    grpo = scoring.grpo_advantages(values, groups, mean, std, 1e-6)
+    grpo = advantages.grpo_advantages(values, groups, mean, std, 1e-6)
     assert grpo == pytest.approx([0.5 / 0.500001, -0.5 / 0.500001, -0.5 / 0.500001, 0.5 / 0.500001, -1, 1])
-    assert scoring.dr_grpo_advantages(values, groups, mean).tolist() == [0.5, -0.5, -0.5, 0.5, -1.0, 1.0]
+    assert advantages.dr_grpo_advantages(values, groups, mean).tolist() == [0.5, -0.5, -0.5, 0.5, -1.0, 1.0]
 
 
 def test_discounted_returns_by_hand():
     rewards = np.array([[1.0, 0.0, 2.0], [3.0, 0.0, 0.0]])
-    returns = scoring.discounted_returns(rewards, 0.5)
+    returns = advantages.discounted_returns(rewards, 0.5)
     assert returns.tolist() == [[1.0 + 0.25 * 2.0, 1.0, 2.0], [3.0, 0.0, 0.0]]
 
 
 def test_flow_grpo_broadcast_repeats_each_advantage_per_decision():
-    out = scoring.flow_grpo_broadcast(np.array([0.5, -1.0, 2.0]), np.array([2, 0, 3]))
+    out = advantages.flow_grpo_broadcast(np.array([0.5, -1.0, 2.0]), np.array([2, 0, 3]))
     assert out.tolist() == [0.5, 0.5, 2.0, 2.0, 2.0]
 
 
@@ -369,7 +370,7 @@ def slow_on_b(trajectory: tpb.Trajectory) -> float:
 async def test_a_custom_function_that_times_out_fails_only_its_trajectory(tmp_path):
     from cohort.api.reward.v1 import reward_pb2 as rpb
     from cohort.context import Identity, current_identity
-    from cohort.storage.engine import open_database
+    from cohort.storage import open_database
 
     database = await open_database(f"sqlite+aiosqlite:///{tmp_path}/reward.db")
     current_identity.set(Identity("tenant", "key", is_admin=True))
@@ -419,4 +420,4 @@ def test_gamma_zero_is_asked_for_only_by_setting_it():
     assert advantage_spec_from_proto(reward_pb2.AdvantageConfig(gamma=0.0)).gamma == 0.0
     # gamma 0: each step's return is its own reward
     rewards = np.array([[1.0, 0.0, 2.0]])
-    assert scoring.discounted_returns(rewards, 0.0).tolist() == [[1.0, 0.0, 2.0]]
+    assert advantages.discounted_returns(rewards, 0.0).tolist() == [[1.0, 0.0, 2.0]]

@@ -12,7 +12,7 @@ from cohort.context import Identity, current_identity
 from cohort.errors import NotFound
 from cohort.runtime import DecisionRequest
 from cohort.services.trainer.service import TrainerService
-from cohort.storage.engine import open_database
+from cohort.storage import open_database
 
 
 @pytest.fixture

@@ -1,4 +1,8 @@
-"""Decision heads and immutable policy snapshots: validation, proto conversion and `decide`."""
+"""Decision heads and immutable policy snapshots: validation, proto conversion and `decide`.
+
+The math of a head (features, batches, log-probabilities) is `cohort.learning.decision_heads`; this
+module reads protobuf messages into it and serves single decisions with the same formula.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +20,14 @@ import numpy as np
 from cohort.api.trainer.v1 import trainer_pb2
 from cohort.api.trajectory.v1 import trajectory_pb2
 from cohort.errors import FailedPrecondition, InvalidArgument, NotFound
-from cohort.policy.features import OPTION_SEPARATOR, SHARED_PREFIX, bucket
+from cohort.learning.decision_heads import (
+    OPTION_SEPARATOR,
+    SHARED_PREFIX,
+    DecisionBatch,
+    bucket,
+    encode_checked,
+)
+from cohort.learning.exploration import mixture_log_probabilities
 from cohort.runtime import DecisionRequest
 
 DEFAULT_FEATURE_BUCKETS = 4096
@@ -301,6 +312,19 @@ def check_recorded_decision(
     return (options, names, values, chosen_index, log_prob, tuple(per_option))
 
 
+def encode_batch(head: HeadSpec, decisions: Sequence[trajectory_pb2.Decision]) -> DecisionBatch:
+    """The `DecisionBatch` of recorded decisions of `head`.
+
+    Each decision's own `options` are used (the head's fixed options when a recording left them
+    out); `check_recorded_decision` says whether a decision is usable, and a bad one here is an
+    `InvalidArgument` naming `decisions[i]`.
+    """
+    return encode_checked(
+        head,
+        [check_recorded_decision(head, decision, f"decisions[{i}]") for i, decision in enumerate(decisions)],
+    )
+
+
 def _name(field_name: str | Callable[[], str]) -> str:
     return field_name if isinstance(field_name, str) else field_name()
 
@@ -479,7 +503,7 @@ class PolicySnapshot:
         features: dict[str, float],
         option_features: list[dict[str, float]],
     ) -> list[float]:
-        """Exact log-softmax of one decision's logits (the `features` module's formula).
+        """Exact log-softmax of one decision's logits (the formula of `cohort.learning.decision_heads`).
 
         The context part of every option's row has the same values `[1, x_1, ..., x_F]` (features in
         name order), so it is one matrix-vector product with the rows' weights, gathered once per
@@ -547,23 +571,6 @@ def _checked_exploration(exploration: float, greedy: bool) -> float:
     if not 0.0 <= value < 1.0:  # NaN fails too
         raise InvalidArgument("exploration", f"must be a finite number in [0, 1), not {value}")
     return 0.0 if greedy else value
-
-
-def mixture_log_probabilities(log_probs: Sequence[float], epsilon: float) -> list[float]:
-    """log q for `q = (1 - epsilon) * pi + epsilon * uniform`, from log pi over the offered options.
-
-    Each term is summed in log space (`log(a + b) = hi + log1p(exp(lo - hi))`): an option whose pi
-    underflows to 0 still gets its exact `log(epsilon / n)`, and a dominant one keeps its precision.
-    Capped at 0, so rounding never makes a log-probability positive.
-    """
-    log_keep = math.log1p(-epsilon)
-    log_floor = math.log(epsilon) - math.log(len(log_probs))
-    mixed = []
-    for log_prob in log_probs:
-        kept = log_prob + log_keep
-        high, low = (kept, log_floor) if kept > log_floor else (log_floor, kept)
-        mixed.append(min(high + math.log1p(math.exp(low - high)), 0.0))
-    return mixed
 
 
 @lru_cache(maxsize=1024)

@@ -1,4 +1,11 @@
-"""Exact GRPO for decision-head policies, vectorized over decisions.
+"""Exact GRPO (group relative policy optimization) for decision-head policies, vectorized.
+
+The objective is GRPO's clipped surrogate (Shao et al., 2024, "DeepSeekMath", section 4.1) with
+DAPO's decoupled clip range (Yu et al., 2025, "clip-higher": `eps_high` above `eps_low` lets the
+ratio of an option that paid off rise further before it is clipped, so rarely chosen options can
+still gain probability and the entropy does not collapse), the k3 estimator of the KL divergence to
+a reference policy (Schulman, 2020, "Approximating KL divergence"; the one DeepSeekMath uses), and
+an entropy bonus. Advantages come from `cohort.learning.advantages`.
 
 Each head is `pi(a|x) = softmax(W . phi(x, a) / temperature)` over the options a decision offered
 (`DecisionBatch.option_mask`), so log-probabilities and their gradients are exact and analytic.
@@ -22,16 +29,12 @@ from __future__ import annotations
 
 import math
 import numbers
-from dataclasses import dataclass, fields, replace
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from cohort.api.trainer.v1 import trainer_pb2
 from cohort.errors import FailedPrecondition, InvalidArgument
-
-if TYPE_CHECKING:
-    from cohort.policy import DecisionBatch
+from cohort.learning.decision_heads import DecisionBatch
 
 MAX_INNER_EPOCHS = 100
 MAX_LEARNING_RATE = 10.0
@@ -112,35 +115,11 @@ class GrpoSettings:
             "an integer >= 0",
         )
 
-    @classmethod
-    def from_proto(cls, config: trainer_pb2.GrpoConfig) -> GrpoSettings:
-        """Settings from a request's `GrpoConfig`: zero (unset) fields take the defaults; an `optional`
-        field (`max_policy_staleness`) only when unset, so 0 can be asked for."""
-        defaults = {f.name: f.default for f in fields(cls)}
-        values = {}
-        for name in (
-            "learning_rate",
-            "clip_epsilon_low",
-            "clip_epsilon_high",
-            "kl_beta",
-            "entropy_coefficient",
-            "inner_epochs",
-            "max_grad_norm",
-            "adam_beta1",
-            "adam_beta2",
-            "seed",
-        ):
-            value = getattr(config, name)
-            values[name] = value if value != 0 else defaults[name]  # NaN != 0, so NaN is validated
-        if config.HasField("max_policy_staleness"):
-            values["max_policy_staleness"] = config.max_policy_staleness
-        values["positive_advantage_only"] = bool(config.positive_advantage_only)
-        return cls(**values)
-
 
 @dataclass
 class AdamState:
-    """Adam moments per head and the number of steps taken (bias correction uses `step`)."""
+    """Adam moments per head (float64[B] each, like the head's weights) and the number of steps
+    taken (bias correction uses `step`)."""
 
     step: int
     first_moments: dict[str, np.ndarray]
@@ -154,60 +133,16 @@ class AdamState:
             second_moments={head: np.zeros_like(w, dtype=np.float64) for head, w in weights.items()},
         )
 
-    @classmethod
-    def from_proto(cls, state: trainer_pb2.OptimizerState, weights: dict[str, np.ndarray]) -> AdamState:
-        """The state in `state`, checked against the policy's `weights`; heads it omits start at zero."""
-        if state.step < 0:
-            raise InvalidArgument("optimizer_state.step", f"must be >= 0, got {state.step}")
-        result = cls.zeros(weights)
-        result.step = int(state.step)
-        for kind, entries, target in (
-            ("first_moments", state.first_moments, result.first_moments),
-            ("second_moments", state.second_moments, result.second_moments),
-        ):
-            seen: set[str] = set()
-            for i, entry in enumerate(entries):
-                where = f"optimizer_state.{kind}[{i}]"
-                if entry.head not in weights:
-                    raise InvalidArgument(f"{where}.head", f"the policy has no head {entry.head!r}")
-                if entry.head in seen:
-                    raise InvalidArgument(f"{where}.head", f"head {entry.head!r} appears twice")
-                seen.add(entry.head)
-                values = np.asarray(entry.weights, dtype=np.float64)
-                expected = weights[entry.head].shape[0]
-                if values.shape[0] != expected:
-                    raise InvalidArgument(
-                        f"{where}.weights",
-                        f"head {entry.head!r} has {expected} weights, the moments have {values.shape[0]}",
-                    )
-                if not np.all(np.isfinite(values)) or (kind == "second_moments" and np.any(values < 0)):
-                    raise InvalidArgument(f"{where}.weights", "must be finite (and >= 0 for second moments)")
-                target[entry.head] = values
-        return result
-
-    def to_proto(self) -> trainer_pb2.OptimizerState:
-        return trainer_pb2.OptimizerState(
-            step=self.step,
-            first_moments=[
-                trainer_pb2.HeadParameters(head=head, weights=m.tolist())
-                for head, m in sorted(self.first_moments.items())
-            ],
-            second_moments=[
-                trainer_pb2.HeadParameters(head=head, weights=v.tolist())
-                for head, v in sorted(self.second_moments.items())
-            ],
-        )
-
 
 @dataclass(frozen=True)
 class HeadBatch:
-    """One head's decisions for an update: the encoded batch, the log-probability each chosen option
+    """One head's D decisions for an update: the encoded batch, the log-probability each chosen option
     had when it was sampled, its advantage, and the reference policy's weights for the KL term."""
 
     batch: DecisionBatch
-    old_log_prob: np.ndarray
-    advantage: np.ndarray
-    reference_weights: np.ndarray | None = None
+    old_log_prob: np.ndarray  # float64[D], <= 0
+    advantage: np.ndarray  # float64[D]
+    reference_weights: np.ndarray | None = None  # float64[B], the head's weights in the reference
 
 
 @dataclass

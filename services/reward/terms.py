@@ -1,4 +1,4 @@
-"""The reward math, pure: reward terms of one trajectory, and the group estimators over arrays.
+"""The built-in reward terms of one trajectory, read off its protobuf message.
 
 Terms (each returns `(value, detail)`; the service weights them and reports each as a component):
 - `outcome_term`: the reported score (`outcome.score`, in [0, 1]) when there is one, else 1/0 from
@@ -16,25 +16,18 @@ Terms (each returns `(value, detail)`; the service weights them and reports each
   each part only when its budget is set (> 0). Tokens are input + output tokens of `total_usage`
   (or of the LLM interactions when `total_usage` is empty).
 
-Estimators (one function per paper term, like verl's `core_algos`): `group_statistics`,
-`grpo_advantages` ((r - mean) / (std + eps), population std), `dr_grpo_advantages` (r - mean),
-`flow_grpo_broadcast` (the trajectory advantage to every decision) and `discounted_returns` /
-`discounted_decision_advantages` (the normalized discounted return from each decision's step).
+Advantages (group statistics, GRPO and Dr. GRPO normalization, credit assignment to decisions) are
+`cohort.learning.advantages`.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
 from functools import cached_property
-
-import numpy as np
 
 from cohort.api.trajectory.v1 import trajectory_pb2 as tpb
 
-DEFAULT_EPSILON = 1e-6
-DEFAULT_GAMMA = 1.0
 DEFAULT_VERIFICATION_PATTERN = r"verif|check|validat"
 
 FAILED_TERMINATIONS = frozenset(
@@ -230,96 +223,3 @@ def length_penalty_term(
         value -= min(1.0, max(0, tokens - token_budget) / token_budget)
         details.append(f"{tokens}/{token_budget} tokens")
     return value, ", ".join(details) or "no budget"
-
-
-# --- group estimators over arrays
-
-
-def group_statistics(
-    values: np.ndarray, group_index: np.ndarray, group_count: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per group: mean, population standard deviation and size of `values` (grouped by `group_index`)."""
-    size = np.bincount(group_index, minlength=group_count).astype(np.float64)
-    safe = np.maximum(size, 1.0)
-    mean = np.bincount(group_index, weights=values, minlength=group_count) / safe
-    centered = values - mean[group_index]
-    variance = np.bincount(group_index, weights=centered * centered, minlength=group_count) / safe
-    return mean, np.sqrt(variance), size.astype(np.int64)
-
-
-def grpo_advantages(
-    values: np.ndarray,
-    group_index: np.ndarray,
-    mean: np.ndarray,
-    std: np.ndarray,
-    epsilon: float = DEFAULT_EPSILON,
-) -> np.ndarray:
-    """GRPO (Shao et al., 2024): `(r - mean_group) / (std_group + epsilon)`."""
-    return (values - mean[group_index]) / (std[group_index] + epsilon)
-
-
-def dr_grpo_advantages(values: np.ndarray, group_index: np.ndarray, mean: np.ndarray) -> np.ndarray:
-    """Dr. GRPO (Liu et al., 2025): `r - mean_group`, no division by the standard deviation."""
-    return values - mean[group_index]
-
-
-def flow_grpo_broadcast(trajectory_advantages: np.ndarray, decision_counts: np.ndarray) -> np.ndarray:
-    """Flow-GRPO: every decision of a trajectory gets the trajectory's advantage (flat, in order)."""
-    return np.repeat(trajectory_advantages, decision_counts)
-
-
-def discounted_returns(rewards: np.ndarray, gamma: float) -> np.ndarray:
-    """`G[:, t] = sum_k>=t gamma^(k-t) rewards[:, k]` for a (trajectories x steps) matrix, zero-padded."""
-    returns = np.zeros_like(rewards)
-    running = np.zeros(rewards.shape[0], dtype=rewards.dtype)
-    for t in range(rewards.shape[1] - 1, -1, -1):
-        running = rewards[:, t] + gamma * running
-        returns[:, t] = running
-    return returns
-
-
-def step_reward_matrix(step_rewards: Sequence[Sequence[float]], final_rewards: np.ndarray) -> np.ndarray:
-    """Rewards per (trajectory, step): each step's own reward, the trajectory reward added at its last
-    step (a trajectory without steps gets it at step 0); zero-padded to the longest trajectory."""
-    lengths = np.fromiter((max(1, len(r)) for r in step_rewards), dtype=np.int64, count=len(step_rewards))
-    matrix = np.zeros((len(step_rewards), int(lengths.max(initial=1))))
-    for row, rewards in enumerate(step_rewards):
-        matrix[row, : len(rewards)] = rewards
-    matrix[np.arange(len(step_rewards)), lengths - 1] += final_rewards
-    return matrix
-
-
-def discounted_decision_returns(
-    step_rewards: Sequence[Sequence[float]],
-    final_rewards: np.ndarray,
-    decision_steps: Sequence[np.ndarray],
-    gamma: float,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Discounted returns from the start of each trajectory, and from the step of each decision (flat).
-
-    `decision_steps[i]` holds the step index (0-based, in `step_rewards[i]`) of each decision of
-    trajectory i; an index past the last step is clipped to it.
-    """
-    returns = discounted_returns(step_reward_matrix(step_rewards, final_rewards), gamma)
-    counts = [len(steps) for steps in decision_steps]
-    if sum(counts) == 0:
-        return returns[:, 0].copy(), np.zeros(0)
-    rows = np.repeat(np.arange(len(decision_steps)), counts)
-    lengths = np.fromiter((max(1, len(r)) for r in step_rewards), dtype=np.int64, count=len(step_rewards))
-    columns = np.minimum(np.concatenate(decision_steps), lengths[rows] - 1)
-    return returns[:, 0].copy(), returns[rows, columns]
-
-
-def normalize(
-    values: np.ndarray,
-    group_index: np.ndarray,
-    mean: np.ndarray,
-    std: np.ndarray,
-    *,
-    mean_only: bool,
-    epsilon: float = DEFAULT_EPSILON,
-) -> np.ndarray:
-    """GRPO or Dr. GRPO normalization of `values` against group statistics."""
-    if mean_only:
-        return dr_grpo_advantages(values, group_index, mean)
-    return grpo_advantages(values, group_index, mean, std, epsilon)

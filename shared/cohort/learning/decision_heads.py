@@ -1,4 +1,7 @@
-"""Hashed sparse features of decision heads, exactly as every Cohort component computes them.
+"""The decision-head policy: hashed sparse features, batch encoding and exact log-probabilities.
+
+Every Cohort component computes a head's distribution exactly this way (`cohort.policy.snapshot`
+serves single decisions with the same formula, written for one decision at a time).
 
 A head with `B` buckets (a power of two) scores option `a_i` of a decision with context features `x`
 and optional per-option features `f_i` through the sparse row
@@ -12,6 +15,9 @@ with `bucket(key, B) = int.from_bytes(blake2b(key.encode(), digest_size=8).diges
 log-probabilities are the exact log-softmax. Context features are crossed with the option (so each
 option learns its own response to the context); per-option features are not (one weight per name,
 shared by every option, so a candidate's own properties generalize across candidates).
+
+Nothing here reads a protobuf message: `cohort.policy.encode_batch` checks recorded decisions
+(`check_recorded_decision`) and hands what it read to `encode_checked`.
 """
 
 from __future__ import annotations
@@ -22,8 +28,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-
-from cohort.api.trajectory.v1 import trajectory_pb2
 
 OPTION_SEPARATOR = "\x1f"
 SHARED_PREFIX = "\x1e"
@@ -135,23 +139,9 @@ def _context_layout(options: tuple[str, ...], names: tuple[str, ...], buckets: i
     )
 
 
-def encode_batch(head, decisions: Sequence[trajectory_pb2.Decision]) -> DecisionBatch:
-    """The `DecisionBatch` of recorded decisions of `head` (a `HeadSpec`).
-
-    Each decision's own `options` are used (the head's fixed options when a recording left them
-    out); `check_recorded_decision` says whether a decision is usable, and a bad one here is an
-    `InvalidArgument` naming `decisions[i]`.
-    """
-    from cohort.policy.snapshot import check_recorded_decision
-
-    return encode_checked(
-        head,
-        [check_recorded_decision(head, decision, f"decisions[{i}]") for i, decision in enumerate(decisions)],
-    )
-
-
 def encode_checked(head, checked: Sequence) -> DecisionBatch:
-    """The `DecisionBatch` of decisions of `head` that `check_recorded_decision` has read (its
+    """The `DecisionBatch` of decisions of `head` (anything with `feature_buckets` and `temperature`,
+    such as `cohort.policy.HeadSpec`) that `cohort.policy.check_recorded_decision` has read (its
     `CheckedDecision`s), without reading the decisions again.
 
     Rows are exactly `option_rows`; decisions without per-option features take a cached layout
