@@ -33,8 +33,10 @@ bench: setup  ## speed figures, each printed beside its target
 chaos: setup  ## training jobs under restarts of each service, PostgreSQL and Redis (a table of losses)
 	$(PY) tests/chaos $(ARGS)
 
-lint: setup  ## ruff, generated-code drift, buf lint of the contracts
+lint: setup  ## ruff, mypy (the files listed in pyproject.toml), generated-code drift, buf lint of the contracts
 	$(VENV)/bin/ruff check shared services tests protos/generate.py setup.py
+	@mkdir -p build/mypy-path/cohort && ln -sfn ../../../services build/mypy-path/cohort/services
+	$(VENV)/bin/mypy
 	$(PY) protos/generate.py --check
 	npx --yes @bufbuild/buf lint
 

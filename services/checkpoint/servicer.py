@@ -6,7 +6,9 @@ with the exact first response, which `cohort.idempotency` stores as the protobuf
 
 from __future__ import annotations
 
-from cohort.api.checkpoint.v1 import checkpoint_pb2_grpc
+import grpc.aio
+
+from cohort.api.checkpoint.v1 import checkpoint_pb2, checkpoint_pb2_grpc
 from cohort.services.checkpoint.service import CheckpointService
 
 
@@ -14,17 +16,47 @@ class CheckpointServiceServicer(checkpoint_pb2_grpc.CheckpointServiceServicer):
     def __init__(self, service: CheckpointService) -> None:
         self._service = service
 
-    async def SaveCheckpoint(self, request, context):
+    async def SaveCheckpoint(
+        self,
+        request: checkpoint_pb2.SaveCheckpointRequest,
+        context: grpc.aio.ServicerContext[
+            checkpoint_pb2.SaveCheckpointRequest, checkpoint_pb2.SaveCheckpointResponse
+        ],
+    ) -> checkpoint_pb2.SaveCheckpointResponse:
         return await self._service.save(request)
 
-    async def GetCheckpoint(self, request, context):
+    async def GetCheckpoint(
+        self,
+        request: checkpoint_pb2.GetCheckpointRequest,
+        context: grpc.aio.ServicerContext[
+            checkpoint_pb2.GetCheckpointRequest, checkpoint_pb2.GetCheckpointResponse
+        ],
+    ) -> checkpoint_pb2.GetCheckpointResponse:
         return await self._service.get(request)
 
-    async def ListCheckpoints(self, request, context):
+    async def ListCheckpoints(
+        self,
+        request: checkpoint_pb2.ListCheckpointsRequest,
+        context: grpc.aio.ServicerContext[
+            checkpoint_pb2.ListCheckpointsRequest, checkpoint_pb2.ListCheckpointsResponse
+        ],
+    ) -> checkpoint_pb2.ListCheckpointsResponse:
         return await self._service.list(request)
 
-    async def GetLatestCheckpoint(self, request, context):
+    async def GetLatestCheckpoint(
+        self,
+        request: checkpoint_pb2.GetLatestCheckpointRequest,
+        context: grpc.aio.ServicerContext[
+            checkpoint_pb2.GetLatestCheckpointRequest, checkpoint_pb2.GetLatestCheckpointResponse
+        ],
+    ) -> checkpoint_pb2.GetLatestCheckpointResponse:
         return await self._service.latest(request)
 
-    async def DeleteCheckpoint(self, request, context):
+    async def DeleteCheckpoint(
+        self,
+        request: checkpoint_pb2.DeleteCheckpointRequest,
+        context: grpc.aio.ServicerContext[
+            checkpoint_pb2.DeleteCheckpointRequest, checkpoint_pb2.DeleteCheckpointResponse
+        ],
+    ) -> checkpoint_pb2.DeleteCheckpointResponse:
         return await self._service.delete(request)

@@ -12,10 +12,12 @@ stored: the items already received are stored too, then the error reaches the cl
 from __future__ import annotations
 
 import asyncio
+import enum
 import time
 from collections import deque
 from collections.abc import AsyncIterator
 from datetime import UTC as _UTC
+from typing import Any, Final
 
 import grpc.aio
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -42,7 +44,14 @@ INGEST_BATCH_SECONDS = 0.05
 INGEST_PIPELINE = 2
 _QUEUE_ITEMS = 2 * INGEST_BATCH_ITEMS
 
-_END = object()
+
+class _Stream(enum.Enum):
+    """The reader's end-of-stream mark in the ingest queue: an enum member, so `item is _END` narrows."""
+
+    END = enum.auto()
+
+
+_END: Final = _Stream.END
 
 
 def filter_from_proto(message: collector_pb2.TrajectoryFilter) -> TrajectoryFilter:
@@ -63,7 +72,7 @@ def filter_from_proto(message: collector_pb2.TrajectoryFilter) -> TrajectoryFilt
     )
 
 
-def _bearer_token(context: grpc.aio.ServicerContext) -> str:
+def _bearer_token(context: grpc.aio.ServicerContext[Any, Any]) -> str:
     """The caller's API key, handed to remote agents for `Decide` ("" when the call carried none)."""
     scheme, _, token = (metadata_value(context, AUTHORIZATION_KEY) or "").strip().partition(" ")
     return token.strip() if scheme.lower() == "bearer" else ""
@@ -78,17 +87,31 @@ class CollectorServiceServicer(collector_pb2_grpc.CollectorServiceServicer):
         self._store = store
         self._collector = collector
 
-    async def CollectGroup(self, request, context):
+    async def CollectGroup(
+        self,
+        request: collector_pb2.CollectGroupRequest,
+        context: grpc.aio.ServicerContext[
+            collector_pb2.CollectGroupRequest, collector_pb2.CollectGroupResponse
+        ],
+    ) -> AsyncIterator[collector_pb2.CollectGroupResponse]:
         if self._collector is None:
             raise NotImplementedYet("CollectGroup is not served by this collector")
         responses = self._collector.collect_group(request, caller_api_key=_bearer_token(context))
         async for response in responses:
             yield response
 
-    async def IngestTrajectories(self, request_iterator, context):
+    async def IngestTrajectories(
+        self,
+        request_iterator: AsyncIterator[collector_pb2.IngestTrajectoriesRequest],
+        context: grpc.aio.ServicerContext[
+            collector_pb2.IngestTrajectoriesRequest, collector_pb2.IngestTrajectoriesResponse
+        ],
+    ) -> collector_pb2.IngestTrajectoriesResponse:
         tenant_id = require_identity().tenant_id
         response = collector_pb2.IngestTrajectoriesResponse()
-        queue: asyncio.Queue = asyncio.Queue(maxsize=_QUEUE_ITEMS)
+        queue: asyncio.Queue[trajectory_pb2.Trajectory | BaseException | _Stream] = asyncio.Queue(
+            maxsize=_QUEUE_ITEMS
+        )
 
         async def read() -> None:
             try:
@@ -105,7 +128,7 @@ class CollectorServiceServicer(collector_pb2_grpc.CollectorServiceServicer):
         # Up to INGEST_PIPELINE batches in flight: one being prepared (worker thread) while the
         # previous one is written, so the CPU work and the database overlap. Results are applied in
         # stream order; a task still running when the call is cancelled finishes on its own.
-        in_flight: deque[tuple[asyncio.Task, int]] = deque()
+        in_flight: deque[tuple[asyncio.Task[IngestResult], int]] = deque()
 
         async def settle_oldest() -> None:
             task, start = in_flight.popleft()
@@ -170,17 +193,41 @@ class CollectorServiceServicer(collector_pb2_grpc.CollectorServiceServicer):
             else:
                 response.duplicate_count += 1
 
-    async def SupersedeTrajectories(self, request, context):
+    async def SupersedeTrajectories(
+        self,
+        request: collector_pb2.SupersedeTrajectoriesRequest,
+        context: grpc.aio.ServicerContext[
+            collector_pb2.SupersedeTrajectoriesRequest, collector_pb2.SupersedeTrajectoriesResponse
+        ],
+    ) -> collector_pb2.SupersedeTrajectoriesResponse:
         return await self._store.supersede(request)
 
-    async def RecordScores(self, request, context):
+    async def RecordScores(
+        self,
+        request: collector_pb2.RecordScoresRequest,
+        context: grpc.aio.ServicerContext[
+            collector_pb2.RecordScoresRequest, collector_pb2.RecordScoresResponse
+        ],
+    ) -> collector_pb2.RecordScoresResponse:
         return await self._store.record_scores(require_identity().tenant_id, request)
 
-    async def GetTrajectory(self, request, context):
+    async def GetTrajectory(
+        self,
+        request: collector_pb2.GetTrajectoryRequest,
+        context: grpc.aio.ServicerContext[
+            collector_pb2.GetTrajectoryRequest, collector_pb2.GetTrajectoryResponse
+        ],
+    ) -> collector_pb2.GetTrajectoryResponse:
         trajectory = await self._store.get(require_identity().tenant_id, request.trajectory_id)
         return collector_pb2.GetTrajectoryResponse(trajectory=trajectory)
 
-    async def SearchTrajectories(self, request, context):
+    async def SearchTrajectories(
+        self,
+        request: collector_pb2.SearchTrajectoriesRequest,
+        context: grpc.aio.ServicerContext[
+            collector_pb2.SearchTrajectoriesRequest, collector_pb2.SearchTrajectoriesResponse
+        ],
+    ) -> collector_pb2.SearchTrajectoriesResponse:
         query = SearchQuery(
             filter=filter_from_proto(request.filter),
             text_query=request.text_query,
@@ -197,7 +244,11 @@ class CollectorServiceServicer(collector_pb2_grpc.CollectorServiceServicer):
         )
 
     async def ExportTrajectories(
-        self, request, context
+        self,
+        request: collector_pb2.ExportTrajectoriesRequest,
+        context: grpc.aio.ServicerContext[
+            collector_pb2.ExportTrajectoriesRequest, collector_pb2.ExportTrajectoriesResponse
+        ],
     ) -> AsyncIterator[collector_pb2.ExportTrajectoriesResponse]:
         renderer = renderer_for(request.format)
         tenant_id = require_identity().tenant_id

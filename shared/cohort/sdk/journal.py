@@ -36,6 +36,7 @@ import contextlib
 import json
 import logging
 import os
+import sys
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -44,16 +45,12 @@ from pathlib import Path
 from typing import Any
 
 from cohort.api.trajectory.v1 import trajectory_pb2
-from cohort.trajectories.cohort_block import (  # noqa: F401 - re-exported: recorder, collector runtimes
-    COHORT_KEY,
-    OUTCOME_NAMES,
-    TERMINATION_NAMES,
-    apply_cohort,
-    cohort_section,
-    outcome_name,
-    termination_name,
-)
+from cohort.trajectories.cohort_block import COHORT_KEY, apply_cohort
+from cohort.trajectories.cohort_block import outcome_name as outcome_name  # re-exported: recorder
 from cohort.trajectories.cohort_block import parse_time as _parse_time
+from cohort.trajectories.cohort_block import (  # re-exported: recorder, collector runtimes
+    termination_name as termination_name,
+)
 from cohort.trajectories.trae import (
     INTERACTION_KEYS,
     RESPONSE_KEYS,
@@ -64,10 +61,8 @@ from cohort.trajectories.trae import (
     USAGE_KEYS,
 )
 
-try:  # POSIX only; without it a live journal is not protected from recovery.
+if sys.platform != "win32":  # POSIX only; without it a live journal is not protected from recovery.
     import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +121,7 @@ class JournalWriter:
                 f"{self.path} exists: an earlier run at this path crashed or is still running; "
                 f"recover it first (`cohort trajectories recover {self.path}`)"
             ) from None
-        if fcntl is not None:
+        if sys.platform != "win32":
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         # No fsync of the directory here: before finalize the journal is durable against a process
         # crash, which needs none; `sync` (at finalize) makes it durable against power loss too.
@@ -774,7 +769,7 @@ def dump_document(document: Mapping[str, Any]) -> bytes:
 
 def _try_lock(path: Path) -> int | None:
     """An fd holding the journal's lock, or raises `JournalInUse` if a live recorder holds it."""
-    if fcntl is None:
+    if sys.platform == "win32":
         return None
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
     try:

@@ -44,6 +44,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from cohort.api.trajectory.v1 import trajectory_pb2
 from cohort.errors import InvalidArgument
 from cohort.sdk.journal import (
     INTERACTION_REF,
@@ -565,7 +566,7 @@ class TrajectoryRecorder:
         self.started = False
         self.finalized = False
         self.final_path: Path | None = None
-        self.trajectory = None
+        self.trajectory: trajectory_pb2.Trajectory | None = None
         """The finished `Trajectory` message, after `finalize_recording`."""
 
     # -- Trae's API -----------------------------------------------------------------------------
@@ -577,7 +578,8 @@ class TrajectoryRecorder:
 
     @property
     def trajectory_id(self) -> str:
-        return self._state.cohort["trajectory_id"]
+        trajectory_id: str = self._state.cohort["trajectory_id"]
+        return trajectory_id
 
     def get_trajectory_path(self) -> str:
         return str(self.trajectory_path)
@@ -688,7 +690,8 @@ class TrajectoryRecorder:
             self._emit("finalize", moment, data)
             self.finalized = True
             if self.sink == "memory":
-                return self._finish_in_memory()
+                self._finish_in_memory()
+                return None
             journal = self._journal
             try:
                 if journal is not None:

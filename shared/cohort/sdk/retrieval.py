@@ -43,7 +43,9 @@ class TrajectoryMemory:
         selected = collector_pb2.TrajectoryFilter(agent_name=self._agent_name, success=True)
         return [hit.trajectory for hit in await self._similar(task, selected, k)]
 
-    async def _similar(self, text: str, selected: collector_pb2.TrajectoryFilter, limit: int) -> list:
+    async def _similar(
+        self, text: str, selected: collector_pb2.TrajectoryFilter, limit: int
+    ) -> list[collector_pb2.SearchHit]:
         reply = await self._stub.SearchTrajectories(
             collector_pb2.SearchTrajectoriesRequest(
                 filter=selected,

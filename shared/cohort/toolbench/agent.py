@@ -36,8 +36,9 @@ import json
 import math
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -48,6 +49,9 @@ from cohort.runtime import AgentContext, AgentResult, Decider, DecisionRequest, 
 from cohort.toolbench.knowledge import HEIGHT_UNIT, KNOWLEDGE_BASE
 from cohort.toolbench.tasks import SOLUTIONS, check_answer, check_families
 from cohort.toolbench.tools import call_tool, format_number, verified_answer
+
+if TYPE_CHECKING:
+    from cohort.sdk.recorder import TrajectoryRecorder
 
 HEAD = "next_tool"
 ANSWER = "answer"
@@ -363,7 +367,9 @@ def final_answer(state: AgentState) -> str:
 # The agent
 
 
-def make_agent(options: ToolbenchOptions = ToolbenchOptions()) -> Callable:  # noqa: B008 - frozen
+def make_agent(
+    options: ToolbenchOptions = ToolbenchOptions(),  # noqa: B008 - frozen
+) -> Callable[[Task, AgentContext], Awaitable[AgentResult]]:
     """The toolbench agent: `async def agent(task, context) -> AgentResult` (public runtime only)."""
     latency = float(options.step_latency_seconds)
     tokens = int(options.tokens_per_step)
@@ -423,7 +429,14 @@ def make_agent(options: ToolbenchOptions = ToolbenchOptions()) -> Callable:  # n
         )
 
     def _record_step(
-        recorder, step: int, task: Task, observation, tool: str, arguments: dict, ok: bool, result: str
+        recorder: TrajectoryRecorder,
+        step: int,
+        task: Task,
+        observation: dict[str, object] | None,
+        tool: str,
+        arguments: Mapping[str, str],
+        ok: bool,
+        result: str,
     ) -> None:
         call_id = f"call_{step}"
         messages = [
@@ -487,7 +500,9 @@ def oracle_choice(features: Mapping[str, float]) -> str:
     return ANSWER
 
 
-def _decision(request: DecisionRequest, options: tuple[str, ...], index: int, probabilities: list[float]):
+def _decision(
+    request: DecisionRequest, options: tuple[str, ...], index: int, probabilities: list[float]
+) -> trajectory_pb2.Decision:
     decision = trajectory_pb2.Decision(
         head=request.head,
         options=options,

@@ -12,9 +12,11 @@ Trae converter (`cohort.trajectories.trae`) reads and writes the block with thes
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
+
+from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
 
 from cohort.api.trajectory.v1 import trajectory_pb2
 from cohort.errors import InvalidArgument
@@ -53,7 +55,7 @@ def outcome_name(kind: str | int) -> str:
     return _enum_name(kind, OUTCOME_NAMES, trajectory_pb2.OutcomeKind, "OUTCOME_KIND_")
 
 
-def _enum_name(value: str | int, names: Mapping[str, int], enum: Any, prefix: str) -> str:
+def _enum_name(value: str | int, names: Mapping[str, int], enum: EnumTypeWrapper, prefix: str) -> str:
     if isinstance(value, bool):
         raise InvalidArgument("reason", f"not an enum value: {value!r}")
     if isinstance(value, int):
@@ -126,13 +128,16 @@ def _read_labels(t: trajectory_pb2.Trajectory, value: Any, field: str) -> None:
 
 
 def _read_termination(t: trajectory_pb2.Trajectory, value: Any, field: str) -> None:
-    t.termination_reason = trajectory_pb2.TerminationReason.Value(termination_name(value))
+    # protoc's .pyi types an enum field as the enum's class; `Value` returns the int the field holds.
+    reason = trajectory_pb2.TerminationReason.Value(termination_name(value))
+    t.termination_reason = cast(trajectory_pb2.TerminationReason, reason)
 
 
 def _read_outcome(t: trajectory_pb2.Trajectory, value: Any, field: str) -> None:
     o = _object(value, field)
     t.outcome.Clear()
-    t.outcome.kind = trajectory_pb2.OutcomeKind.Value(outcome_name(o.get("kind") or "unspecified"))
+    kind = trajectory_pb2.OutcomeKind.Value(outcome_name(o.get("kind") or "unspecified"))
+    t.outcome.kind = cast(trajectory_pb2.OutcomeKind, kind)  # an int: see `_read_termination`
     if o.get("score") is not None:
         t.outcome.score = float(o["score"])
     t.outcome.confidence = float(o.get("confidence") or 0.0)
@@ -198,14 +203,18 @@ def _set_policy(policy: trajectory_pb2.PolicyRef, value: Mapping[str, Any]) -> N
     policy.version = int(value.get("version") or 0)
 
 
-def _string_setter(name: str):
+_Reader = Callable[[trajectory_pb2.Trajectory, Any, str], None]
+"""Reads one key of the block into the message (`field` names the key in errors)."""
+
+
+def _string_setter(name: str) -> _Reader:
     def read(t: trajectory_pb2.Trajectory, value: Any, field: str) -> None:
         setattr(t, name, str(value))
 
     return read
 
 
-def _int_setter(name: str):
+def _int_setter(name: str) -> _Reader:
     def read(t: trajectory_pb2.Trajectory, value: Any, field: str) -> None:
         if isinstance(value, bool):
             raise InvalidArgument(field, "must be an integer")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import Any, cast
 
 from google.protobuf import descriptor, json_format, message_factory
 
@@ -20,6 +20,10 @@ from cohort.errors import InvalidArgument
 # json.dumps escapes every control character below U+0020 but not these.
 _LINE_BREAKS = {"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"}
 _LINE_BREAK_RE = re.compile("[\x85\u2028\u2029]")
+
+# The stubs type `Message.DESCRIPTOR` as the pure-Python or the upb class; upb's passes for a
+# `descriptor.Descriptor` at run time (protobuf's metaclass makes isinstance say so).
+_TRAJECTORY = cast(descriptor.Descriptor, trajectory_pb2.Trajectory.DESCRIPTOR)
 
 
 def json_line(value: Any) -> str:
@@ -54,11 +58,11 @@ def trajectory_from_json_line(line: str, *, line_number: int | None = None) -> t
     try:
         json_format.ParseDict(value, trajectory)
     except json_format.ParseError as exc:
-        path, problem = _locate(value, trajectory_pb2.Trajectory.DESCRIPTOR, "")
+        path, problem = _locate(value, _TRAJECTORY, "")
         raise InvalidArgument(
             path or where, f"{where}: {problem or exc}", metadata=_line_meta(line_number)
         ) from exc
-    unknown = _unknown_enum_number(value, _enum_plan(trajectory_pb2.Trajectory.DESCRIPTOR), "")
+    unknown = _unknown_enum_number(value, _enum_plan(_TRAJECTORY), "")
     if unknown:
         path, number = unknown
         raise InvalidArgument(path, f"{where}: unknown enum value {number}", metadata=_line_meta(line_number))
@@ -66,7 +70,8 @@ def trajectory_from_json_line(line: str, *, line_number: int | None = None) -> t
 
 
 # Proto3 enums are open, so the parser takes any number; a number outside the enum is an error here.
-_EnumPlan = dict[str, tuple[descriptor.FieldDescriptor, "_EnumPlan | None"]]
+# A plan maps each JSON key to its field and that field's enum, or the plan of its nested message.
+_EnumPlan = dict[str, tuple[descriptor.FieldDescriptor, "descriptor.EnumDescriptor | _EnumPlan"]]
 _ENUM_PLANS: dict[str, _EnumPlan] = {}
 
 
@@ -76,13 +81,15 @@ def _enum_plan(message_type: descriptor.Descriptor) -> _EnumPlan:
     if plan is None:
         plan = _ENUM_PLANS[message_type.full_name] = {}
         for field in message_type.fields:
+            nested = _plain_message_type(field)
+            target: descriptor.EnumDescriptor | _EnumPlan
             if field.enum_type is not None:
-                entry = (field, None)
-            elif _is_plain_message(field) and _enum_plan(field.message_type):
-                entry = (field, _enum_plan(field.message_type))
+                target = field.enum_type
+            elif nested is not None and _enum_plan(nested):
+                target = _enum_plan(nested)
             else:
                 continue
-            plan[field.json_name] = plan[field.name] = entry
+            plan[field.json_name] = plan[field.name] = (field, target)
     return plan
 
 
@@ -93,18 +100,17 @@ def _unknown_enum_number(value: Any, plan: _EnumPlan, path: str) -> tuple[str, i
         entry = plan.get(key)
         if entry is None or item is None:
             continue
-        field, nested = entry
+        field, target = entry
         here = f"{path}.{field.name}" if path else field.name
         items = item if field.is_repeated and isinstance(item, list) else [item]
         for i, element in enumerate(items):
             at = f"{here}[{i}]" if field.is_repeated else here
-            if nested is None:
-                if isinstance(element, int) and field.enum_type.values_by_number.get(element) is None:
-                    return at, element
-            else:
-                found = _unknown_enum_number(element, nested, at)
+            if isinstance(target, dict):
+                found = _unknown_enum_number(element, target, at)
                 if found:
                     return found
+            elif isinstance(element, int) and target.values_by_number.get(element) is None:
+                return at, element
     return None
 
 
@@ -132,21 +138,23 @@ def _locate(value: Any, message_type: descriptor.Descriptor, path: str) -> tuple
             continue
         except json_format.ParseError as exc:
             problem = str(exc)
-        nested = _is_plain_message(field)
-        if nested and field.is_repeated and isinstance(item, list):
+        nested = _plain_message_type(field)
+        if nested is not None and field.is_repeated and isinstance(item, list):
             for i, element in enumerate(item):
                 try:
                     json_format.ParseDict({key: [element]}, message_factory.GetMessageClass(message_type)())
                 except json_format.ParseError:
-                    return _locate(element, field.message_type, f"{here}[{i}]")
-        elif nested and not field.is_repeated and isinstance(item, dict):
-            return _locate(item, field.message_type, here)
+                    return _locate(element, nested, f"{here}[{i}]")
+        elif nested is not None and not field.is_repeated and isinstance(item, dict):
+            return _locate(item, nested, here)
         return here, problem
     return path, ""
 
 
-def _is_plain_message(field: descriptor.FieldDescriptor) -> bool:
-    """A nested message of ours (not a map entry and not a well-known type with its own JSON form)."""
-    if field.message_type is None or field.message_type.GetOptions().map_entry:
-        return False
-    return not field.message_type.full_name.startswith("google.protobuf.")
+def _plain_message_type(field: descriptor.FieldDescriptor) -> descriptor.Descriptor | None:
+    """The field's type if it is a nested message of ours (not a map entry and not a well-known type
+    with its own JSON form), else None."""
+    message_type = field.message_type
+    if message_type is None or message_type.GetOptions().map_entry:
+        return None
+    return None if message_type.full_name.startswith("google.protobuf.") else message_type

@@ -20,7 +20,7 @@ called, with an open `{"type": "object"}` parameter schema, since trajectories d
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from cohort.api.trajectory.v1 import trajectory_pb2
@@ -56,7 +56,7 @@ def _step_results(trajectory: trajectory_pb2.Trajectory) -> dict[str, trajectory
     return {result.call_id: result for step in trajectory.agent_steps for result in step.tool_results}
 
 
-def _inputs_hold_history(interactions) -> bool:
+def _inputs_hold_history(interactions: Sequence[trajectory_pb2.LlmInteraction]) -> bool:
     first, last = interactions[0].input_messages, interactions[-1].input_messages
     return len(last) >= len(first) and all(a == b for a, b in zip(first, last, strict=False))
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -217,7 +217,7 @@ def _active(indexed: tuple[tuple[RedactionRule, tuple[bytes, ...]], ...], data: 
     return [rule for rule, triggers in indexed if not triggers or any(t in data for t in triggers)]
 
 
-def _replacer(rule: RedactionRule):
+def _replacer(rule: RedactionRule) -> Callable[[re.Match[str]], str]:
     group = rule.group
 
     def replace(match: re.Match[str]) -> str:

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -226,7 +226,9 @@ def _convert_in_file(document: Any, path: Path, prefix: str) -> trajectory_pb2.T
 # ---------------------------------------------------------------------------------------------------
 
 
-def _read_top_level(t: trajectory_pb2.Trajectory, doc: Mapping[str, Any], hint: dict, naive: bool) -> None:
+def _read_top_level(
+    t: trajectory_pb2.Trajectory, doc: Mapping[str, Any], hint: dict[str, Any], naive: bool
+) -> None:
     t.task = _string(doc, "task", "")
     _read_time(doc, "start_time", "", t.start_time, hint, naive)
     _read_time(doc, "end_time", "", t.end_time, hint, naive)
@@ -607,7 +609,7 @@ def _document_timestamps_are_naive(document: Mapping[str, Any]) -> bool:
     return False
 
 
-def _timestamp_texts(document: Mapping[str, Any]):
+def _timestamp_texts(document: Mapping[str, Any]) -> Iterator[Any]:
     yield document.get("start_time")
     yield document.get("end_time")
     for key in ("llm_interactions", "agent_steps"):

@@ -100,7 +100,8 @@ def transcript_to_trajectory(
     finished_at: datetime | None = None,
 ) -> trajectory_pb2.Trajectory:
     """Convert a chat transcript into a trajectory (see the module docstring)."""
-    if isinstance(messages, str | bytes) or not isinstance(messages, Sequence):
+    supplied: object = messages  # untyped callers (JSON) can pass anything
+    if isinstance(supplied, str | bytes) or not isinstance(supplied, Sequence):
         raise InvalidArgument("messages", "must be a list of chat messages")
     parsed = [_parse_message(message, f"messages[{i}]") for i, message in enumerate(messages)]
     _check_tool_answers(messages, parsed)

@@ -18,7 +18,7 @@ A price file (JSON) extends or replaces the built-in table:
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from pathlib import Path
@@ -190,7 +190,7 @@ def trajectory_usage(trajectory: trajectory_pb2.Trajectory) -> trajectory_pb2.To
     return sum_usage(usage for _, usage in _priced_calls(trajectory))
 
 
-def _priced_calls(trajectory: trajectory_pb2.Trajectory):
+def _priced_calls(trajectory: trajectory_pb2.Trajectory) -> Iterator[tuple[str, trajectory_pb2.TokenUsage]]:
     """(model, usage) of every LLM call, from the interactions, or else from the steps."""
     if trajectory.llm_interactions:
         for interaction in trajectory.llm_interactions:
