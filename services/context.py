@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from cohort.config import Settings
 from cohort.identity import ApiKeyAuthenticator, ApiKeyStore
 from cohort.rpc.client import ChannelPool
+from cohort.services.jobs.runner import JobRunner
 from cohort.storage.engine import Database
 
 
@@ -18,5 +20,8 @@ class ServiceContext:
     authenticator: ApiKeyAuthenticator | None
     runs_only_own_jobs: bool = False
     """A CLI command's suite: its job manager runs only the jobs created through it."""
+    job_runner: Callable[[ServiceContext], JobRunner] | None = None
+    """Makes what runs the job manager's jobs; None: real training (`TrainingRunner`). Tests of the job
+    manager itself give a light runner that only ticks progress, raises, or waits for cancel."""
     channels: ChannelPool = field(init=False)
     """Set once every server of the process is bound, so in-process peers are reached on their real ports."""

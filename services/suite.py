@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -22,7 +22,8 @@ from cohort.identity import ApiKeyAuthenticator, ApiKeyStore, ensure_admin_key, 
 from cohort.rpc.client import ChannelPool
 from cohort.rpc.server import serve_until_signal, start_server
 from cohort.services.context import ServiceContext
-from cohort.storage.engine import open_database
+from cohort.services.jobs.runner import JobRunner
+from cohort.storage import open_database
 from cohort.tracing import configure_tracing
 
 log = logging.getLogger(__name__)
@@ -93,10 +94,12 @@ async def start_suite(
     *,
     ephemeral_ports: bool = False,
     runs_only_own_jobs: bool = False,
+    job_runner: Callable[[ServiceContext], JobRunner] | None = None,
 ) -> Suite:
     """Start `components` (service names) in this process; with `ephemeral_ports`, each on port 0.
     `runs_only_own_jobs`: the job manager runs only jobs created through it (a CLI command's suite,
-    which ends with the command, must not pick up other jobs of the database)."""
+    which ends with the command, must not pick up other jobs of the database). `job_runner`: see
+    `ServiceContext.job_runner`."""
     started = time.perf_counter()
     components = resolve_components(components)
     configure_tracing(settings, "cohort-" + ("all" if len(components) > 1 else components[0]))
@@ -117,6 +120,7 @@ async def start_suite(
         api_keys=api_keys,
         authenticator=authenticator,
         runs_only_own_jobs=runs_only_own_jobs,
+        job_runner=job_runner,
     )
     suite = Suite(context=context)
     try:

@@ -64,14 +64,15 @@ async def database_settings(request, tmp_path):
 
 @pytest.fixture
 async def start_suite_for():
-    """`await start_suite_for(settings, components)`: a suite on ephemeral ports, stopped (in the
-    order started) when the test ends."""
+    """`await start_suite_for(settings, components, job_runner=None)`: a suite on ephemeral ports,
+    stopped (in the order started) when the test ends. `job_runner(context)`: what runs its jobs
+    instead of real training."""
     from cohort.services.suite import start_suite
 
     started = []
 
-    async def start(settings: Settings, components: list[str]):
-        suite = await start_suite(settings, components, ephemeral_ports=True)
+    async def start(settings: Settings, components: list[str], *, job_runner=None):
+        suite = await start_suite(settings, components, ephemeral_ports=True, job_runner=job_runner)
         started.append(suite)
         return suite
 

@@ -339,8 +339,7 @@ class BudgetLedger:
     async def find_answer(
         self, scope: str, request: Message, response_type: type[ResponseT]
     ) -> ResponseT | None:
-        async with self.database.sessions() as session:
-            return await idempotency.find(session, scope, request, response_type)
+        return await idempotency.find_answer(self.database, scope, request, response_type)
 
     # -- rows and sums -----------------------------------------------------------------------------
 

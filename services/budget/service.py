@@ -26,8 +26,6 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
 from cohort.api.budget.v1 import budget_pb2
 from cohort.api.trajectory.v1 import trajectory_pb2
 from cohort.context import Identity, current_tenant
@@ -45,6 +43,7 @@ from cohort.services.budget.ledger import (
     new_reservation_id,
     parse_month,
 )
+from cohort.timestamps import to_timestamp
 from cohort.trajectories.usage import PriceTable
 
 logger = logging.getLogger(__name__)
@@ -77,12 +76,6 @@ class HoldGate(Protocol):
     async def close(self) -> None: ...
 
 
-def _timestamp(moment: datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(moment)
-    return stamp
-
-
 def reservation_proto(reservation: Reservation) -> budget_pb2.Reservation:
     return budget_pb2.Reservation(
         reservation_id=reservation.reservation_id,
@@ -91,8 +84,8 @@ def reservation_proto(reservation: Reservation) -> budget_pb2.Reservation:
         amount_micro_usd=reservation.amount_micro_usd,
         spent_micro_usd=reservation.spent_micro_usd,
         state=int(reservation.state),
-        expire_time=_timestamp(reservation.expire_time),
-        create_time=_timestamp(reservation.create_time),
+        expire_time=to_timestamp(reservation.expire_time),
+        create_time=to_timestamp(reservation.create_time),
     )
 
 

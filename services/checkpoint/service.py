@@ -29,20 +29,19 @@ import logging
 import math
 import os
 import re
-import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from cohort import idempotency
 from cohort.api.checkpoint.v1 import checkpoint_pb2 as pb
 from cohort.context import current_tenant
 from cohort.errors import CohortError, InvalidArgument, NotFound
+from cohort.ids import uuid7
 from cohort.paging import DEFAULT_PAGE_SIZE, check_page_size, decode_page_token, encode_page_token
 from cohort.services.checkpoint.blobstore import MANIFEST_NAME, BlobStore, SaveStage, StageHook
 from cohort.services.checkpoint.retention import (
@@ -55,8 +54,9 @@ from cohort.services.checkpoint.retention import (
     checkpoints_to_delete,
 )
 from cohort.services.checkpoint.store import CheckpointRecord, CheckpointStore
-from cohort.storage.engine import Database, write_transaction
+from cohort.storage.engine import Database
 from cohort.storage.schema import utcnow
+from cohort.timestamps import to_timestamp
 
 log = logging.getLogger(__name__)
 
@@ -95,16 +95,6 @@ class CorruptCheckpoint(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
-
-
-def new_checkpoint_id() -> str:
-    """A UUIDv7-style id (48-bit Unix milliseconds, then random bits), so ids sort by creation time."""
-    millis = time.time_ns() // 1_000_000
-    rand = int.from_bytes(os.urandom(10), "big")
-    value = (millis & ((1 << 48) - 1)) << 80 | 0x7 << 76 | ((rand >> 62) & 0xFFF) << 64
-    value |= 0b10 << 62 | rand & ((1 << 62) - 1)
-    text = f"{value:032x}"
-    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
 # --- Validation -------------------------------------------------------------------------------------
@@ -285,8 +275,6 @@ def verify_files(blobs: BlobStore, record: CheckpointRecord) -> list[tuple[str, 
 
 
 def checkpoint_to_proto(record: CheckpointRecord) -> pb.Checkpoint:
-    create_time = Timestamp()
-    create_time.FromDatetime(record.create_time)
     return pb.Checkpoint(
         checkpoint_id=record.checkpoint_id,
         tenant_id=record.tenant_id,
@@ -300,7 +288,7 @@ def checkpoint_to_proto(record: CheckpointRecord) -> pb.Checkpoint:
         ],
         size_bytes=record.size_bytes,
         manifest_sha256=record.manifest_sha256,
-        create_time=create_time,
+        create_time=to_timestamp(record.create_time),
         cumulative_cost_micro_usd=record.cumulative_cost_micro_usd,
     )
 
@@ -376,30 +364,33 @@ class CheckpointService:
         await self.ready()
         tenant_id = current_tenant()
         spec = parse_save_request(request, self._max_content_bytes)
-        if request.request_id:
-            async with self._database.sessions() as session:
-                previous = await idempotency.find(session, SAVE_SCOPE, request, pb.SaveCheckpointResponse)
-            if previous is not None:
-                return previous
+        previous = await idempotency.find_answer(
+            self._database, SAVE_SCOPE, request, pb.SaveCheckpointResponse
+        )
+        if previous is not None:
+            return previous
 
-        checkpoint_id = new_checkpoint_id()
+        checkpoint_id = uuid7()
         key = checkpoint_id
         manifest = await asyncio.to_thread(self._publish, tenant_id, checkpoint_id, spec)
+        removed: list[CheckpointRecord] = []
+
+        async def commit(session: AsyncSession) -> pb.SaveCheckpointResponse:
+            response, victims = await self._add(session, tenant_id, checkpoint_id, key, spec, manifest)
+            removed.extend(victims)
+            return response
+
         try:
-            response, removed = await self._commit(tenant_id, checkpoint_id, key, spec, manifest, request)
-        except IntegrityError:
-            # A concurrent first call with the same request id committed first: answer what it did.
-            await self._discard_if_uncommitted(key)
-            async with self._database.sessions() as session:
-                previous = await idempotency.find(session, SAVE_SCOPE, request, pb.SaveCheckpointResponse)
-            if previous is None:
-                raise
-            return previous
+            response = await idempotency.run_once(
+                self._database, SAVE_SCOPE, request, pb.SaveCheckpointResponse, commit
+            )
         except Exception:
             await self._discard_if_uncommitted(key)
             raise
-        if response.checkpoint.checkpoint_id != checkpoint_id:  # answered before, during our publish
+        if response.checkpoint.checkpoint_id != checkpoint_id:
+            # A call with the same request id answered during our publish: its checkpoint is the one.
             await self._discard_if_uncommitted(key)
+            return response
         if removed:
             log.info(
                 "checkpoint retention for job %r removed %s", spec.job_id, [r.checkpoint_id for r in removed]
@@ -438,51 +429,47 @@ class CheckpointService:
         self._blobs.publish(checkpoint_id, spec.files, manifest, self._on_stage)
         return written[0]
 
-    async def _commit(
+    async def _add(
         self,
+        session: AsyncSession,
         tenant_id: str,
         checkpoint_id: str,
         key: str,
         spec: SaveSpec,
         manifest: bytes,
-        request: pb.SaveCheckpointRequest,
     ) -> tuple[pb.SaveCheckpointResponse, list[CheckpointRecord]]:
-        async with write_transaction(self._database.sessions) as session:
-            previous = await idempotency.find(session, SAVE_SCOPE, request, pb.SaveCheckpointResponse)
-            if previous is not None:
-                return previous, []
-            await self._store.lock_job(session, tenant_id, spec.job_id)
-            history = await self._store.history(session, tenant_id, spec.job_id)
-            record = CheckpointRecord(
-                tenant_id=tenant_id,
-                checkpoint_id=checkpoint_id,
-                job_id=spec.job_id,
-                iteration=spec.iteration,
-                policy_id=spec.policy_id,
-                policy_version=spec.policy_version,
-                metrics=spec.metrics,
-                cumulative_cost_micro_usd=spec.cumulative_cost_micro_usd,
-                size_bytes=sum(len(content) for _, content in spec.files),
-                blob_key=key,
-                manifest_sha256=hashlib.sha256(manifest).hexdigest(),
-                manifest=manifest,
-                create_time=self._store.next_create_time(history, utcnow()),
-            )
-            self._store.add(session, record)
-            victims = checkpoints_to_delete(
-                [RetainedCheckpoint(r.checkpoint_id, r.metrics) for r in [*history, record]], spec.retention
-            )
-            # The history was read under the job's lock, so every victim is still there: one DELETE.
-            removed = [r for r in history if r.checkpoint_id in set(victims)]
-            await self._store.delete_history_rows(session, tenant_id, removed)
-            response = pb.SaveCheckpointResponse(
-                checkpoint=checkpoint_to_proto(record),
-                deleted_checkpoint_ids=[r.checkpoint_id for r in removed],
-            )
-            idempotency.remember(session, SAVE_SCOPE, request, response)
-            await session.flush()
-            if self._on_stage is not None:
-                self._on_stage(SaveStage.BEFORE_COMMIT)
+        """The checkpoint's row and the rows retention removes, in the save's transaction."""
+        await self._store.lock_job(session, tenant_id, spec.job_id)
+        history = await self._store.history(session, tenant_id, spec.job_id)
+        record = CheckpointRecord(
+            tenant_id=tenant_id,
+            checkpoint_id=checkpoint_id,
+            job_id=spec.job_id,
+            iteration=spec.iteration,
+            policy_id=spec.policy_id,
+            policy_version=spec.policy_version,
+            metrics=spec.metrics,
+            cumulative_cost_micro_usd=spec.cumulative_cost_micro_usd,
+            size_bytes=sum(len(content) for _, content in spec.files),
+            blob_key=key,
+            manifest_sha256=hashlib.sha256(manifest).hexdigest(),
+            manifest=manifest,
+            create_time=self._store.next_create_time(history, utcnow()),
+        )
+        self._store.add(session, record)
+        victims = checkpoints_to_delete(
+            [RetainedCheckpoint(r.checkpoint_id, r.metrics) for r in [*history, record]], spec.retention
+        )
+        # The history was read under the job's lock, so every victim is still there: one DELETE.
+        removed = [r for r in history if r.checkpoint_id in set(victims)]
+        await self._store.delete_history_rows(session, tenant_id, removed)
+        response = pb.SaveCheckpointResponse(
+            checkpoint=checkpoint_to_proto(record),
+            deleted_checkpoint_ids=[r.checkpoint_id for r in removed],
+        )
+        await session.flush()
+        if self._on_stage is not None:
+            self._on_stage(SaveStage.BEFORE_COMMIT)
         return response, removed
 
     async def _discard_if_uncommitted(self, key: str) -> None:

@@ -54,6 +54,7 @@ from cohort.config import Settings
 from cohort.context import current_identity, current_tenant
 from cohort.errors import CohortError, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from cohort.identity import SYSTEM_IDENTITY
+from cohort.ids import uuid7
 from cohort.runtime import Decider, Task
 from cohort.sdk.recorder import describe
 from cohort.services.collector.runtimes import Rollout, Runner, RuntimeResolver, StreamRecording
@@ -64,7 +65,6 @@ from cohort.services.collector.store import (
     TrajectoryFilter,
     TrajectoryStore,
     View,
-    new_trajectory_id,
     validate_trajectory,
 )
 from cohort.services.context import ServiceContext
@@ -107,7 +107,7 @@ class GroupPlan:
         labels = {**self.labels, ROLLOUT_INDEX_LABEL: str(index), SEED_LABEL: str(seed)}
         return Rollout(
             index=index,
-            trajectory_id=new_trajectory_id(),
+            trajectory_id=uuid7(),
             query=request.query,
             task=task,
             seed=seed,
@@ -531,8 +531,9 @@ class Collector:
     # -- idempotency --
 
     async def _previous(self, request: collector_pb2.CollectGroupRequest) -> str | None:
-        async with self._context.database.sessions() as session:
-            marker = await idempotency.find(session, SCOPE, request, collector_pb2.CollectGroupResponse)
+        marker = await idempotency.find_answer(
+            self._context.database, SCOPE, request, collector_pb2.CollectGroupResponse
+        )
         return None if marker is None else marker.trajectory.group_id
 
     async def _remember(self, request: collector_pb2.CollectGroupRequest, group_id: str) -> str:

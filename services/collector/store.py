@@ -29,10 +29,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import math
-import os
 import re
 import sqlite3
-import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -40,7 +38,8 @@ from enum import StrEnum
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Select, and_, bindparam, false, func, literal, or_, select, tuple_, update
+from sqlalchemy import Select, String, and_, bindparam, false, func, literal, or_, select, tuple_, update
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from cohort import idempotency
@@ -48,6 +47,7 @@ from cohort.api.collector.v1 import collector_pb2
 from cohort.api.trajectory.v1 import trajectory_pb2
 from cohort.context import current_tenant
 from cohort.errors import AlreadyExists, CohortError, InvalidArgument, NotFound
+from cohort.ids import uuid7
 from cohort.paging import DEFAULT_PAGE_SIZE, check_page_size
 from cohort.rpc.interceptors import status_of
 from cohort.services.collector import embedding
@@ -103,7 +103,6 @@ __all__ = [
     "TrajectoryFilter",
     "TrajectoryStore",
     "View",
-    "new_trajectory_id",
     "validate_scores",
     "validate_trajectory",
 ]
@@ -149,22 +148,6 @@ class IngestResult:
     @property
     def failures(self) -> list[IngestItemResult]:
         return [item for item in self.items if item.status is ItemStatus.FAILED]
-
-
-# --- Ids ----------------------------------------------------------------------------------------------
-
-
-def new_trajectory_id() -> str:
-    """A UUIDv7-style id: 48-bit Unix milliseconds then 74 random bits, so ids sort by creation time."""
-    millis = time.time_ns() // 1_000_000
-    rand = int.from_bytes(os.urandom(10), "big")
-    value = (millis & ((1 << 48) - 1)) << 80
-    value |= 0x7 << 76  # version 7
-    value |= ((rand >> 62) & 0xFFF) << 64  # rand_a, 12 bits
-    value |= 0b10 << 62  # RFC 4122 variant
-    value |= rand & ((1 << 62) - 1)  # rand_b, 62 bits
-    text = f"{value:032x}"
-    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
 # --- Validation -----------------------------------------------------------------------------------
@@ -275,51 +258,18 @@ class _Prepared:
     labels: list[tuple[str, str]]
 
 
-_COLUMNS = (
-    "tenant_id",
-    "trajectory_id",
-    "agent_name",
-    "agent_version",
-    "job_id",
-    "group_id",
-    "iteration",
-    "query_id",
-    "success",
-    "termination_reason",
-    "reward",
-    "cost_micro_usd",
-    "start_time",
-    "create_time",
-    "superseded",
-    "content_sha256",
-    "document",
-    "search_text",
-    "embedding",
+_COLUMNS = tuple(T.c.keys())
+_PG_TYPES = tuple(
+    # text, not varchar(n): an explicit cast to varchar(n) would cut a long value short silently
+    # where inserting it into the column refuses it.
+    "text" if isinstance(column.type, String) else column.type.compile(dialect=postgresql.dialect())
+    for column in T.c
 )
-_PG_TYPES = (
-    "text",
-    "text",
-    "text",
-    "text",
-    "text",
-    "text",
-    "int8",
-    "text",
-    "bool",
-    "int4",
-    "float8",
-    "int8",
-    "timestamptz",
-    "timestamptz",
-    "bool",
-    "text",
-    "bytea",
-    "text",
-    "bytea",
-)
+"""Each column's type as `unnest` reads it, in `_COLUMNS` order."""
 _ROW_START_TIME = _COLUMNS.index("start_time")
 _ROW_CREATE_TIME = _COLUMNS.index("create_time")
 _ROW_SEARCH_TEXT = _COLUMNS.index("search_text")
+_ROW_EMBEDDING = _COLUMNS.index("embedding")
 
 
 def search_text_of(t: Trajectory) -> str:
@@ -393,7 +343,7 @@ class _Pipeline:
             t.ClearField("create_time")
             t.superseded = False
             if not t.trajectory_id:
-                t.trajectory_id = new_trajectory_id()
+                t.trajectory_id = uuid7()
             self.redactor.redact_trajectory(t)
             sha = hashlib.sha256(t.SerializeToString(deterministic=True)).hexdigest()
             if self._fill_usage is not None:
@@ -401,31 +351,32 @@ class _Pipeline:
             t.create_time.seconds = stamp_seconds
             t.create_time.nanos = stamp_nanos
             start_time = t.start_time.ToDatetime(UTC) if t.HasField("start_time") else None
+            values = {
+                "tenant_id": tenant_id,
+                "trajectory_id": t.trajectory_id,
+                "agent_name": t.agent.name,
+                "agent_version": t.agent.version,
+                "job_id": t.job_id,
+                "group_id": t.group_id,
+                "iteration": t.iteration,
+                "query_id": t.query_id,
+                "success": t.success if t.HasField("success") else None,
+                "termination_reason": t.termination_reason,
+                "reward": t.reward if t.HasField("reward") else None,
+                "cost_micro_usd": t.cost_micro_usd,
+                "start_time": start_time,
+                "create_time": now,
+                "superseded": False,
+                "content_sha256": sha,
+                "document": t.SerializeToString(),
+                "search_text": search_text_of(t),
+                "embedding": b"",  # below, for the whole batch at once
+            }
             item = _Prepared(
                 index=index,
                 trajectory_id=t.trajectory_id,
                 sha256=sha,
-                row=(
-                    tenant_id,
-                    t.trajectory_id,
-                    t.agent.name,
-                    t.agent.version,
-                    t.job_id,
-                    t.group_id,
-                    t.iteration,
-                    t.query_id,
-                    t.success if t.HasField("success") else None,
-                    t.termination_reason,
-                    t.reward if t.HasField("reward") else None,
-                    t.cost_micro_usd,
-                    start_time,
-                    now,
-                    False,
-                    sha,
-                    t.SerializeToString(),
-                    search_text_of(t),
-                    b"",
-                ),
+                row=tuple(values[name] for name in _COLUMNS),
                 labels=list(t.labels.items()),
             )
             prepared.append(item)
@@ -434,7 +385,9 @@ class _Pipeline:
         if good:
             vectors = embedding.embed_many(texts)
             for item, vector in zip(good, vectors, strict=True):
-                item.row = (*item.row[:-1], vector.tobytes())
+                row = list(item.row)
+                row[_ROW_EMBEDDING] = vector.tobytes()
+                item.row = tuple(row)
         return prepared
 
 
@@ -514,7 +467,11 @@ class TrajectoryStore:
         if inserted:
             self._cache.add_many(
                 tenant_id,
-                [(item.trajectory_id, item.row[-1]) for item in candidates if item.trajectory_id in inserted],
+                [
+                    (item.trajectory_id, item.row[_ROW_EMBEDDING])
+                    for item in candidates
+                    if item.trajectory_id in inserted
+                ],
             )
             if self._sqlite:
                 await self._maybe_analyze(len(inserted))

@@ -53,7 +53,7 @@ from cohort.services.jobs.spec import (
     EVALUATION_ROLLOUTS_PER_QUERY,
     rollout_ceiling,
 )
-from cohort.services.reward.apply import apply_score
+from cohort.services.reward.apply import apply_group_scores
 from cohort.trajectories import ATTEMPT_LABEL
 from cohort.trajectories.usage import PriceTable
 from cohort.transient import Backoff, is_retryable_rpc_error
@@ -543,7 +543,7 @@ class TrainingLoop:
             )
         )
         await record_scores(self.services.collector, scored, job_id=self.job_id)
-        for_update = apply_scores(groups, scored)
+        for_update = trajectories_for_update(groups, scored)
         update = trainer_pb2.UpdateMetrics()
         if for_update:
             request = trainer_pb2.UpdatePolicyRequest(
@@ -781,19 +781,13 @@ class TrainingLoop:
         return state, response.checkpoint
 
 
-def apply_scores(
+def trajectories_for_update(
     groups: Sequence[Sequence[trajectory_pb2.Trajectory]], scored: reward_pb2.ScoreGroupsResponse
 ) -> list[trajectory_pb2.Trajectory]:
-    """Writes rewards and advantages onto the trajectories; returns those an update should use."""
-    by_id = {t.trajectory_id: t for group in groups for t in group}
-    used = []
-    for group in scored.groups:
-        for score in group.trajectories:
-            trajectory = by_id.get(score.trajectory_id)
-            # A dropped group carries no signal: its trajectories are scored but not trained on.
-            if trajectory is not None and apply_score(trajectory, score) and not group.dropped:
-                used.append(trajectory)
-    return used
+    """Writes the scores onto the trajectories; returns those an update should use."""
+    applied = apply_group_scores((t for group in groups for t in group), scored)
+    # A dropped group carries no signal: its trajectories are scored but not trained on.
+    return [trajectory for group, trajectory in applied if not group.dropped]
 
 
 class TrainingRunner:

@@ -6,12 +6,9 @@ Every change is committed first, then published to watchers and to the worker ru
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
 
 import grpc
-from sqlalchemy.exc import IntegrityError
 
 from cohort import idempotency
 from cohort.api.budget.v1 import budget_pb2, budget_pb2_grpc
@@ -27,19 +24,10 @@ from cohort.services.jobs.scheduler import RedisWakeups, Scheduler, Wakeups
 from cohort.services.jobs.spec import RolloutCeiling, planned_rollouts, rollout_ceiling, validate_new_job
 from cohort.services.jobs.store import TERMINAL_STATES, JobChange, JobStore
 from cohort.services.jobs.watch import JobNotifier, RecentSnapshots, RedisJobNotifier
-from cohort.storage.engine import Database, write_transaction
-
-log = logging.getLogger(__name__)
+from cohort.storage.engine import Database
 
 SCOPE = "cohort.api.jobs.v1.JobService."
 BUDGET_ESTIMATE_TIMEOUT_SECONDS = 5.0
-
-
-@dataclass(frozen=True)
-class RunnerUnavailable:
-    """Why no runner is installed; `CreateJob` answers FAILED_PRECONDITION with this reason."""
-
-    reason: str
 
 
 def planned_estimate(spec: jobs_pb2.JobSpec) -> tuple[budget_pb2.EstimateRequest, RolloutCeiling] | None:
@@ -62,7 +50,7 @@ class JobService:
         self,
         settings: Settings,
         database: Database,
-        runner: JobRunner | RunnerUnavailable,
+        runner: JobRunner,
         channels: Callable[[], ChannelPool],
         *,
         owned_only: bool = False,
@@ -98,18 +86,17 @@ class JobService:
             wakeups = RedisWakeups(self._redis, f"{prefix}:queue")
         self.notifier.add_listener(lambda change: self._recent.offer(change.job))
         await self.notifier.start()
-        if not isinstance(self._runner, RunnerUnavailable):
-            self.scheduler = Scheduler(
-                self._store,
-                self.notifier,
-                self._runner,
-                lease_seconds=settings.job_lease_seconds,
-                max_running_jobs=settings.max_running_jobs,
-                wakeups=wakeups,
-                lock_dir=settings.data_dir if settings.is_embedded and not settings.redis_url else None,
-                owned_only=self._owned_only,
-            )
-            await self.scheduler.start(ready)
+        self.scheduler = Scheduler(
+            self._store,
+            self.notifier,
+            self._runner,
+            lease_seconds=settings.job_lease_seconds,
+            max_running_jobs=settings.max_running_jobs,
+            wakeups=wakeups,
+            lock_dir=settings.data_dir if settings.is_embedded and not settings.redis_url else None,
+            owned_only=self._owned_only,
+        )
+        await self.scheduler.start(ready)
         self._started = True
 
     async def stop(self) -> None:
@@ -129,8 +116,7 @@ class JobService:
 
     async def create(self, request: jobs_pb2.CreateJobRequest) -> jobs_pb2.CreateJobResponse:
         scope = SCOPE + "CreateJob"
-        async with self._database.sessions() as session:
-            previous = await idempotency.find(session, scope, request, jobs_pb2.CreateJobResponse)
+        previous = await idempotency.find_answer(self._database, scope, request, jobs_pb2.CreateJobResponse)
         if previous is not None:
             if self.scheduler is not None:
                 self.scheduler.adopt((current_tenant(), previous.job.job_id))
@@ -146,11 +132,6 @@ class JobService:
                 require_identity(),
                 self._settings.python_runtime_allowlist,
                 field="job.spec.runtime.python.entry_point",
-            )
-        if isinstance(self._runner, RunnerUnavailable):
-            raise FailedPrecondition(
-                f"job orchestration is not available: {self._runner.reason}",
-                reason="ORCHESTRATION_UNAVAILABLE",
             )
         await self._check_budget(new_job.spec)
         tenant = current_tenant()
@@ -182,9 +163,6 @@ class JobService:
         try:
             estimate = await stub.Estimate(request, timeout=BUDGET_ESTIMATE_TIMEOUT_SECONDS)
         except grpc.aio.AioRpcError as exc:
-            if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
-                log.warning("budget pre-flight skipped: the budget service does not implement Estimate yet")
-                return
             if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
                 raise InvalidArgument(
                     ceiling.model_field, f"the budget service cannot price it: {exc.details()}"
@@ -316,24 +294,16 @@ class JobService:
         if request.seed < 0:
             raise InvalidArgument("seed", f"must be >= 0 (0 means the job's seed), got {request.seed}")
         job = await self.get(request.job_id)
-        async with self._database.sessions() as session:
-            previous = await idempotency.find(session, scope, request, jobs_pb2.EvaluateJobResponse)
+        previous = await idempotency.find_answer(self._database, scope, request, jobs_pb2.EvaluateJobResponse)
         if previous is not None:
             return previous.evaluation
-        if isinstance(self._runner, RunnerUnavailable):
-            raise FailedPrecondition(
-                f"job orchestration is not available: {self._runner.reason}",
-                reason="ORCHESTRATION_UNAVAILABLE",
-            )
         evaluation = await self._runner.evaluate(job, request)
-        response = jobs_pb2.EvaluateJobResponse(evaluation=evaluation)
-        try:
-            async with self._store.writer_turn(), write_transaction(self._database.sessions) as session:
-                idempotency.remember(session, scope, request, response)
-        except IntegrityError:
-            async with self._database.sessions() as session:
-                previous = await idempotency.find(session, scope, request, jobs_pb2.EvaluateJobResponse)
-            if previous is None:
-                raise
-            return previous.evaluation
-        return evaluation
+
+        async def answer(session) -> jobs_pb2.EvaluateJobResponse:
+            return jobs_pb2.EvaluateJobResponse(evaluation=evaluation)
+
+        async with self._store.writer_turn():
+            response = await idempotency.run_once(
+                self._database, scope, request, jobs_pb2.EvaluateJobResponse, answer
+            )
+        return response.evaluation

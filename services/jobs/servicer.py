@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
-from google.protobuf.timestamp_pb2 import Timestamp
-
 from cohort.api.identity.v1 import identity_pb2, identity_pb2_grpc
 from cohort.api.jobs.v1 import jobs_pb2, jobs_pb2_grpc
 from cohort.context import require_identity
 from cohort.identity import ApiKeyRecord, ApiKeyStore
 from cohort.paging import DEFAULT_PAGE_SIZE
 from cohort.services.jobs.service import JobService
+from cohort.timestamps import to_timestamp
 
 
 class JobServiceServicer(jobs_pb2_grpc.JobServiceServicer):
@@ -64,23 +61,15 @@ class JobServiceServicer(jobs_pb2_grpc.JobServiceServicer):
         return jobs_pb2.EvaluateJobResponse(evaluation=await self._service.evaluate(request))
 
 
-def _timestamp(value: datetime | None) -> Timestamp | None:
-    if value is None:
-        return None
-    stamp = Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
-
-
 def api_key_to_proto(record: ApiKeyRecord) -> identity_pb2.ApiKey:
     return identity_pb2.ApiKey(
         key_id=record.id,
         tenant_id=record.tenant_id,
         display_name=record.name,
         admin=record.is_admin,
-        create_time=_timestamp(record.created_at),
-        last_use_time=_timestamp(record.last_used_at),
-        revoke_time=_timestamp(record.revoked_at),
+        create_time=to_timestamp(record.created_at),
+        last_use_time=to_timestamp(record.last_used_at),
+        revoke_time=to_timestamp(record.revoked_at),
     )
 
 

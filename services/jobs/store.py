@@ -25,6 +25,7 @@ from cohort.paging import check_page_size, decode_page_token, encode_page_token
 from cohort.services.jobs.runner import LeaseLost
 from cohort.storage.engine import Database, write_transaction
 from cohort.storage.schema import JobRow, utcnow
+from cohort.timestamps import to_timestamp
 
 Job = jobs_pb2.Job
 QUEUED, RUNNING, PAUSED = Job.STATE_QUEUED, Job.STATE_RUNNING, Job.STATE_PAUSED
@@ -71,11 +72,6 @@ class LeaseState:
     cancel_requested: bool
 
 
-def _stamp(message, value: datetime | None) -> None:
-    if value is not None:
-        message.FromDatetime(value)
-
-
 def row_to_job(row: JobRow) -> jobs_pb2.Job:
     job = jobs_pb2.Job(
         job_id=row.job_id,
@@ -84,15 +80,13 @@ def row_to_job(row: JobRow) -> jobs_pb2.Job:
         state=row.state,
         pause_reason=row.pause_reason,
         revision=row.revision,
+        create_time=to_timestamp(row.create_time),
+        update_time=to_timestamp(row.update_time),
+        start_time=to_timestamp(row.start_time),
+        end_time=to_timestamp(row.end_time),
     )
     job.spec.ParseFromString(row.spec)
     job.progress.ParseFromString(row.progress)
-    _stamp(job.create_time, row.create_time)
-    _stamp(job.update_time, row.update_time)
-    if row.start_time is not None:
-        _stamp(job.start_time, row.start_time)
-    if row.end_time is not None:
-        _stamp(job.end_time, row.end_time)
     if row.error is not None:
         job.error.ParseFromString(row.error)
     return job

@@ -35,13 +35,21 @@ def apply_score(trajectory: tpb.Trajectory, score: rpb.TrajectoryScore) -> bool:
     return True
 
 
-def apply_scores(trajectories: Iterable[tpb.Trajectory], response: rpb.ScoreGroupsResponse) -> int:
-    """Applies every score of `response` to the trajectory with its id; the number applied."""
+def apply_group_scores(
+    trajectories: Iterable[tpb.Trajectory], response: rpb.ScoreGroupsResponse
+) -> list[tuple[rpb.GroupScore, tpb.Trajectory]]:
+    """Applies every score of `response` to the trajectory with its id; each trajectory a score was
+    written onto, with the score of its group (whether the group was dropped, for instance)."""
     by_id = {t.trajectory_id: t for t in trajectories}
-    applied = 0
+    applied = []
     for group in response.groups:
         for score in group.trajectories:
             trajectory = by_id.get(score.trajectory_id)
             if trajectory is not None and apply_score(trajectory, score):
-                applied += 1
+                applied.append((group, trajectory))
     return applied
+
+
+def apply_scores(trajectories: Iterable[tpb.Trajectory], response: rpb.ScoreGroupsResponse) -> int:
+    """Applies every score of `response` to the trajectory with its id; the number applied."""
+    return len(apply_group_scores(trajectories, response))

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
-from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -22,6 +21,7 @@ from cohort.errors import AlreadyExists, FailedPrecondition, InvalidArgument, No
 from cohort.policy import HeadSpec, PolicySnapshot
 from cohort.storage.engine import Database
 from cohort.storage.schema import PolicyRow, PolicyVersionRow, utcnow
+from cohort.timestamps import to_timestamp
 
 
 @dataclass(frozen=True)
@@ -53,14 +53,8 @@ class PolicyVersion:
         policy.display_name = self.info.display_name
         policy.parent_version = self.parent_version
         policy.latest_version = self.info.latest_version
-        policy.create_time.CopyFrom(_timestamp(self.create_time))
+        policy.create_time.CopyFrom(to_timestamp(self.create_time))
         return policy
-
-
-def _timestamp(value: datetime) -> Timestamp:
-    timestamp = Timestamp()
-    timestamp.FromDatetime(value)
-    return timestamp
 
 
 def encode_heads(heads: dict[str, HeadSpec]) -> bytes:
@@ -302,7 +296,7 @@ class PolicyStore:
                 parameters_sha256=sha256,
                 latest_version=info.latest_version,
             )
-            policy.create_time.CopyFrom(_timestamp(version_time))
+            policy.create_time.CopyFrom(to_timestamp(version_time))
             policies.append(policy)
         next_token = ""
         if len(rows) > page_size:

@@ -7,8 +7,10 @@ is an error rather than a silent replay of something the caller did not ask for.
     response = await run_once(database, "cohort.api.budget.v1.BudgetService.Reserve", request,
                               ReserveResponse, lambda session: reserve(session, ...))
 
-Work that cannot live in one transaction (it calls other services, or writes files) uses `find` and
-`remember` around its own steps and must itself be safe to redo.
+Work that cannot live in one transaction (it calls other services, computes for long, or writes
+files) must be safe to redo. It asks `find_answer` first, so a repeat skips it, does its work, then
+commits its answer with `run_once` (with whatever rows go with it): a call that answered meanwhile
+still wins, and the work done here is simply not used.
 """
 
 from __future__ import annotations
@@ -80,6 +82,14 @@ def remember(session: AsyncSession, scope: str, request: Message, response: Mess
         )
 
 
+async def find_answer(
+    database: Database, scope: str, request: Message, response_type: type[ResponseT]
+) -> ResponseT | None:
+    """`find` in a session of its own."""
+    async with database.sessions() as session:
+        return await find(session, scope, request, response_type)
+
+
 async def run_once(
     database: Database,
     scope: str,
@@ -103,8 +113,7 @@ async def run_once(
     except IntegrityError:
         if not _request_id(request):
             raise
-        async with database.sessions() as session:
-            previous = await find(session, scope, request, response_type)
+        previous = await find_answer(database, scope, request, response_type)
         if previous is None:
             raise
         return previous

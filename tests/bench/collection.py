@@ -194,7 +194,7 @@ async def _cpu_breakdown() -> dict[str, float]:
     from cohort.services.collector.collection import plan_group
     from cohort.services.collector.runtimes import RuntimeResolver
     from cohort.services.collector.store import TrajectoryStore
-    from cohort.storage.engine import open_database
+    from cohort.storage import open_database
     from cohort.trajectories.usage import PriceTable
 
     heads = {head.name: HeadSpec.from_proto(head) for head in toolbench.policy_heads()}

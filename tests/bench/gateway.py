@@ -1,7 +1,7 @@
 """Bench: the gateway in its own process, pinned to one CPU core, in front of the jobs service.
 
 Three processes: `cohort serve jobs` (SQLite, authentication on; jobs run with the idle/tick test
-runner of tests/integration/test_gateway_jsonrpc.py through the `COHORT_TEST_JOB_RUNNER` hook, so no
+runner of tests/integration/test_gateway_jsonrpc.py, through tests/serve_with_test_runner.py, so no
 training competes for the CPU), `cohort serve gateway` pinned with `sched_setaffinity` to one core,
 and this process as the HTTP load generator (`http_load.HttpConnection`, one connection per client;
 its CPU per request is a fraction of aiohttp's client, which would compete with the services).
@@ -60,10 +60,10 @@ def start(component: str, data_dir: str, extra_env: dict[str, str]) -> tuple[sub
         component,
         data_dir,
         {
-            "COHORT_TEST_JOB_RUNNER": "integration.test_gateway_jsonrpc:make_runner",
             "PYTHONPATH": os.pathsep.join([str(TESTS_DIR), os.environ.get("PYTHONPATH", "")]),
             **extra_env,
         },
+        job_runner="integration.test_gateway_jsonrpc:make_runner" if component == "jobs" else "",
     )
 
 

@@ -1,6 +1,6 @@
 """Speed of the job manager's lifecycle, with a light test runner (no training).
 
-Every job runs `BenchRunner` (selected through the `COHORT_TEST_JOB_RUNNER` test hook): one
+Every job runs `BenchRunner` (the suite's `job_runner`; tests/serve_with_test_runner.py in a process): one
 iteration per `tick` seconds, each a progress write, so what is measured is the job manager itself
 (claims, fenced progress writes, fan-out to watchers, reads), on the embedded default (SQLite,
 in-process queue, auth on).
@@ -30,7 +30,7 @@ from cohort.event_loop import run_event_loop  # noqa: E402
 from cohort.services.jobs.runner import JobHandle, JobOutcome, RunResult  # noqa: E402
 
 RUNNER_HOOK = "jobs:make_runner"
-HOOK_VARIABLE = "COHORT_TEST_JOB_RUNNER"
+SERVE_WITH_TEST_RUNNER = Path(__file__).parents[1] / "serve_with_test_runner.py"
 
 
 class BenchRunner:
@@ -70,8 +70,9 @@ def bench_job(tick: float, iterations: int = 100_000) -> jpb.Job:
 async def _suite(tmp: str):
     from cohort.services.suite import start_suite
 
-    os.environ[HOOK_VARIABLE] = RUNNER_HOOK
-    return await start_suite(Settings(data_dir=Path(tmp)), ["jobs"], ephemeral_ports=True)
+    return await start_suite(
+        Settings(data_dir=Path(tmp)), ["jobs"], ephemeral_ports=True, job_runner=make_runner
+    )
 
 
 async def _create_many(stub, count: int, tick: float) -> list[str]:
@@ -200,11 +201,13 @@ def _start_process(data_dir: str, port: int) -> subprocess.Popen:
         COHORT_JOBS_PORT=str(port),
         COHORT_AUTH_ENABLED="false",
         PYTHONPATH=os.pathsep.join([str(Path(__file__).parent), env.get("PYTHONPATH", "")]),
-        **{HOOK_VARIABLE: RUNNER_HOOK},
     )
     out = open(Path(data_dir).with_suffix(".out"), "a")  # noqa: SIM115 - closed with the process
     process = subprocess.Popen(
-        [sys.executable, "-m", "cohort.cli", "serve", "jobs"], env=env, stdout=out, stderr=subprocess.STDOUT
+        [sys.executable, str(SERVE_WITH_TEST_RUNNER), RUNNER_HOOK, "jobs"],
+        env=env,
+        stdout=out,
+        stderr=subprocess.STDOUT,
     )
     out.close()
     return process

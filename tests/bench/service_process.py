@@ -9,13 +9,15 @@ import sys
 from pathlib import Path
 
 SERVICE_NAMES = ("collector", "reward", "trainer", "checkpoint", "budget", "jobs", "gateway")
+SERVE_WITH_TEST_RUNNER = Path(__file__).parents[1] / "serve_with_test_runner.py"
 
 
 def start_service(
-    component: str, data_dir: str, extra_env: dict[str, str] | None = None
+    component: str, data_dir: str, extra_env: dict[str, str] | None = None, *, job_runner: str = ""
 ) -> tuple[subprocess.Popen, str]:
     """`cohort serve <component>` on a free port (every service's port 0, SQLite under `data_dir`,
-    no inherited COHORT_* settings); returns the process, once ready, and the address it listens on."""
+    no inherited COHORT_* settings); returns the process, once ready, and the address it listens on.
+    `job_runner`: `module:factory` of a test runner its jobs run with instead of real training."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("COHORT_")}
     env.update(
         COHORT_DATA_DIR=data_dir,
@@ -23,8 +25,13 @@ def start_service(
         **{f"COHORT_{name.upper()}_PORT": "0" for name in SERVICE_NAMES},
         **(extra_env or {}),
     )
+    command = (
+        [sys.executable, str(SERVE_WITH_TEST_RUNNER), job_runner, component]
+        if job_runner
+        else [sys.executable, "-m", "cohort.cli", "serve", component]
+    )
     process = subprocess.Popen(
-        [sys.executable, "-m", "cohort.cli", "serve", component],
+        command,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -206,7 +206,7 @@ async def _copy_rate(raw_url: str, schema: str, count: int) -> float:
 async def measure_search(database_url: str, rows: int) -> dict:
     """p50/p95 in ms of filtered and similarity searches over `rows` stored trajectories."""
     from cohort.services.collector.store import SearchQuery, TrajectoryFilter, TrajectoryStore, View
-    from cohort.storage.engine import open_database
+    from cohort.storage import open_database
 
     async with _settings_for(database_url) as settings:
         database = await open_database(settings)

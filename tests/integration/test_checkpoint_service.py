@@ -463,7 +463,7 @@ KILLED_SAVE = textwrap.dedent(
     from cohort.context import Identity, current_identity
     from cohort.services.checkpoint.blobstore import LocalBlobStore, SaveStage
     from cohort.services.checkpoint.service import CheckpointService
-    from cohort.storage.engine import open_database
+    from cohort.storage import open_database
 
     data_dir, database_url, schema, stage, request = sys.argv[1:6]
 

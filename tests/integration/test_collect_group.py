@@ -449,7 +449,7 @@ async def test_a_rollout_the_store_refuses_is_redacted_before_it_is_streamed(tmp
     from cohort.errors import InvalidArgument
     from cohort.services.collector.collection import _note_store_failure
     from cohort.services.collector.store import IngestItemResult, ItemStatus, TrajectoryStore
-    from cohort.storage.engine import open_database
+    from cohort.storage import open_database
 
     database = await open_database(Settings(data_dir=tmp_path))
     try:

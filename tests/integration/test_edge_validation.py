@@ -19,7 +19,7 @@ from cohort.api.jobs.v1 import jobs_pb2, jobs_pb2_grpc
 from cohort.api.trainer.v1 import trainer_pb2 as pb
 from cohort.api.trainer.v1 import trainer_pb2_grpc
 from cohort.api.trajectory.v1 import trajectory_pb2 as tpb
-from cohort.policy.features import OPTION_SEPARATOR, bucket
+from cohort.learning import OPTION_SEPARATOR, bucket
 from cohort.rpc.client import bad_request, error_info
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")

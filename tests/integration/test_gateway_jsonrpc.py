@@ -1,7 +1,7 @@
 """JSON-RPC 2.0 at `POST /jsonrpc` against a running suite: the specification's examples (section 7)
 adapted to the `training.*` methods, and every `training.*` method end to end.
 
-Jobs run with `GatewayTestRunner` below (through the jobs service's `COHORT_TEST_JOB_RUNNER` hook): the
+Jobs run with `GatewayTestRunner` below (the suite's `job_runner`): the
 thing under test is the gateway's mapping, not training. A job named `idle` waits, checking for pause
 and cancel; `tick` finishes one iteration per 20 ms.
 """
@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import time
 
 import aiohttp
@@ -22,13 +21,10 @@ from bench.trajectory_store import make_trajectory
 from cohort.api.collector.v1 import collector_pb2
 from cohort.api.jobs.v1 import jobs_pb2
 from cohort.config import Settings
-from cohort.services.jobs.main import TEST_RUNNER_VARIABLE
 from cohort.services.jobs.runner import JobHandle, JobOutcome, RunResult
 from cohort.services.suite import start_suite
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
-
-RUNNER_HOOK = "integration.test_gateway_jsonrpc:make_runner"
 
 
 class GatewayTestRunner:
@@ -74,19 +70,13 @@ SPEC = {
 
 @contextlib.asynccontextmanager
 async def gateway_suite(data_dir, **overrides):
-    """The whole suite, its jobs run by this module's idle/tick runner (`RUNNER_HOOK`)."""
-    previous = os.environ.get(TEST_RUNNER_VARIABLE)
-    os.environ[TEST_RUNNER_VARIABLE] = RUNNER_HOOK
+    """The whole suite, its jobs run by this module's idle/tick runner."""
     settings = Settings(data_dir=data_dir, auth_cache_seconds=0.0, **overrides)
-    started = await start_suite(settings, ["all"], ephemeral_ports=True)
+    started = await start_suite(settings, ["all"], ephemeral_ports=True, job_runner=make_runner)
     try:
         yield started
     finally:
         await started.stop(0)
-        if previous is None:
-            os.environ.pop(TEST_RUNNER_VARIABLE, None)
-        else:
-            os.environ[TEST_RUNNER_VARIABLE] = previous
 
 
 @contextlib.asynccontextmanager

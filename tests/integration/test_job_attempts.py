@@ -2,7 +2,7 @@
 a failure names the service that raised it, a FAILED job can be relaunched, leases are renewed only
 while their runner lives, and the job manager's writes ride out a database blip.
 
-Most jobs here run with `AttemptRunner` (the `COHORT_TEST_JOB_RUNNER` hook): the thing under test is
+Most jobs here run with `AttemptRunner` (the suite's `job_runner`): the thing under test is
 the job manager. One test runs the real training runner against an agent runtime that is not there.
 """
 
@@ -24,7 +24,6 @@ from cohort.api.jobs.v1 import jobs_pb2 as jpb
 from cohort.config import Settings
 from cohort.rpc.client import mark_failed_service
 from cohort.services.jobs import failures
-from cohort.services.jobs import main as jobs_main
 from cohort.services.jobs import scheduler as scheduler_module
 from cohort.services.jobs.runner import JobHandle, JobOutcome, RunResult
 from cohort.services.jobs.store import JobStore
@@ -76,9 +75,9 @@ def fast_retries(monkeypatch):
 
 
 @pytest.fixture
-async def suite(monkeypatch, start_suite_for, tmp_path, fast_retries):
-    monkeypatch.setenv(jobs_main.TEST_RUNNER_VARIABLE, f"{__name__}:make_runner")
-    return await start_suite_for(Settings(data_dir=tmp_path / "var", auth_cache_seconds=0.0), ["jobs"])
+async def suite(start_suite_for, tmp_path, fast_retries):
+    settings = Settings(data_dir=tmp_path / "var", auth_cache_seconds=0.0)
+    return await start_suite_for(settings, ["jobs"], job_runner=make_runner)
 
 
 def error_service(status) -> str:
@@ -156,10 +155,9 @@ async def test_a_cancel_during_the_retry_backoff_cancels_the_job(suite, monkeypa
 async def test_a_lease_is_not_renewed_once_its_runner_is_gone(monkeypatch, start_suite_for, tmp_path):
     """The runner dies and the job manager cannot record it (its database is down): the lease must
     expire so another worker takes the job over, not be renewed forever for a runner that is gone."""
-    monkeypatch.setenv(jobs_main.TEST_RUNNER_VARIABLE, f"{__name__}:make_runner")
     monkeypatch.setattr(scheduler_module, "WRITE_RETRY_SECONDS", 0.3)
     settings = Settings(data_dir=tmp_path / "var", auth_cache_seconds=0.0, job_lease_seconds=0.6)
-    suite = await start_suite_for(settings, ["jobs"])
+    suite = await start_suite_for(settings, ["jobs"], job_runner=make_runner)
 
     async def database_down(*args, **kwargs):
         raise OperationalError("UPDATE jobs", {}, ConnectionRefusedError("connection refused"))
@@ -240,4 +238,3 @@ def test_failure_classification_is_final_only_for_the_requests_own_faults():
 def _rpc_error(code: int) -> grpc.aio.AioRpcError:
     status = next(s for s in grpc.StatusCode if s.value[0] == code)
     return grpc.aio.AioRpcError(status, grpc.aio.Metadata(), grpc.aio.Metadata(), "x")
-

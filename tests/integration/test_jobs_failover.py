@@ -1,7 +1,7 @@
 """Job managers killed with SIGKILL: their jobs are taken over, none lost, none run twice at once.
 
-Each job manager is a real `cohort serve jobs` process running `FailoverRunner` (selected with the
-`COHORT_TEST_JOB_RUNNER` test hook). After every progress write that succeeded, the runner appends
+Each job manager is a real `cohort serve jobs` process running `FailoverRunner` (started through
+tests/serve_with_test_runner.py). After every progress write that succeeded, the runner appends
 `<job> <pid> <fencing token> <iteration>` to a shared log (O_APPEND, one write per line): two
 attempts of one job running at once would show up as a token going down or an iteration repeating.
 """
@@ -31,6 +31,7 @@ Job = jpb.Job
 LOG_VARIABLE = "COHORT_TEST_JOB_LOG"
 TICK_SECONDS = 0.1
 TESTS = Path(__file__).resolve().parent
+SERVE_WITH_TEST_RUNNER = TESTS.parent / "serve_with_test_runner.py"
 
 
 class FailoverRunner:
@@ -69,7 +70,6 @@ class JobManagerProcess:
             COHORT_DATA_DIR=str(data_dir),
             COHORT_JOBS_PORT=str(port),
             COHORT_AUTH_ENABLED="false",
-            COHORT_TEST_JOB_RUNNER="test_jobs_failover:make_runner",
             PYTHONPATH=os.pathsep.join([str(TESTS), environment.get("PYTHONPATH", "")]),
             **{LOG_VARIABLE: str(log)},
             **env,
@@ -78,7 +78,7 @@ class JobManagerProcess:
         self.output = data_dir.with_name(data_dir.name + ".out")
         self._output_file = self.output.open("w")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "cohort.cli", "serve", "jobs"],
+            [sys.executable, str(SERVE_WITH_TEST_RUNNER), "test_jobs_failover:make_runner", "jobs"],
             env=environment,
             stdout=self._output_file,
             stderr=subprocess.STDOUT,

@@ -1,6 +1,6 @@
 """The job lifecycle over real gRPC: create, watch, pause/resume, cancel, failures, idempotency.
 
-Jobs run with `LifecycleRunner` below, selected through the `COHORT_TEST_JOB_RUNNER` test hook: the
+Jobs run with `LifecycleRunner` below, given to the suite as its `job_runner`: the
 thing under test is the lifecycle (states, revisions, leases, watchers), not training, so the runner
 only ticks progress. What it does is chosen per job by its display name:
 `tick:<seconds>` ticks one iteration per <seconds>; `idle` waits without progress until cancelled;
@@ -27,7 +27,6 @@ from cohort.api.jobs.v1 import jobs_pb2_grpc
 from cohort.config import Settings
 from cohort.errors import FailedPrecondition
 from cohort.rpc.client import bad_request, error_info
-from cohort.services.jobs import main as jobs_main
 from cohort.services.jobs import watch as job_watch
 from cohort.services.jobs.runner import JobHandle, JobOutcome, RunResult
 from cohort.services.jobs.spec import DEFAULT_BATCH_SIZE, DEFAULT_GROUP_SIZE
@@ -106,9 +105,10 @@ def new_job(behaviour: str = "tick:0.02", iterations: int = 5, **fields) -> jpb.
 
 
 @pytest.fixture
-def starter(monkeypatch, start_suite_for):
-    monkeypatch.setenv(jobs_main.TEST_RUNNER_VARIABLE, f"{__name__}:make_runner")
-    return lambda settings, **overrides: start_suite_for(settings.with_overrides(**overrides), ["jobs"])
+def starter(start_suite_for):
+    return lambda settings, **overrides: start_suite_for(
+        settings.with_overrides(**overrides), ["jobs"], job_runner=make_runner
+    )
 
 
 @pytest.fixture
@@ -437,16 +437,6 @@ async def test_budget_preflight_refuses_a_job_that_cannot_fit(start_sqlite):
         assert budget.requests[-1].usage[0].model == "sim"
     finally:
         await server.stop(0)
-
-
-async def test_without_orchestration_create_is_a_failed_precondition(start_sqlite, monkeypatch):
-    monkeypatch.delenv(jobs_main.TEST_RUNNER_VARIABLE)
-    monkeypatch.setattr(jobs_main, "ORCHESTRATION_MODULE", "cohort.services.jobs.not_installed_here")
-    suite = await start_sqlite()
-    with pytest.raises(grpc.aio.AioRpcError) as failure:
-        await create(jobs(suite), new_job())
-    assert failure.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert "orchestration is not available" in failure.value.details()
 
 
 async def test_every_bad_spec_field_is_rejected_and_nothing_is_stored(sqlite_suite):

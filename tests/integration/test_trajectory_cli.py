@@ -14,7 +14,7 @@ from cohort.context import DEFAULT_TENANT_ID
 from cohort.errors import InvalidArgument
 from cohort.sdk import TrajectoryRecorder
 from cohort.services.collector.store import ItemStatus, TrajectoryStore
-from cohort.storage.engine import open_database
+from cohort.storage import open_database
 from cohort.trajectories.openai_chat import trajectory_to_openai_chat, validate_openai_chat_record
 from cohort.trajectories.trae import load_trae_file
 

@@ -14,6 +14,7 @@ from sqlalchemy import text
 from cohort.api.trajectory.v1 import trajectory_pb2 as tpb
 from cohort.config import Settings
 from cohort.errors import AlreadyExists, InvalidArgument, NotFound
+from cohort.ids import uuid7
 from cohort.services.collector import embedding
 from cohort.services.collector.store import (
     ItemStatus,
@@ -21,9 +22,8 @@ from cohort.services.collector.store import (
     TrajectoryFilter,
     TrajectoryStore,
     View,
-    new_trajectory_id,
 )
-from cohort.storage.engine import open_database
+from cohort.storage import open_database
 
 TENANT = "acme"
 OTHER = "globex"
@@ -90,7 +90,7 @@ async def test_ids_are_assigned_time_ordered_and_tenant_is_forced(store):
     first, second = (item.trajectory_id for item in result.items)
     assert first and second and first != second
     assert uuid.UUID(first).version == 7
-    assert new_trajectory_id() > first
+    assert uuid7() > first
     assert (await store.get(TENANT, first)).tenant_id == TENANT
     with pytest.raises(NotFound):
         await store.get("someone-else", first)

@@ -18,7 +18,7 @@ from cohort.context import Identity, current_identity
 from cohort.errors import CohortError, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 from cohort.services.budget.ledger import BUDGET_EXHAUSTED, UNLIMITED, parse_month
 from cohort.services.budget.main import build_service
-from cohort.storage.engine import open_database
+from cohort.storage import open_database
 from cohort.trajectories.usage import DEFAULT_PRICES, PriceTable
 
 

@@ -278,7 +278,7 @@ def _with_store(action: Callable[..., Awaitable[Any]]) -> Any:
 
     async def run() -> Any:
         from cohort.identity import ApiKeyStore
-        from cohort.storage.engine import open_database
+        from cohort.storage import open_database
 
         database = await open_database(_settings(), migrate=True)
         try:

@@ -1,13 +1,7 @@
 """Relational storage: engines for SQLite (embedded) and PostgreSQL, the schema, its migrations."""
 
-from cohort.storage.engine import (
-    Database,
-    create_engine,
-    open_database,
-    session_factory,
-    write_transaction,
-)
-from cohort.storage.migrate import current_revision, head_revision, upgrade_to_head
+from cohort.storage.engine import Database, create_engine, session_factory, write_transaction
+from cohort.storage.migrate import current_revision, head_revision, open_database, upgrade_to_head
 from cohort.urls import redact_url
 
 __all__ = [

@@ -1,7 +1,7 @@
 """Async database engines for the embedded default (SQLite) and production (PostgreSQL).
 
-Call `open_database(settings)` once per process (or per service) at start-up: it builds the engine,
-brings the schema to the latest migration and hands back the engine with a session factory.
+Processes open theirs with `cohort.storage.open_database(settings)` once at start-up (it lives in
+`migrate`, since it brings the schema to the latest migration before handing the `Database` back).
 """
 
 from __future__ import annotations
@@ -191,20 +191,3 @@ def _sqlite_target(url: URL) -> str:
         return database
     parameters = "&".join(f"{key}={value}" for key, value in url.query.items() if key != "uri")
     return f"{database}?{parameters}" if parameters else database
-
-
-async def open_database(
-    target: Settings | str | URL, *, migrate: bool = True, schema: str | None = None
-) -> Database:
-    """Open the configured database, running migrations to head first unless `migrate=False`."""
-    engine = create_engine(target, schema=schema)
-    try:
-        if migrate:
-            # Imported here because migrate builds its engines with this module.
-            from cohort.storage.migrate import upgrade_to_head
-
-            await upgrade_to_head(engine)
-    except BaseException:
-        await engine.dispose()
-        raise
-    return Database(engine)

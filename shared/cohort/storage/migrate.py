@@ -21,7 +21,8 @@ from sqlalchemy import text
 from sqlalchemy.engine import URL, Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from cohort.storage.engine import SQLITE_BEGIN_OPTION, create_engine, database_url
+from cohort.config import Settings
+from cohort.storage.engine import SQLITE_BEGIN_OPTION, Database, create_engine, database_url
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
@@ -56,6 +57,20 @@ async def current_revision(engine: AsyncEngine) -> str | None:
     """The revision the database is at; None for a database Cohort never migrated."""
     async with engine.connect() as connection:
         return await connection.run_sync(_current_revision)
+
+
+async def open_database(
+    target: Settings | str | URL, *, migrate: bool = True, schema: str | None = None
+) -> Database:
+    """Open the configured database, running migrations to head first unless `migrate=False`."""
+    engine = create_engine(target, schema=schema)
+    try:
+        if migrate:
+            await upgrade_to_head(engine)
+    except BaseException:
+        await engine.dispose()
+        raise
+    return Database(engine)
 
 
 async def upgrade_to_head(engine_or_url: AsyncEngine | str | URL) -> None:
