@@ -6,8 +6,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from cohort.config import Settings
-from cohort.identity import ApiKeyAuthenticator, ApiKeyStore
+from cohort.context import Authenticator
 from cohort.rpc.client import ChannelPool
+from cohort.services.identity.service import ApiKeyService
 from cohort.services.jobs.runner import JobRunner
 from cohort.storage.engine import Database
 
@@ -16,8 +17,9 @@ from cohort.storage.engine import Database
 class ServiceContext:
     settings: Settings
     database: Database
-    api_keys: ApiKeyStore
-    authenticator: ApiKeyAuthenticator | None
+    api_keys: ApiKeyService
+    authenticator: Authenticator | None
+    """What every server of the process authenticates calls with; None when authentication is off."""
     runs_only_own_jobs: bool = False
     """A CLI command's suite: its job manager runs only the jobs created through it."""
     job_runner: Callable[[ServiceContext], JobRunner] | None = None

@@ -18,15 +18,19 @@ from typing import Protocol
 
 from cohort.config import GRPC_SERVICE_NAMES, SERVICE_NAMES, Settings
 from cohort.errors import InvalidArgument
-from cohort.identity import ApiKeyAuthenticator, ApiKeyStore, ensure_admin_key, service_credential
 from cohort.rpc.client import ChannelPool
-from cohort.rpc.server import serve_until_signal, start_server
+from cohort.rpc.server import ServiceRegistration, serve_until_signal, start_server
 from cohort.services.context import ServiceContext
+from cohort.services.identity.main import start_identity
 from cohort.services.jobs.runner import JobRunner
 from cohort.storage import open_database
 from cohort.tracing import configure_tracing
 
 log = logging.getLogger(__name__)
+
+SERVED_WITH: dict[str, tuple[str, ...]] = {"jobs": ("identity",)}
+"""Service packages with no server of their own, served by another component's: API keys have always
+been on the jobs port (and the gateway routes them there), so clients see no change."""
 
 
 class Stoppable(Protocol):
@@ -88,6 +92,14 @@ def resolve_components(names: Sequence[str]) -> list[str]:
     return [n for n in SERVICE_NAMES if n in names]
 
 
+def _registrations(component: str, context: ServiceContext) -> list[ServiceRegistration]:
+    """What `component`'s server serves: its own service package's, then those served with it."""
+    registrations: list[ServiceRegistration] = []
+    for package in (component, *SERVED_WITH.get(component, ())):
+        registrations += importlib.import_module(f"cohort.services.{package}.main").registrations(context)
+    return registrations
+
+
 async def start_suite(
     settings: Settings,
     components: Sequence[str],
@@ -104,21 +116,13 @@ async def start_suite(
     components = resolve_components(components)
     configure_tracing(settings, "cohort-" + ("all" if len(components) > 1 else components[0]))
     database = await open_database(settings, migrate=True)
-    api_keys = ApiKeyStore(database.sessions)
-    if settings.auth_enabled:
-        if settings.api_key is None:
-            # The operator's key, for the CLI and people; the services never present it.
-            await ensure_admin_key(settings, api_keys)
-        # Not a person's key: revoking any key a person holds must not stop the suite.
-        settings = settings.with_overrides(api_key=await service_credential(settings, api_keys))
-    authenticator = (
-        ApiKeyAuthenticator(api_keys, settings.auth_cache_seconds) if settings.auth_enabled else None
-    )
+    identity = await start_identity(settings, database)
+    settings = identity.settings
     context = ServiceContext(
         settings=settings,
         database=database,
-        api_keys=api_keys,
-        authenticator=authenticator,
+        api_keys=identity.keys,
+        authenticator=identity.authenticator,
         runs_only_own_jobs=runs_only_own_jobs,
         job_runner=job_runner,
     )
@@ -127,12 +131,11 @@ async def start_suite(
         for name in components:
             if name not in GRPC_SERVICE_NAMES:
                 continue
-            module = importlib.import_module(f"cohort.services.{name}.main")
             suite.servers[name] = await start_server(
                 settings,
                 name,
-                module.registrations(context),
-                authenticator=authenticator,
+                _registrations(name, context),
+                authenticator=context.authenticator,
                 port=0 if ephemeral_ports else None,
             )
         local = {name: f"127.0.0.1:{server.port}" for name, server in suite.servers.items()}

@@ -1,4 +1,5 @@
 """The job manager: the job lifecycle, orchestration of the other services, job status streams.
 
-It is also the control plane that serves `cohort.api.identity.v1.ApiKeyService`.
+Its server also serves the identity service's `cohort.api.identity.v1.ApiKeyService` (see
+`cohort.services.suite.SERVED_WITH`).
 """

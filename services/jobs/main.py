@@ -7,13 +7,12 @@ another (`ServiceContext.job_runner`: tests of the lifecycle run a light one).
 
 from __future__ import annotations
 
-from cohort.api.identity.v1 import identity_pb2_grpc
 from cohort.api.jobs.v1 import jobs_pb2_grpc
 from cohort.rpc.server import ServiceRegistration
 from cohort.services.context import ServiceContext
 from cohort.services.jobs.orchestration import TrainingRunner
 from cohort.services.jobs.service import JobService
-from cohort.services.jobs.servicer import ApiKeyServicer, JobServiceServicer
+from cohort.services.jobs.servicer import JobServiceServicer
 
 
 def registrations(context: ServiceContext) -> list[ServiceRegistration]:
@@ -38,10 +37,5 @@ def registrations(context: ServiceContext) -> list[ServiceRegistration]:
             on_start=start_job_manager,
             # Running jobs are handed back before the server stops, while the database is open.
             on_stop=service.stop,
-        ),
-        ServiceRegistration(
-            service_name="cohort.api.identity.v1.ApiKeyService",
-            servicer=ApiKeyServicer(context.api_keys),
-            add_to_server=identity_pb2_grpc.add_ApiKeyServiceServicer_to_server,
         ),
     ]

@@ -1,14 +1,10 @@
-"""gRPC servicers of the jobs process: `JobService` and `ApiKeyService`. Proto <-> domain only."""
+"""gRPC servicer of `cohort.api.jobs.v1.JobService`. Proto <-> domain only."""
 
 from __future__ import annotations
 
-from cohort.api.identity.v1 import identity_pb2, identity_pb2_grpc
 from cohort.api.jobs.v1 import jobs_pb2, jobs_pb2_grpc
-from cohort.context import require_identity
-from cohort.identity import ApiKeyRecord, ApiKeyStore
 from cohort.paging import DEFAULT_PAGE_SIZE
 from cohort.services.jobs.service import JobService
-from cohort.timestamps import to_timestamp
 
 
 class JobServiceServicer(jobs_pb2_grpc.JobServiceServicer):
@@ -59,48 +55,3 @@ class JobServiceServicer(jobs_pb2_grpc.JobServiceServicer):
 
     async def EvaluateJob(self, request, context):
         return jobs_pb2.EvaluateJobResponse(evaluation=await self._service.evaluate(request))
-
-
-def api_key_to_proto(record: ApiKeyRecord) -> identity_pb2.ApiKey:
-    return identity_pb2.ApiKey(
-        key_id=record.id,
-        tenant_id=record.tenant_id,
-        display_name=record.name,
-        admin=record.is_admin,
-        create_time=to_timestamp(record.created_at),
-        last_use_time=to_timestamp(record.last_used_at),
-        revoke_time=to_timestamp(record.revoked_at),
-    )
-
-
-class ApiKeyServicer(identity_pb2_grpc.ApiKeyServiceServicer):
-    def __init__(self, store: ApiKeyStore) -> None:
-        self._store = store
-
-    async def CreateApiKey(self, request, context):
-        record, secret = await self._store.create_key(
-            require_identity(),
-            request.display_name,
-            tenant_id=request.tenant_id or None,
-            is_admin=request.admin,
-        )
-        return identity_pb2.CreateApiKeyResponse(api_key=api_key_to_proto(record), secret=secret)
-
-    async def GetApiKey(self, request, context):
-        record = await self._store.get_key(require_identity(), request.key_id)
-        return identity_pb2.GetApiKeyResponse(api_key=api_key_to_proto(record))
-
-    async def ListApiKeys(self, request, context):
-        records, next_token = await self._store.list_keys(
-            require_identity(),
-            include_revoked=request.include_revoked,
-            page_size=request.page_size or DEFAULT_PAGE_SIZE,
-            page_token=request.page_token,
-        )
-        return identity_pb2.ListApiKeysResponse(
-            api_keys=[api_key_to_proto(r) for r in records], next_page_token=next_token
-        )
-
-    async def RevokeApiKey(self, request, context):
-        record = await self._store.revoke_key(require_identity(), request.key_id)
-        return identity_pb2.RevokeApiKeyResponse(api_key=api_key_to_proto(record))

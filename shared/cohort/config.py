@@ -94,7 +94,7 @@ class Settings:
     """The key this process presents when it calls other services (and the CLI uses)."""
     service_key: str | None = None
     """COHORT_SERVICE_KEY: the suite's internal service credential, which the services of a process
-    present to each other instead of a person's key (see `cohort.identity.service_credential`)."""
+    present to each other instead of a person's key (see `cohort.services.identity.bootstrap`)."""
     auth_cache_seconds: float = 5.0
     tls: TlsSettings = field(default_factory=TlsSettings)
     price_table_file: Path | None = None

@@ -15,16 +15,10 @@ from sqlalchemy import event, text
 from cohort.config import Settings
 from cohort.context import Identity
 from cohort.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, Unauthenticated
-from cohort.identity import (
-    BOOTSTRAP_KEY_NAME,
-    SERVICE_KEY_NAME,
-    SYSTEM_IDENTITY,
-    ApiKeyAuthenticator,
-    ApiKeyStore,
-    ensure_admin_key,
-    parse_api_key,
-    service_credential,
-)
+from cohort.identity import SYSTEM_IDENTITY, parse_api_key
+from cohort.services.identity.authenticator import ApiKeyAuthenticator
+from cohort.services.identity.bootstrap import BOOTSTRAP_KEY_NAME, ensure_admin_key, service_credential
+from cohort.services.identity.service import SERVICE_KEY_NAME, ApiKeyService
 from cohort.storage import create_engine, open_database
 
 ADMIN = SYSTEM_IDENTITY
@@ -57,8 +51,8 @@ async def database(request, tmp_path):
 
 
 @pytest.fixture
-def store(database) -> ApiKeyStore:
-    return ApiKeyStore(database.sessions)
+def store(database) -> ApiKeyService:
+    return ApiKeyService(database.sessions)
 
 
 class Clock:
@@ -69,7 +63,7 @@ class Clock:
         return self.now
 
 
-class CountingStore(ApiKeyStore):
+class CountingStore(ApiKeyService):
     lookups = 0
 
     async def lookup(self, token):
@@ -199,7 +193,7 @@ async def test_list_pages_through_keys_in_creation_order(store):
 
 
 async def test_list_breaks_timestamp_ties_by_id(database):
-    store = ApiKeyStore(database.sessions, clock=Clock(datetime(2025, 1, 1, tzinfo=UTC)))
+    store = ApiKeyService(database.sessions, clock=Clock(datetime(2025, 1, 1, tzinfo=UTC)))
     ids = sorted([(await store.create_key(ADMIN, f"k{i}", tenant_id="acme"))[0].id for i in range(5)])
     seen, token = [], ""
     while True:
@@ -274,7 +268,7 @@ async def test_create_tenant_if_missing_creates_once(store):
 async def test_last_used_at_is_written_at_most_once_a_minute(database):
     start = datetime(2025, 1, 1, tzinfo=UTC)
     clock = Clock(start)
-    store = ApiKeyStore(database.sessions, clock=clock)
+    store = ApiKeyService(database.sessions, clock=clock)
     record, plaintext = await store.create_key(ADMIN, "k", tenant_id="acme")
     assert record.last_used_at is None
     await store.lookup(plaintext)
@@ -288,7 +282,7 @@ async def test_last_used_at_is_written_at_most_once_a_minute(database):
 
 
 async def test_a_recently_used_key_costs_no_write(database):
-    store = ApiKeyStore(database.sessions)
+    store = ApiKeyService(database.sessions)
     _, plaintext = await store.create_key(ADMIN, "k", tenant_id="acme")
     await store.lookup(plaintext)
     statements: list[str] = []
@@ -342,7 +336,7 @@ async def test_authenticator_does_not_cache_failures(database):
 
 
 async def test_revocation_in_this_process_takes_effect_at_once(database):
-    store = ApiKeyStore(database.sessions)
+    store = ApiKeyService(database.sessions)
     record, plaintext = await store.create_key(ADMIN, "k", tenant_id="acme")
     authenticator = ApiKeyAuthenticator(store, cache_seconds=3600)
     await authenticator.authenticate(plaintext)
@@ -352,8 +346,8 @@ async def test_revocation_in_this_process_takes_effect_at_once(database):
 
 
 async def test_invalidate_drops_a_key_revoked_elsewhere(database):
-    store = ApiKeyStore(database.sessions)
-    elsewhere = ApiKeyStore(database.sessions)  # another process's store: no listener link
+    store = ApiKeyService(database.sessions)
+    elsewhere = ApiKeyService(database.sessions)  # another process's store: no listener link
     record, plaintext = await store.create_key(ADMIN, "k", tenant_id="acme")
     authenticator = ApiKeyAuthenticator(store, cache_seconds=3600)
     await authenticator.authenticate(plaintext)

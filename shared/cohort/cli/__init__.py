@@ -277,12 +277,12 @@ def _with_store(action: Callable[..., Awaitable[Any]]) -> Any:
         audit.setLevel(logging.INFO)
 
     async def run() -> Any:
-        from cohort.identity import ApiKeyStore
+        from cohort.services.identity.service import ApiKeyService
         from cohort.storage import open_database
 
         database = await open_database(_settings(), migrate=True)
         try:
-            return await action(ApiKeyStore(database.sessions))
+            return await action(ApiKeyService(database.sessions))
         finally:
             await database.close()
 
@@ -383,7 +383,7 @@ def keys_create_service(as_json: bool) -> None:
     The services present it to each other instead of a person's key; the API cannot revoke it.
     The embedded default needs none: it makes its own at first start (<data dir>/service.key).
     """
-    from cohort.identity import SERVICE_KEY_NAME
+    from cohort.services.identity.service import SERVICE_KEY_NAME
 
     record, secret = _with_store(
         lambda store: store.create_key(_operator(), SERVICE_KEY_NAME, service=True)
@@ -405,7 +405,7 @@ def keys_recover_admin(tenant: str, name: str, as_json: bool) -> None:
     For when no usable admin key is left. On the embedded default the new key also replaces
     <data dir>/admin.key, which the CLI presents.
     """
-    from cohort.identity import write_secret_file
+    from cohort.services.identity.bootstrap import write_secret_file
 
     settings = _settings()
     record, secret = _with_store(
