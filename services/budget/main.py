@@ -10,9 +10,9 @@ from __future__ import annotations
 from cohort.api.budget.v1 import budget_pb2_grpc
 from cohort.config import Settings
 from cohort.rpc.server import ServiceRegistration
-from cohort.services.budget.ledger import BudgetLedger
 from cohort.services.budget.service import BudgetService
 from cohort.services.budget.servicer import BudgetServiceServicer
+from cohort.services.budget.store import BudgetLedger
 from cohort.services.context import ServiceContext
 from cohort.storage.engine import Database
 from cohort.trajectories.usage import PriceTable
@@ -29,7 +29,7 @@ def build_service(settings: Settings, database: Database, **ledger_options) -> B
     )
     gate = None
     if uses_redis(settings, database):
-        from cohort.services.budget.redis_ledger import RedisBudgetGate
+        from cohort.services.budget.redis_store import RedisBudgetGate
 
         # Ledgers in different schemas (deployments, tests) sharing one Redis must not share keys.
         prefix = "cohort:budget" + (f":{settings.database_schema}" if settings.database_schema else "")

@@ -12,7 +12,7 @@ with proto responses; the servicer only forwards. Two backends:
 Every mutating call is idempotent by `request_id` (a repeat returns the first answer) and, for commit
 and release, by the reservation itself (committing a committed reservation returns it unchanged).
 A commit always books the actual cost, above its reservation too, and answers whether spending and
-holds now exceed a limit (see `ledger`); `ReleaseJobReservations` frees what a job's crashed attempts
+holds now exceed a limit (see `store`); `ReleaseJobReservations` frees what a job's crashed attempts
 held, so a takeover does not wait for their ttl.
 Bad input raises `InvalidArgument` naming the field before anything is written.
 """
@@ -30,7 +30,7 @@ from cohort.api.budget.v1 import budget_pb2
 from cohort.api.trajectory.v1 import trajectory_pb2
 from cohort.context import Identity, current_tenant
 from cohort.errors import InvalidArgument, PermissionDenied
-from cohort.services.budget.ledger import (
+from cohort.services.budget.store import (
     TOKEN_FIELDS,
     BudgetLedger,
     ModelTokens,

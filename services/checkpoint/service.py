@@ -35,9 +35,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import grpc
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from cohort import idempotency
 from cohort.api.checkpoint.v1 import checkpoint_pb2 as pb
 from cohort.context import current_tenant
 from cohort.errors import CohortError, InvalidArgument, NotFound
@@ -54,7 +52,8 @@ from cohort.services.checkpoint.retention import (
     checkpoints_to_delete,
 )
 from cohort.services.checkpoint.store import CheckpointRecord, CheckpointStore
-from cohort.storage.engine import Database
+from cohort.storage import idempotency
+from cohort.storage.engine import Database, Session
 from cohort.storage.schema import utcnow
 from cohort.timestamps import to_timestamp
 
@@ -375,7 +374,7 @@ class CheckpointService:
         manifest = await asyncio.to_thread(self._publish, tenant_id, checkpoint_id, spec)
         removed: list[CheckpointRecord] = []
 
-        async def commit(session: AsyncSession) -> pb.SaveCheckpointResponse:
+        async def commit(session: Session) -> pb.SaveCheckpointResponse:
             response, victims = await self._add(session, tenant_id, checkpoint_id, key, spec, manifest)
             removed.extend(victims)
             return response
@@ -431,7 +430,7 @@ class CheckpointService:
 
     async def _add(
         self,
-        session: AsyncSession,
+        session: Session,
         tenant_id: str,
         checkpoint_id: str,
         key: str,
@@ -456,7 +455,7 @@ class CheckpointService:
             manifest=manifest,
             create_time=self._store.next_create_time(history, utcnow()),
         )
-        self._store.add(session, record)
+        await self._store.add(session, record)
         victims = checkpoints_to_delete(
             [RetainedCheckpoint(r.checkpoint_id, r.metrics) for r in [*history, record]], spec.retention
         )
@@ -467,7 +466,6 @@ class CheckpointService:
             checkpoint=checkpoint_to_proto(record),
             deleted_checkpoint_ids=[r.checkpoint_id for r in removed],
         )
-        await session.flush()
         if self._on_stage is not None:
             self._on_stage(SaveStage.BEFORE_COMMIT)
         return response, removed

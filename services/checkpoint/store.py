@@ -127,8 +127,10 @@ class CheckpointStore:
         return now
 
     @staticmethod
-    def add(session: AsyncSession, record: CheckpointRecord) -> None:
+    async def add(session: AsyncSession, record: CheckpointRecord) -> None:
+        """Inserts the row now rather than at COMMIT: all a save writes is sent before its commit point."""
         session.add(_row(record))
+        await session.flush()
 
     async def delete_rows(
         self, session: AsyncSession, tenant_id: str, checkpoint_ids: Iterable[str]

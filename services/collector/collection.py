@@ -46,7 +46,6 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from cohort import idempotency
 from cohort.api.collector.v1 import collector_pb2
 from cohort.api.trainer.v1 import trainer_pb2, trainer_pb2_grpc
 from cohort.api.trajectory.v1 import trajectory_pb2
@@ -68,6 +67,7 @@ from cohort.services.collector.store import (
     validate_trajectory,
 )
 from cohort.services.context import ServiceContext
+from cohort.storage import idempotency
 from cohort.trajectories.usage import PriceTable
 
 log = logging.getLogger(__name__)

@@ -1,10 +1,7 @@
-"""Searching the trajectory store: filters, full text, similarity, page tokens.
+"""Searching trajectories: the query and its filter, page tokens, similarity ranking.
 
-- Filters become SQL conditions on the indexed columns of `trajectories` (labels: one `EXISTS` on
-  `trajectory_labels` per label).
-- Full text: SQLite FTS5 (`trajectories_fts`, porter stemming, BM25) or PostgreSQL
-  `to_tsvector('english', search_text)` with its GIN index (`websearch_to_tsquery`, `ts_rank`).
-  Every word of the query must match.
+- Filters and full text are SQL, in `store` (filters on the indexed columns, full text with every
+  word of the query matching).
 - Similarity: exact cosine over the hashing embedder's vectors of the filtered rows, in NumPy, off
   the event loop. Stored embeddings never change (a stored trajectory is never overwritten), so an
   in-process `EmbeddingCache` keyed by (tenant, id) needs no invalidation and is correct across
@@ -16,7 +13,6 @@
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -24,33 +20,12 @@ from enum import Enum
 from typing import Any
 
 import numpy as np
-from sqlalchemy import (
-    CTE,
-    ColumnElement,
-    Double,
-    Integer,
-    cast,
-    column,
-    exists,
-    false,
-    func,
-    literal_column,
-    select,
-    table,
-    type_coerce,
-)
 
 from cohort import paging
 from cohort.api.trajectory.v1 import trajectory_pb2
 from cohort.errors import InvalidArgument
 from cohort.services.collector import embedding
-from cohort.storage.schema import TrajectoryLabelRow, TrajectoryRow
 
-T = TrajectoryRow.__table__
-L = TrajectoryLabelRow.__table__
-FTS = table("trajectories_fts", column("search_text"), column("tenant_id"), column("trajectory_id"))
-_FTS_NAME = literal_column("trajectories_fts")
-_TSCONFIG = literal_column("'english'::regconfig")
 _KNOWN_TERMINATION = frozenset(trajectory_pb2.TerminationReason.values())
 
 
@@ -128,89 +103,6 @@ def validate_filter(f: TrajectoryFilter, prefix: str = "filter") -> None:
     for key, _ in f.labels:
         if not key:
             raise InvalidArgument(f"{prefix}.labels", "a label key is empty")
-
-
-# --- SQL ------------------------------------------------------------------------------------------
-
-
-def filter_conditions(
-    tenant_id: str, f: TrajectoryFilter, *, sqlite: bool = False
-) -> list[ColumnElement[bool]]:
-    """Conditions on `trajectories` for the tenant and the filter.
-
-    On SQLite (no column statistics) the low-selectivity columns (success, termination reason,
-    reward) are compared as `col + 0`, which SQLite cannot drive an index with: it then walks the
-    create-time index in result order and checks them per row, instead of collecting and sorting a
-    third of the table. PostgreSQL chooses with its statistics.
-    """
-    conditions: list[ColumnElement[bool]] = [T.c.tenant_id == tenant_id]
-    success = type_coerce(T.c.success, Integer()) + 0 if sqlite else T.c.success
-    reason = T.c.termination_reason + 0 if sqlite else T.c.termination_reason
-    reward = T.c.reward + 0 if sqlite else T.c.reward
-    if not f.include_superseded:
-        conditions.append(T.c.superseded == false())
-    for name in ("agent_name", "agent_version", "job_id", "group_id"):
-        value = getattr(f, name)
-        if value:
-            conditions.append(T.c[name] == value)
-    if f.iteration is not None:
-        conditions.append(T.c.iteration == f.iteration)
-    if f.success is not None:
-        conditions.append(success == int(f.success) if sqlite else success == f.success)
-    if f.termination_reasons:
-        conditions.append(reason.in_(sorted(set(f.termination_reasons))))
-    if f.min_reward is not None:
-        conditions.append(reward >= f.min_reward)
-    if f.max_reward is not None:
-        conditions.append(reward <= f.max_reward)
-    if f.created_after is not None:
-        conditions.append(T.c.create_time >= f.created_after)
-    if f.created_before is not None:
-        conditions.append(T.c.create_time < f.created_before)
-    for key, value in f.labels:
-        conditions.append(
-            exists(
-                select(literal_column("1")).where(
-                    L.c.tenant_id == T.c.tenant_id,
-                    L.c.trajectory_id == T.c.trajectory_id,
-                    L.c.key == key,
-                    L.c.value == value,
-                )
-            )
-        )
-    return conditions
-
-
-def full_text_query(text: str, *, sqlite: bool) -> str:
-    """The user's words as a query every word of which must match; never FTS syntax errors."""
-    words = re.findall(r"\w+", text)
-    if not words:
-        raise InvalidArgument("text_query", "has no words to search for")
-    if sqlite:
-        return " ".join(f'"{word}"' for word in words)
-    return " ".join(words)
-
-
-def text_matches(tenant_id: str, query: str, *, sqlite: bool) -> CTE:
-    """A CTE of (trajectory_id, score) for the tenant's full-text matches; higher score is better."""
-    if sqlite:
-        # MATERIALIZED: bm25() may only run in the FTS query itself, never in a flattened outer WHERE.
-        return (
-            select(FTS.c.trajectory_id.label("trajectory_id"), (-func.bm25(_FTS_NAME)).label("score"))
-            .where(_FTS_NAME.op("MATCH")(query), FTS.c.tenant_id == tenant_id)
-            .cte("text_matches")
-            .prefix_with("MATERIALIZED")
-        )
-    tsquery = func.websearch_to_tsquery(_TSCONFIG, query)
-    vector = func.to_tsvector(_TSCONFIG, T.c.search_text)  # the expression of the GIN index
-    return (
-        select(
-            T.c.trajectory_id.label("trajectory_id"),
-            cast(func.ts_rank(vector, tsquery), Double()).label("score"),
-        )
-        .where(T.c.tenant_id == tenant_id, vector.op("@@")(tsquery))
-        .cte("text_matches")
-    )
 
 
 # --- Page tokens ----------------------------------------------------------------------------------

@@ -18,6 +18,12 @@ Idempotency is by (tenant, id) plus a SHA-256 of the redacted content without it
 fields: the same id with the same content is a duplicate (not stored again), the same id with other
 content fails alone with `ALREADY_EXISTS`; ingest never overwrites what is stored.
 
+Search (the query, its page tokens and the similarity ranking are `search`'s): filters become
+conditions on the indexed columns of `trajectories` (labels: one `EXISTS` on `trajectory_labels` per
+label); full text is SQLite FTS5 (`trajectories_fts`, porter stemming, BM25) or PostgreSQL
+`to_tsvector('english', search_text)` with its GIN index (`websearch_to_tsquery`, `ts_rank`), every
+word of the query matching.
+
 Scores are the one thing written later: `record_scores` sets a trajectory's reward, components and
 advantages in its stored document and its indexed `reward` column together, in one transaction per
 batch. The content hash is left as ingested, so re-sending the trajectory as first sent is still a
@@ -38,11 +44,32 @@ from enum import StrEnum
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Select, String, and_, bindparam, false, func, literal, or_, select, tuple_, update
+from sqlalchemy import (
+    CTE,
+    ColumnElement,
+    Double,
+    Integer,
+    Select,
+    String,
+    and_,
+    bindparam,
+    cast,
+    column,
+    exists,
+    false,
+    func,
+    literal,
+    literal_column,
+    or_,
+    select,
+    table,
+    tuple_,
+    type_coerce,
+    update,
+)
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from cohort import idempotency
 from cohort.api.collector.v1 import collector_pb2
 from cohort.api.trajectory.v1 import trajectory_pb2
 from cohort.context import current_tenant
@@ -53,27 +80,29 @@ from cohort.rpc.interceptors import status_of
 from cohort.services.collector import embedding
 from cohort.services.collector.search import (
     EmbeddingCache,
-    L,
     SearchQuery,
-    T,
     TrajectoryFilter,
     View,
     decode_page_token,
     encode_page_token,
-    filter_conditions,
-    full_text_query,
     rank_by_similarity,
     ranked_key,
-    text_matches,
     time_key,
     validate_filter,
 )
+from cohort.storage import idempotency
 from cohort.storage.engine import Database, write_transaction
+from cohort.storage.schema import TrajectoryLabelRow, TrajectoryRow
 from cohort.trajectories import ATTEMPT_LABEL
 from cohort.trajectories.redaction import Redactor
 from cohort.trajectories.usage import PriceTable, fill_usage_and_cost
 
 Trajectory = trajectory_pb2.Trajectory
+T = TrajectoryRow.__table__
+L = TrajectoryLabelRow.__table__
+FTS = table("trajectories_fts", column("search_text"), column("tenant_id"), column("trajectory_id"))
+_FTS_NAME = literal_column("trajectories_fts")
+_TSCONFIG = literal_column("'english'::regconfig")
 
 EXPORT_BATCH = 256
 SUPERSEDE_SCOPE = "cohort.api.collector.v1.CollectorService.SupersedeTrajectories"
@@ -389,6 +418,89 @@ class _Pipeline:
                 row[_ROW_EMBEDDING] = vector.tobytes()
                 item.row = tuple(row)
         return prepared
+
+
+# --- Search SQL -----------------------------------------------------------------------------------
+
+
+def filter_conditions(
+    tenant_id: str, f: TrajectoryFilter, *, sqlite: bool = False
+) -> list[ColumnElement[bool]]:
+    """Conditions on `trajectories` for the tenant and the filter.
+
+    On SQLite (no column statistics) the low-selectivity columns (success, termination reason,
+    reward) are compared as `col + 0`, which SQLite cannot drive an index with: it then walks the
+    create-time index in result order and checks them per row, instead of collecting and sorting a
+    third of the table. PostgreSQL chooses with its statistics.
+    """
+    conditions: list[ColumnElement[bool]] = [T.c.tenant_id == tenant_id]
+    success = type_coerce(T.c.success, Integer()) + 0 if sqlite else T.c.success
+    reason = T.c.termination_reason + 0 if sqlite else T.c.termination_reason
+    reward = T.c.reward + 0 if sqlite else T.c.reward
+    if not f.include_superseded:
+        conditions.append(T.c.superseded == false())
+    for name in ("agent_name", "agent_version", "job_id", "group_id"):
+        value = getattr(f, name)
+        if value:
+            conditions.append(T.c[name] == value)
+    if f.iteration is not None:
+        conditions.append(T.c.iteration == f.iteration)
+    if f.success is not None:
+        conditions.append(success == int(f.success) if sqlite else success == f.success)
+    if f.termination_reasons:
+        conditions.append(reason.in_(sorted(set(f.termination_reasons))))
+    if f.min_reward is not None:
+        conditions.append(reward >= f.min_reward)
+    if f.max_reward is not None:
+        conditions.append(reward <= f.max_reward)
+    if f.created_after is not None:
+        conditions.append(T.c.create_time >= f.created_after)
+    if f.created_before is not None:
+        conditions.append(T.c.create_time < f.created_before)
+    for key, value in f.labels:
+        conditions.append(
+            exists(
+                select(literal_column("1")).where(
+                    L.c.tenant_id == T.c.tenant_id,
+                    L.c.trajectory_id == T.c.trajectory_id,
+                    L.c.key == key,
+                    L.c.value == value,
+                )
+            )
+        )
+    return conditions
+
+
+def full_text_query(text: str, *, sqlite: bool) -> str:
+    """The user's words as a query every word of which must match; never FTS syntax errors."""
+    words = re.findall(r"\w+", text)
+    if not words:
+        raise InvalidArgument("text_query", "has no words to search for")
+    if sqlite:
+        return " ".join(f'"{word}"' for word in words)
+    return " ".join(words)
+
+
+def text_matches(tenant_id: str, query: str, *, sqlite: bool) -> CTE:
+    """A CTE of (trajectory_id, score) for the tenant's full-text matches; higher score is better."""
+    if sqlite:
+        # MATERIALIZED: bm25() may only run in the FTS query itself, never in a flattened outer WHERE.
+        return (
+            select(FTS.c.trajectory_id.label("trajectory_id"), (-func.bm25(_FTS_NAME)).label("score"))
+            .where(_FTS_NAME.op("MATCH")(query), FTS.c.tenant_id == tenant_id)
+            .cte("text_matches")
+            .prefix_with("MATERIALIZED")
+        )
+    tsquery = func.websearch_to_tsquery(_TSCONFIG, query)
+    vector = func.to_tsvector(_TSCONFIG, T.c.search_text)  # the expression of the GIN index
+    return (
+        select(
+            T.c.trajectory_id.label("trajectory_id"),
+            cast(func.ts_rank(vector, tsquery), Double()).label("score"),
+        )
+        .where(T.c.tenant_id == tenant_id, vector.op("@@")(tsquery))
+        .cte("text_matches")
+    )
 
 
 # --- The store ------------------------------------------------------------------------------------

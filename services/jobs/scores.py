@@ -12,13 +12,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Sequence
 
-from cohort import idempotency
 from cohort.api.collector.v1 import collector_pb2, collector_pb2_grpc
 from cohort.api.jobs.v1 import jobs_pb2
 from cohort.api.reward.v1 import reward_pb2, reward_pb2_grpc
 from cohort.api.trajectory.v1 import trajectory_pb2
 from cohort.services.collector.store import MAX_SCORES
 from cohort.services.reward.apply import apply_scores
+from cohort.storage import idempotency
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator, Callable, Sequence
 
 import grpc
 
-from cohort import idempotency
 from cohort.api.budget.v1 import budget_pb2, budget_pb2_grpc
 from cohort.api.jobs.v1 import jobs_pb2
 from cohort.config import Settings
@@ -24,6 +23,7 @@ from cohort.services.jobs.scheduler import RedisWakeups, Scheduler, Wakeups
 from cohort.services.jobs.spec import RolloutCeiling, planned_rollouts, rollout_ceiling, validate_new_job
 from cohort.services.jobs.store import TERMINAL_STATES, JobChange, JobStore
 from cohort.services.jobs.watch import JobNotifier, RecentSnapshots, RedisJobNotifier
+from cohort.storage import idempotency
 from cohort.storage.engine import Database
 
 SCOPE = "cohort.api.jobs.v1.JobService."

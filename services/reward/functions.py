@@ -15,9 +15,9 @@ A custom function that raises, times out (`call_timeout_seconds`), returns a non
 non-numeric value, or cannot be reached fails the score of that trajectory with a reason
 (`RewardFunctionFailed`); the caller keeps the other trajectories.
 
-Registrations are stored (`reward_functions`, migration 0008) and survive restarts; a reward
-process caches the ones it has read, which is always safe: a registration never changes once made
-(the same name with another definition is `ALREADY_EXISTS`). Another reward process finds a new one
+Registrations are stored (`store`, table `reward_functions`) and survive restarts; a reward process
+caches the ones it has read, which is always safe: a registration never changes once made (the same
+name with another definition is `ALREADY_EXISTS`). Another reward process finds a new one
 in the database at its first use. A Python entry point is imported at registration (an import error
 is the registrant's `INVALID_ARGUMENT`) and again in each process that first calls it; if it cannot
 be imported there, the trajectories it scores fail with `REWARD_FUNCTION_UNAVAILABLE`.
@@ -33,17 +33,12 @@ import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from enum import Enum
+from datetime import datetime
 from typing import Any
 
 import grpc
 import grpc.aio
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from cohort import idempotency
 from cohort.api.reward.v1 import reward_function_pb2, reward_function_pb2_grpc
 from cohort.api.reward.v1 import reward_pb2 as rpb
 from cohort.api.trajectory.v1 import trajectory_pb2 as tpb
@@ -57,20 +52,14 @@ from cohort.errors import (
 )
 from cohort.paging import check_page_size, decode_page_token, encode_page_token
 from cohort.services.reward import terms
+from cohort.services.reward.store import FunctionKind, RewardFunction, RewardFunctionStore
 from cohort.storage.engine import Database
-from cohort.storage.schema import RewardFunctionRow
 
 DEFAULT_CALL_TIMEOUT_SECONDS = 10.0
 NAME_PATTERN = re.compile(r"[a-z][a-z0-9_.\-]{0,62}")
 ENTRY_POINT_PATTERN = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
 ADDRESS_PATTERN = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.\-]+):[0-9]{1,5}")
 DESCRIPTION_LIMIT = 1000
-
-
-class FunctionKind(Enum):
-    BUILTIN = "builtin"
-    PYTHON = "python"
-    REMOTE = "remote"
 
 
 class RewardFunctionFailed(CohortError):
@@ -88,35 +77,6 @@ class FunctionResult:
     value: float
     detail: str = ""
     components: tuple[tpb.RewardComponent, ...] = ()
-
-
-@dataclass(frozen=True)
-class RewardFunction:
-    name: str
-    kind: FunctionKind
-    entry_point: str = ""
-    address: str = ""
-    description: str = ""
-    create_time: datetime | None = None
-
-    def same_definition(self, other: RewardFunction) -> bool:
-        return (self.kind, self.entry_point, self.address, self.description) == (
-            other.kind,
-            other.entry_point,
-            other.address,
-            other.description,
-        )
-
-
-def _from_row(row: RewardFunctionRow) -> RewardFunction:
-    return RewardFunction(
-        name=row.name,
-        kind=FunctionKind(row.kind),
-        entry_point=row.entry_point,
-        address=row.address,
-        description=row.description,
-        create_time=row.create_time,
-    )
 
 
 _KIND_TO_PROTO = {
@@ -337,7 +297,7 @@ class RewardFunctionRegistry:
     def __init__(
         self, database: Database | None = None, *, call_timeout_seconds: float = DEFAULT_CALL_TIMEOUT_SECONDS
     ) -> None:
-        self.database = database
+        self._store = RewardFunctionStore(database) if database is not None else None
         self.call_timeout_seconds = call_timeout_seconds
         self._functions: dict[tuple[str, str], RewardFunction] = {}
         self._python: dict[str, _PythonFunction] = {}
@@ -351,38 +311,18 @@ class RewardFunctionRegistry:
     ) -> rpb.RegisterRewardFunctionResponse:  # fmt: skip
         """Stores `function` (the definition `request` asks for); idempotent by `request.request_id`."""
         self._check(function, is_admin)
-        if self.database is None:
+        if self._store is None:
             raise FailedPrecondition("this reward service has no database to register functions in")
         if function.kind is FunctionKind.PYTHON:
             self._python_function(function.entry_point, "function.entry_point")
-
-        async def store(session: AsyncSession) -> rpb.RegisterRewardFunctionResponse:
-            row = await session.get(RewardFunctionRow, (tenant_id, function.name))
-            if row is None:
-                row = RewardFunctionRow(
-                    tenant_id=tenant_id,
-                    name=function.name,
-                    kind=function.kind.value,
-                    entry_point=function.entry_point,
-                    address=function.address,
-                    description=function.description,
-                    create_time=datetime.now(UTC),
-                )
-                session.add(row)
-            elif not _from_row(row).same_definition(function):
-                raise AlreadyExists(
-                    f"reward function {function.name!r} is already registered with another definition"
-                )
-            return rpb.RegisterRewardFunctionResponse(function=function_to_proto(_from_row(row)))
-
-        try:
-            return await idempotency.run_once(
-                self.database, REGISTER_SCOPE, request, rpb.RegisterRewardFunctionResponse, store
-            )
-        except IntegrityError:
-            # Registered at the same moment by another request: its definition decides.
-            async with self.database.sessions() as session:
-                return await store(session)
+        return await self._store.register(
+            REGISTER_SCOPE,
+            request,
+            rpb.RegisterRewardFunctionResponse,
+            lambda stored: rpb.RegisterRewardFunctionResponse(function=function_to_proto(stored)),
+            tenant_id,
+            function,
+        )
 
     @staticmethod
     def _check(function: RewardFunction, is_admin: bool) -> None:
@@ -422,16 +362,10 @@ class RewardFunctionRegistry:
     async def load(self, tenant_id: str, names: Sequence[str]) -> None:
         """Reads the tenant's registrations of `names` that this process has not read yet (one query)."""
         missing = sorted({n for n in names if n not in BUILTINS and (tenant_id, n) not in self._functions})
-        if not missing or self.database is None:
+        if not missing or self._store is None:
             return
-        async with self.database.sessions() as session:
-            rows = await session.scalars(
-                select(RewardFunctionRow).where(
-                    RewardFunctionRow.tenant_id == tenant_id, RewardFunctionRow.name.in_(missing)
-                )
-            )
-            for row in rows:
-                self._functions[(tenant_id, row.name)] = _from_row(row)
+        for function in await self._store.find(tenant_id, missing):
+            self._functions[(tenant_id, function.name)] = function
 
     def get(self, tenant_id: str, name: str) -> RewardFunction:
         """A built-in, or a registration read by `load`."""
@@ -451,13 +385,10 @@ class RewardFunctionRegistry:
         after = (0, "") if position is None else (position[0], position[1])
         builtins = [(0, name, b.function) for name, b in sorted(BUILTINS.items()) if (0, name) > after]
         registered: list[tuple[int, str, RewardFunction]] = []
-        if self.database is not None and len(builtins) <= page_size:
-            query = select(RewardFunctionRow).where(RewardFunctionRow.tenant_id == tenant_id)
-            if after[0] == 1:
-                query = query.where(RewardFunctionRow.name > after[1])
-            query = query.order_by(RewardFunctionRow.name).limit(page_size + 1 - len(builtins))
-            async with self.database.sessions() as session:
-                registered = [(1, row.name, _from_row(row)) for row in await session.scalars(query)]
+        if self._store is not None and len(builtins) <= page_size:
+            after_name = after[1] if after[0] == 1 else None
+            stored = await self._store.page(tenant_id, after_name, page_size + 1 - len(builtins))
+            registered = [(1, function.name, function) for function in stored]
         everything = builtins + registered
         page = everything[:page_size]
         next_token = ""

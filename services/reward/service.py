@@ -43,14 +43,8 @@ from cohort.learning.advantages import (
     flow_grpo_broadcast,
     group_statistics,
 )
-from cohort.services.reward.functions import (
-    BUILTINS,
-    FunctionKind,
-    FunctionResult,
-    RewardFunction,
-    RewardFunctionRegistry,
-    parse_params,
-)
+from cohort.services.reward.functions import BUILTINS, FunctionResult, RewardFunctionRegistry, parse_params
+from cohort.services.reward.store import FunctionKind, RewardFunction
 from cohort.services.reward.terms import TrajectoryFacts, failed_rollout_outcome, is_failed_rollout
 
 OFF_LOOP_TRAJECTORIES = 2_000

@@ -21,9 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from sqlalchemy.exc import IntegrityError
 
-from cohort import idempotency
 from cohort.api.trainer.v1 import trainer_pb2
 from cohort.api.trajectory.v1 import trajectory_pb2
 from cohort.context import current_tenant
@@ -45,6 +43,7 @@ from cohort.services.trainer.convert import (
     grpo_settings_from_proto,
 )
 from cohort.services.trainer.store import PolicyStore, PolicyVersion
+from cohort.storage import idempotency
 from cohort.storage.engine import Database
 
 LATEST_TTL_SECONDS = 1.0
@@ -146,12 +145,14 @@ class TrainerService:
             )
             return trainer_pb2.CreatePolicyResponse(policy=created.to_proto())
 
-        try:
-            return await idempotency.run_once(
-                self.database, CREATE_SCOPE, request, trainer_pb2.CreatePolicyResponse, work
-            )
-        except IntegrityError as error:  # a concurrent create of the same policy id won
-            raise AlreadyExists(f"policy {policy_id!r} already exists") from error
+        return await idempotency.run_once(
+            self.database,
+            CREATE_SCOPE,
+            request,
+            trainer_pb2.CreatePolicyResponse,
+            work,
+            conflict=AlreadyExists(f"policy {policy_id!r} already exists"),  # a concurrent create won
+        )
 
     async def get_policy(self, policy_id: str, version: int, include_parameters: bool) -> trainer_pb2.Policy:
         check_policy_id(policy_id)
@@ -338,16 +339,19 @@ class TrainerService:
             response.policy.CopyFrom(version.to_proto())
             return response
 
-        try:
-            answer = await idempotency.run_once(
-                self.database, UPDATE_SCOPE, request, trainer_pb2.UpdatePolicyResponse, insert_version
-            )
-        except IntegrityError as error:  # no answer to this request: another update's version won
-            raise FailedPrecondition(
+        answer = await idempotency.run_once(
+            self.database,
+            UPDATE_SCOPE,
+            request,
+            trainer_pb2.UpdatePolicyResponse,
+            insert_version,
+            # No answer to this request: another update's version won.
+            conflict=FailedPrecondition(
                 f"stale base version: another update of policy {request.policy_id!r} "
                 f"from version {request.base_version} won",
                 reason="STALE_BASE_VERSION",
-            ) from error
+            ),
+        )
         if answer is not response:  # a concurrent call with this request id answered first
             return answer
         created = inserted[0]

@@ -1,11 +1,21 @@
-"""Relational storage: engines for SQLite (embedded) and PostgreSQL, the schema, its migrations."""
+"""Relational storage: engines for SQLite (embedded) and PostgreSQL, the schema, its migrations, and
+idempotent requests (`idempotency`: the first answer, stored with the work)."""
 
-from cohort.storage.engine import Database, create_engine, session_factory, write_transaction
+from cohort.storage.engine import (
+    Database,
+    Session,
+    Sessions,
+    create_engine,
+    session_factory,
+    write_transaction,
+)
 from cohort.storage.migrate import current_revision, head_revision, open_database, upgrade_to_head
 from cohort.urls import redact_url
 
 __all__ = [
     "Database",
+    "Session",
+    "Sessions",
     "create_engine",
     "current_revision",
     "head_revision",

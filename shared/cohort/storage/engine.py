@@ -27,6 +27,12 @@ from cohort.storage.sqlite_writer import SqliteWriter
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
 
+Session = AsyncSession
+"""A session in a transaction, as services see it: they pass the one `write_transaction` or
+`idempotency.run_once` opened to their store's methods, and only a store runs statements on it."""
+Sessions = async_sessionmaker[AsyncSession]
+"""What a store is built on: the factory of sessions (a service passes it through without SQLAlchemy)."""
+
 SQLITE_BEGIN_OPTION = "cohort_sqlite_begin"
 """Execution option choosing how a SQLite transaction starts: "DEFERRED" (default) or "IMMEDIATE".
 

@@ -185,7 +185,8 @@ class TrajectoryLabelRow(Base):
 
 
 class IdempotencyRecord(Base):
-    """The first response to a mutating request, by (tenant, scope, request id); see `cohort.idempotency`."""
+    """The first response to a mutating request, by (tenant, scope, request id); see
+    `cohort.storage.idempotency`."""
 
     __tablename__ = "idempotency_records"
 
@@ -214,7 +215,7 @@ class RewardFunctionRow(Base):
     tenant_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     kind: Mapped[str] = mapped_column(String(16))
-    """`python` or `remote` (`cohort.services.reward.functions.FunctionKind`)."""
+    """`python` or `remote` (`cohort.services.reward.store.FunctionKind`)."""
     entry_point: Mapped[str] = mapped_column(String(500))
     address: Mapped[str] = mapped_column(String(300))
     description: Mapped[str] = mapped_column(Text())

@@ -11,6 +11,8 @@ Work that cannot live in one transaction (it calls other services, computes for 
 files) must be safe to redo. It asks `find_answer` first, so a repeat skips it, does its work, then
 commits its answer with `run_once` (with whatever rows go with it): a call that answered meanwhile
 still wins, and the work done here is simply not used.
+
+`work` gets the transaction's session and hands it to its service's store, which runs the statements.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cohort.context import current_tenant
-from cohort.errors import InvalidArgument
+from cohort.errors import CohortError, InvalidArgument
 from cohort.storage.engine import Database, write_transaction
 from cohort.storage.schema import IdempotencyRecord
 
@@ -96,11 +98,16 @@ async def run_once(
     request: Message,
     response_type: type[ResponseT],
     work: Callable[[AsyncSession], Awaitable[ResponseT]],
+    *,
+    conflict: CohortError | None = None,
 ) -> ResponseT:
     """Runs `work` in a write transaction and stores its answer, unless `request` was answered before.
 
     Two concurrent first calls with one id: one commits, the other's insert conflicts and it returns
     the committed answer (its own work is rolled back with its transaction).
+
+    `conflict`: what a unique-key conflict that is not such a repeat means to the caller (a concurrent
+    transaction wrote the same key first); it is raised in place of the database's error.
     """
     try:
         async with write_transaction(database.sessions) as session:
@@ -110,10 +117,11 @@ async def run_once(
             response = await work(session)
             remember(session, scope, request, response)
         return response
-    except IntegrityError:
-        if not _request_id(request):
-            raise
-        previous = await find_answer(database, scope, request, response_type)
-        if previous is None:
-            raise
-        return previous
+    except IntegrityError as error:
+        if _request_id(request):
+            previous = await find_answer(database, scope, request, response_type)
+            if previous is not None:
+                return previous
+        if conflict is not None:
+            raise conflict from error
+        raise

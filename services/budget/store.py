@@ -43,8 +43,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from cohort import idempotency
 from cohort.errors import CohortError, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
+from cohort.storage import idempotency
 from cohort.storage.engine import Database, write_transaction
 from cohort.storage.schema import (
     BudgetJobRow,
@@ -208,7 +208,7 @@ class Room:
 
 @dataclass
 class LedgerSnapshot:
-    """A tenant's ledger as Redis needs it to rebuild its counters (see `redis_ledger`)."""
+    """A tenant's ledger as Redis needs it to rebuild its counters (see `redis_store`)."""
 
     tenant_id: str
     monthly_limit_micro_usd: int
@@ -332,7 +332,7 @@ class BudgetLedger:
         response_type: type[ResponseT],
         work: Callable[[AsyncSession], Awaitable[ResponseT]],
     ) -> ResponseT:
-        """`work` in one write transaction, answered once per `request.request_id` (`cohort.idempotency`)."""
+        """`work` in one write transaction, answered once per `request.request_id` (`idempotency`)."""
         async with self._writer():
             return await idempotency.run_once(self.database, scope, request, response_type, work)
 

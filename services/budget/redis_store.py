@@ -37,7 +37,7 @@ from redis.exceptions import RedisError
 
 from cohort.errors import Unavailable
 from cohort.redis_client import connect_redis
-from cohort.services.budget.ledger import (
+from cohort.services.budget.store import (
     BudgetLedger,
     Reservation,
     Scope,
