@@ -20,9 +20,9 @@ from cohort.config import GRPC_SERVICE_NAMES, SERVICE_NAMES, Settings
 from cohort.errors import InvalidArgument
 from cohort.rpc.client import ChannelPool
 from cohort.rpc.server import ServiceRegistration, serve_until_signal, start_server
-from cohort.services.context import ServiceContext
 from cohort.services.identity.main import start_identity
 from cohort.services.jobs.runner import JobRunner
+from cohort.services.service_context import ServiceContext
 from cohort.storage import open_database
 from cohort.tracing import configure_tracing
 

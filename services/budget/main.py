@@ -13,7 +13,7 @@ from cohort.rpc.server import ServiceRegistration
 from cohort.services.budget.service import BudgetService
 from cohort.services.budget.servicer import BudgetServiceServicer
 from cohort.services.budget.store import BudgetLedger
-from cohort.services.context import ServiceContext
+from cohort.services.service_context import ServiceContext
 from cohort.storage.engine import Database
 from cohort.trajectories.usage import PriceTable
 

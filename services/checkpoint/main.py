@@ -13,7 +13,7 @@ from cohort.rpc.server import ServiceRegistration
 from cohort.services.checkpoint.blobstore import LocalBlobStore
 from cohort.services.checkpoint.service import CheckpointService
 from cohort.services.checkpoint.servicer import CheckpointServiceServicer
-from cohort.services.context import ServiceContext
+from cohort.services.service_context import ServiceContext
 
 
 def registrations(context: ServiceContext) -> list[ServiceRegistration]:

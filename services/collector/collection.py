@@ -66,7 +66,7 @@ from cohort.services.collector.store import (
     View,
     validate_trajectory,
 )
-from cohort.services.context import ServiceContext
+from cohort.services.service_context import ServiceContext
 from cohort.storage import idempotency
 from cohort.trajectories.usage import PriceTable
 

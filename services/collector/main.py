@@ -7,7 +7,7 @@ from cohort.rpc.server import ServiceRegistration
 from cohort.services.collector.collection import Collector
 from cohort.services.collector.servicer import CollectorServiceServicer
 from cohort.services.collector.store import TrajectoryStore
-from cohort.services.context import ServiceContext
+from cohort.services.service_context import ServiceContext
 from cohort.trajectories.usage import PriceTable
 
 

@@ -20,7 +20,6 @@ from google.rpc import code_pb2
 
 from cohort.config import GRPC_SERVICE_NAMES
 from cohort.rpc.probe import grpc_health
-from cohort.services.context import ServiceContext
 from cohort.services.gateway.errors import GatewayError, make_status, status_to_json
 from cohort.services.gateway.jsonrpc import JsonRpcHandler
 from cohort.services.gateway.openapi import openapi_document
@@ -32,6 +31,7 @@ from cohort.services.gateway.transcoding import (
     error_response,
     read_paths,
 )
+from cohort.services.service_context import ServiceContext
 
 log = logging.getLogger(__name__)
 

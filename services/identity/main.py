@@ -12,11 +12,11 @@ from cohort.api.identity.v1 import identity_pb2_grpc
 from cohort.config import Settings
 from cohort.context import Authenticator
 from cohort.rpc.server import ServiceRegistration
-from cohort.services.context import ServiceContext
 from cohort.services.identity.authenticator import ApiKeyAuthenticator
 from cohort.services.identity.bootstrap import ensure_admin_key, service_credential
 from cohort.services.identity.service import ApiKeyService
 from cohort.services.identity.servicer import ApiKeyServiceServicer
+from cohort.services.service_context import ServiceContext
 from cohort.storage.engine import Database
 
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from cohort.api.jobs.v1 import jobs_pb2_grpc
 from cohort.rpc.server import ServiceRegistration
-from cohort.services.context import ServiceContext
 from cohort.services.jobs.orchestration import TrainingRunner
 from cohort.services.jobs.service import JobService
 from cohort.services.jobs.servicer import JobServiceServicer
+from cohort.services.service_context import ServiceContext
 
 
 def registrations(context: ServiceContext) -> list[ServiceRegistration]:

@@ -38,7 +38,6 @@ from cohort.api.trajectory.v1 import trajectory_pb2
 from cohort.context import Identity, current_identity
 from cohort.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 from cohort.rpc.client import ChannelPool, mark_failed_service
-from cohort.services.context import ServiceContext
 from cohort.services.jobs import evaluation, health
 from cohort.services.jobs.exploration import exploration_epsilon
 from cohort.services.jobs.runner import JobHandle, JobOutcome, RunResult
@@ -54,6 +53,7 @@ from cohort.services.jobs.spec import (
     rollout_ceiling,
 )
 from cohort.services.reward.apply import apply_group_scores
+from cohort.services.service_context import ServiceContext
 from cohort.trajectories import ATTEMPT_LABEL
 from cohort.trajectories.usage import PriceTable
 from cohort.transient import Backoff, is_retryable_rpc_error

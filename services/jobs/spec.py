@@ -137,9 +137,7 @@ def normalize_job_spec(spec: jobs_pb2.JobSpec, settings: Settings) -> jobs_pb2.J
         )
     if result.seed < 0:
         raise InvalidArgument(f"{SPEC}.seed", f"must be >= 0, got {result.seed}")
-    check_exploration(
-        result.exploration.epsilon, result.exploration.decay_iterations, f"{SPEC}.exploration"
-    )
+    check_exploration(result.exploration.epsilon, result.exploration.decay_iterations, f"{SPEC}.exploration")
     normalize_collapse_detection(result.collapse_detection, f"{SPEC}.collapse_detection")
 
     if result.failure_policy not in reward_pb2.FailurePolicy.values():

@@ -12,10 +12,10 @@ from cohort.api.reward.v1 import reward_pb2_grpc
 from cohort.api.trajectory.v1 import trajectory_pb2
 from cohort.errors import NotFound, Unavailable
 from cohort.rpc.server import ServiceRegistration
-from cohort.services.context import ServiceContext
 from cohort.services.reward.functions import RewardFunctionRegistry
 from cohort.services.reward.service import RewardScorer
 from cohort.services.reward.servicer import RewardServiceServicer
+from cohort.services.service_context import ServiceContext
 
 
 def collector_fetch(context: ServiceContext):

@@ -75,8 +75,6 @@ async def suite(request, database_settings):
         await started.stop(0)
 
 
-
-
 async def trajectory_costs(suite, job_id: str) -> dict[str, list[int]]:
     """Purpose -> the cost of every stored trajectory of the job (superseded ones too)."""
     collector = stub(suite, "collector", collector_pb2_grpc.CollectorServiceStub)

@@ -369,9 +369,7 @@ def test_protos_carry_every_measurement_and_kind():
     [stratum] = message.strata
     assert (stratum.name, stratum.success_rate, stratum.rollouts) == ("s", 0.125, 8)
     assert (stratum.last_iteration, stratum.zero_success_iterations, stratum.stuck) == (4, 0, False)
-    kinds_seen = {
-        health.event_proto(health.HealthEvent(kind, 1, "m", 0.0)).kind for kind in EventKind
-    }
+    kinds_seen = {health.event_proto(health.HealthEvent(kind, 1, "m", 0.0)).kind for kind in EventKind}
     assert len(kinds_seen) == len(EventKind) and jobs_pb2.JOB_EVENT_KIND_UNSPECIFIED not in kinds_seen
     event = health.event_proto(health.HealthEvent(EventKind.STRATUM_STUCK, 3, "stuck", 3.0, "s"))
     assert (event.iteration, event.stratum, event.message, event.value) == (3, "s", "stuck", 3.0)

@@ -385,9 +385,7 @@ def keys_create_service(as_json: bool) -> None:
     """
     from cohort.services.identity.service import SERVICE_KEY_NAME
 
-    record, secret = _with_store(
-        lambda store: store.create_key(_operator(), SERVICE_KEY_NAME, service=True)
-    )
+    record, secret = _with_store(lambda store: store.create_key(_operator(), SERVICE_KEY_NAME, service=True))
     if as_json:
         click.echo(json.dumps({**_key_row(record), "secret": secret}))
     else:

@@ -21,13 +21,15 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from cohort.learning.arrays import FloatArray, IndexArray, Int64Array
+
 DEFAULT_EPSILON = 1e-6
 DEFAULT_GAMMA = 1.0
 
 
 def group_statistics(
-    values: np.ndarray, group_index: np.ndarray, group_count: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    values: FloatArray, group_index: IndexArray, group_count: int
+) -> tuple[FloatArray, FloatArray, Int64Array]:
     """Per group: mean, population standard deviation and size of `values` (grouped by `group_index`)."""
     size = np.bincount(group_index, minlength=group_count).astype(np.float64)
     safe = np.maximum(size, 1.0)
@@ -38,23 +40,23 @@ def group_statistics(
 
 
 def grpo_advantages(
-    values: np.ndarray,
-    group_index: np.ndarray,
-    mean: np.ndarray,
-    std: np.ndarray,
+    values: FloatArray,
+    group_index: IndexArray,
+    mean: FloatArray,
+    std: FloatArray,
     epsilon: float = DEFAULT_EPSILON,
-) -> np.ndarray:
+) -> FloatArray:
     """GRPO (Shao et al., 2024): `(r - mean_group) / (std_group + epsilon)`."""
     return (values - mean[group_index]) / (std[group_index] + epsilon)
 
 
 def dr_grpo_advantages(
-    values: np.ndarray,
-    group_index: np.ndarray,
-    mean: np.ndarray,
-    std: np.ndarray | None = None,
+    values: FloatArray,
+    group_index: IndexArray,
+    mean: FloatArray,
+    std: FloatArray | None = None,
     epsilon: float = DEFAULT_EPSILON,
-) -> np.ndarray:
+) -> FloatArray:
     """Dr. GRPO (Liu et al., 2025): `r - mean_group`, no division by the standard deviation.
 
     `std` and `epsilon` are taken and ignored so that every entry of `ADVANTAGE_ESTIMATORS` is
@@ -62,7 +64,7 @@ def dr_grpo_advantages(
     return values - mean[group_index]
 
 
-AdvantageEstimator = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float], np.ndarray]
+AdvantageEstimator = Callable[[FloatArray, IndexArray, FloatArray, FloatArray, float], FloatArray]
 """`(values, group_index, mean, std, epsilon) -> advantages`, with the group statistics of `values`."""
 
 ADVANTAGE_ESTIMATORS: dict[str, AdvantageEstimator] = {
@@ -71,12 +73,12 @@ ADVANTAGE_ESTIMATORS: dict[str, AdvantageEstimator] = {
 }
 
 
-def flow_grpo_broadcast(trajectory_advantages: np.ndarray, decision_counts: np.ndarray) -> np.ndarray:
+def flow_grpo_broadcast(trajectory_advantages: FloatArray, decision_counts: IndexArray) -> FloatArray:
     """Flow-GRPO: every decision of a trajectory gets the trajectory's advantage (flat, in order)."""
     return np.repeat(trajectory_advantages, decision_counts)
 
 
-def discounted_returns(rewards: np.ndarray, gamma: float) -> np.ndarray:
+def discounted_returns(rewards: FloatArray, gamma: float) -> FloatArray:
     """`G[:, t] = sum_k>=t gamma^(k-t) rewards[:, k]` for a (trajectories x steps) matrix, zero-padded."""
     returns = np.zeros_like(rewards)
     running = np.zeros(rewards.shape[0], dtype=rewards.dtype)
@@ -86,7 +88,7 @@ def discounted_returns(rewards: np.ndarray, gamma: float) -> np.ndarray:
     return returns
 
 
-def step_reward_matrix(step_rewards: Sequence[Sequence[float]], final_rewards: np.ndarray) -> np.ndarray:
+def step_reward_matrix(step_rewards: Sequence[Sequence[float]], final_rewards: FloatArray) -> FloatArray:
     """Rewards per (trajectory, step): each step's own reward, the trajectory reward added at its last
     step (a trajectory without steps gets it at step 0); zero-padded to the longest trajectory."""
     lengths = np.fromiter((max(1, len(r)) for r in step_rewards), dtype=np.int64, count=len(step_rewards))
@@ -99,10 +101,10 @@ def step_reward_matrix(step_rewards: Sequence[Sequence[float]], final_rewards: n
 
 def discounted_decision_returns(
     step_rewards: Sequence[Sequence[float]],
-    final_rewards: np.ndarray,
-    decision_steps: Sequence[np.ndarray],
+    final_rewards: FloatArray,
+    decision_steps: Sequence[IndexArray],
     gamma: float,
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[FloatArray, FloatArray]:
     """Discounted returns from the start of each trajectory, and from the step of each decision (flat).
 
     `decision_steps[i]` holds the step index (0-based, in `step_rewards[i]`) of each decision of

@@ -26,8 +26,11 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Protocol
 
 import numpy as np
+
+from cohort.learning.arrays import BoolArray, FloatArray, Int64Array
 
 OPTION_SEPARATOR = "\x1f"
 SHARED_PREFIX = "\x1e"
@@ -78,11 +81,30 @@ def option_rows(
     ]
 
 
-def log_softmax(logits: np.ndarray) -> np.ndarray:
+def log_softmax(logits: FloatArray) -> FloatArray:
     """Exact log-softmax over the last axis; -inf entries (masked options) stay -inf."""
-    top = np.max(logits, axis=-1, keepdims=True)
+    # numpy's stubs type reductions with keepdims=True as Any: the annotations restore the array.
+    top: FloatArray = np.max(logits, axis=-1, keepdims=True)
     shifted = logits - top
-    return shifted - np.log(np.sum(np.exp(shifted), axis=-1, keepdims=True))
+    totals: FloatArray = np.sum(np.exp(shifted), axis=-1, keepdims=True)
+    return shifted - np.log(totals)
+
+
+class HeadShape(Protocol):
+    """What encoding needs of a head (`cohort.policy.HeadSpec` has it)."""
+
+    @property
+    def feature_buckets(self) -> int: ...
+
+    @property
+    def temperature(self) -> float: ...
+
+
+CheckedDecision = tuple[
+    tuple[str, ...], tuple[str, ...], Sequence[float], int, float, Sequence[Mapping[str, float]]
+]
+"""A recorded decision as `cohort.policy.check_recorded_decision` read it: options, context feature
+names (sorted), their values, the chosen index, its recorded log-probability, per-option features."""
 
 
 @dataclass(frozen=True)
@@ -94,10 +116,10 @@ class DecisionBatch:
     `chosen[d]` is the chosen option's index.
     """
 
-    indices: np.ndarray
-    values: np.ndarray
-    option_mask: np.ndarray
-    chosen: np.ndarray
+    indices: Int64Array
+    values: FloatArray
+    option_mask: BoolArray
+    chosen: Int64Array
     temperature: float
 
     def __len__(self) -> int:
@@ -106,7 +128,7 @@ class DecisionBatch:
 
 def pad_rows(
     rows_per_decision: Sequence[Sequence[tuple[list[int], list[float]]]],
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[Int64Array, FloatArray, BoolArray]:
     """Dense (indices, values, option_mask) arrays from each decision's option rows."""
     count = len(rows_per_decision)
     width = max((len(rows) for rows in rows_per_decision), default=0)
@@ -123,7 +145,7 @@ def pad_rows(
 
 
 @lru_cache(maxsize=4096)
-def _context_layout(options: tuple[str, ...], names: tuple[str, ...], buckets: int) -> np.ndarray:
+def _context_layout(options: tuple[str, ...], names: tuple[str, ...], buckets: int) -> Int64Array:
     """int64[O, 1 + F]: each option's bias bucket, then its bucket for each context feature name.
 
     Recorded decisions repeat a few (options, feature names) combinations thousands of times, so a
@@ -139,7 +161,7 @@ def _context_layout(options: tuple[str, ...], names: tuple[str, ...], buckets: i
     )
 
 
-def encode_checked(head, checked: Sequence) -> DecisionBatch:
+def encode_checked(head: HeadShape, checked: Sequence[CheckedDecision]) -> DecisionBatch:
     """The `DecisionBatch` of decisions of `head` (anything with `feature_buckets` and `temperature`,
     such as `cohort.policy.HeadSpec`) that `cohort.policy.check_recorded_decision` has read (its
     `CheckedDecision`s), without reading the decisions again.
@@ -150,8 +172,8 @@ def encode_checked(head, checked: Sequence) -> DecisionBatch:
     buckets = head.feature_buckets
     count = len(checked)
     # layout -> (decision positions, their value rows); id() keys: layouts are cached, shared arrays.
-    by_layout: dict[int, tuple[np.ndarray, list[int], list[list[float]]]] = {}
-    ragged: list[tuple[int, np.ndarray, np.ndarray]] = []
+    by_layout: dict[int, tuple[Int64Array, list[int], list[list[float]]]] = {}
+    ragged: list[tuple[int, Int64Array, FloatArray]] = []
     chosen: list[int] = []
     for i, (options, names, feature_values, chosen_index, _, option_features) in enumerate(checked):
         chosen.append(chosen_index)
@@ -195,13 +217,13 @@ def encode_checked(head, checked: Sequence) -> DecisionBatch:
     )
 
 
-def logits_of(weights: np.ndarray, batch: DecisionBatch) -> np.ndarray:
+def logits_of(weights: FloatArray, batch: DecisionBatch) -> FloatArray:
     """float64[D, O] logits, masked options -inf."""
     logits = np.sum(weights[batch.indices] * batch.values, axis=-1) / batch.temperature
     return np.where(batch.option_mask, logits, -np.inf)
 
 
-def log_probabilities(weights: np.ndarray, batch: DecisionBatch) -> np.ndarray:
+def log_probabilities(weights: FloatArray, batch: DecisionBatch) -> FloatArray:
     """float64[D, O] exact log-probabilities of every option under `weights`; masked options -inf."""
     if len(batch) == 0:
         return np.zeros(batch.option_mask.shape, dtype=np.float64)
