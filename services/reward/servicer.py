@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import TypeVar
+
+import grpc.aio
+
 from cohort.api.reward.v1 import reward_pb2 as rpb
 from cohort.api.reward.v1 import reward_pb2_grpc
 from cohort.context import require_identity
@@ -43,8 +48,11 @@ _FAILURE_POLICY = {
     rpb.FAILURE_POLICY_RETRY: FailurePolicy.RETRY,
 }
 
+_Wire = TypeVar("_Wire", bound=int)
+_Domain = TypeVar("_Domain")
 
-def _enum(table: dict, value: int, field: str):
+
+def _enum(table: Mapping[_Wire, _Domain], value: _Wire, field: str) -> _Domain:
     try:
         return table[value]
     except KeyError:
@@ -115,7 +123,11 @@ class RewardServiceServicer(reward_pb2_grpc.RewardServiceServicer):
         self._scorer = scorer
         self._registry = registry
 
-    async def ScoreGroups(self, request, context):
+    async def ScoreGroups(
+        self,
+        request: rpb.ScoreGroupsRequest,
+        context: grpc.aio.ServicerContext[rpb.ScoreGroupsRequest, rpb.ScoreGroupsResponse],
+    ) -> rpb.ScoreGroupsResponse:
         tenant_id = require_identity().tenant_id
         result = await self._scorer.score_groups(
             tenant_id,
@@ -126,7 +138,11 @@ class RewardServiceServicer(reward_pb2_grpc.RewardServiceServicer):
         )
         return score_groups_response(result)
 
-    async def ListRewardFunctions(self, request, context):
+    async def ListRewardFunctions(
+        self,
+        request: rpb.ListRewardFunctionsRequest,
+        context: grpc.aio.ServicerContext[rpb.ListRewardFunctionsRequest, rpb.ListRewardFunctionsResponse],
+    ) -> rpb.ListRewardFunctionsResponse:
         functions, next_token = await self._registry.list(
             require_identity().tenant_id, request.page_size or DEFAULT_PAGE_SIZE, request.page_token
         )
@@ -134,7 +150,13 @@ class RewardServiceServicer(reward_pb2_grpc.RewardServiceServicer):
             functions=[function_to_proto(f) for f in functions], next_page_token=next_token
         )
 
-    async def RegisterRewardFunction(self, request, context):
+    async def RegisterRewardFunction(
+        self,
+        request: rpb.RegisterRewardFunctionRequest,
+        context: grpc.aio.ServicerContext[
+            rpb.RegisterRewardFunctionRequest, rpb.RegisterRewardFunctionResponse
+        ],
+    ) -> rpb.RegisterRewardFunctionResponse:
         identity = require_identity()
         if not request.HasField("function"):
             raise InvalidArgument("function", "is required")

@@ -30,10 +30,12 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass, replace
+from typing import TypedDict
 
 import numpy as np
 
 from cohort.errors import FailedPrecondition, InvalidArgument
+from cohort.learning.arrays import BoolArray, FloatArray, IndexArray, Int64Array
 from cohort.learning.decision_heads import DecisionBatch
 
 MAX_INNER_EPOCHS = 100
@@ -73,8 +75,12 @@ class GrpoSettings:
             if not ok:
                 raise InvalidArgument(f"config.{name}", f"must be {requirement}, got {getattr(self, name)!r}")
 
-        def finite(value: float) -> bool:
+        # `object`: these checks exist for values that do not match the annotations.
+        def finite(value: object) -> bool:
             return isinstance(value, numbers.Real) and math.isfinite(value)
+
+        def integral(value: object) -> bool:
+            return isinstance(value, numbers.Integral)
 
         # Upper bounds keep one update's arithmetic far from float64 overflow: past them the Adam step
         # or the KL/entropy gradients can reach inf, and a version of NaN weights would follow.
@@ -92,7 +98,7 @@ class GrpoSettings:
             check(name, finite(value) and 0 <= value <= MAX_COEFFICIENT, requirement)
         check(
             "inner_epochs",
-            isinstance(self.inner_epochs, numbers.Integral) and 1 <= self.inner_epochs <= MAX_INNER_EPOCHS,
+            integral(self.inner_epochs) and 1 <= self.inner_epochs <= MAX_INNER_EPOCHS,
             f"an integer from 1 to {MAX_INNER_EPOCHS}",
         )
         check(
@@ -108,10 +114,10 @@ class GrpoSettings:
             finite(self.adam_epsilon) and 0 < self.adam_epsilon <= MAX_ADAM_EPSILON,
             f"a finite number in (0, {MAX_ADAM_EPSILON:g}]",
         )
-        check("seed", isinstance(self.seed, numbers.Integral) and self.seed >= 0, "an integer >= 0")
+        check("seed", integral(self.seed) and self.seed >= 0, "an integer >= 0")
         check(
             "max_policy_staleness",
-            isinstance(self.max_policy_staleness, numbers.Integral) and self.max_policy_staleness >= 0,
+            integral(self.max_policy_staleness) and self.max_policy_staleness >= 0,
             "an integer >= 0",
         )
 
@@ -122,11 +128,11 @@ class AdamState:
     taken (bias correction uses `step`)."""
 
     step: int
-    first_moments: dict[str, np.ndarray]
-    second_moments: dict[str, np.ndarray]
+    first_moments: dict[str, FloatArray]
+    second_moments: dict[str, FloatArray]
 
     @classmethod
-    def zeros(cls, weights: dict[str, np.ndarray]) -> AdamState:
+    def zeros(cls, weights: dict[str, FloatArray]) -> AdamState:
         return cls(
             step=0,
             first_moments={head: np.zeros_like(w, dtype=np.float64) for head, w in weights.items()},
@@ -140,16 +146,16 @@ class HeadBatch:
     had when it was sampled, its advantage, and the reference policy's weights for the KL term."""
 
     batch: DecisionBatch
-    old_log_prob: np.ndarray  # float64[D], <= 0
-    advantage: np.ndarray  # float64[D]
-    reference_weights: np.ndarray | None = None  # float64[B], the head's weights in the reference
+    old_log_prob: FloatArray  # float64[D], <= 0
+    advantage: FloatArray  # float64[D]
+    reference_weights: FloatArray | None = None  # float64[B], the head's weights in the reference
 
 
 @dataclass
 class UpdateResult:
     """New weights and optimizer state, with the metrics of the last inner epoch."""
 
-    weights: dict[str, np.ndarray]
+    weights: dict[str, FloatArray]
     optimizer: AdamState
     loss: float
     kl: float
@@ -167,7 +173,7 @@ class LossTerms:
     """The pooled loss of one pass and its gradient per head (before norm clipping)."""
 
     loss: float
-    gradients: dict[str, np.ndarray]
+    gradients: dict[str, FloatArray]
     kl: float
     entropy: float
     clip_fraction: float
@@ -178,43 +184,47 @@ class LossTerms:
 class _Prepared:
     """A head's arrays after the positive-advantage filter, flattened once for all epochs."""
 
-    flat_indices: np.ndarray  # intp[D*O*K]
-    values: np.ndarray  # float64[D, O, K]
+    flat_indices: IndexArray  # intp[D*O*K]
+    values: FloatArray  # float64[D, O, K]
     temperature: float
-    option_mask: np.ndarray  # bool[D, O]
+    option_mask: BoolArray  # bool[D, O]
     every_option_offered: bool  # no padding options: the masking steps can be skipped
-    chosen: np.ndarray  # int64[D]
-    old_log_prob: np.ndarray
-    advantage: np.ndarray
-    reference_log_prob: np.ndarray | None  # logpi_ref(chosen), fixed during the update
+    chosen: Int64Array  # int64[D]
+    old_log_prob: FloatArray
+    advantage: FloatArray
+    reference_log_prob: FloatArray | None  # logpi_ref(chosen), fixed during the update
     buckets: int
     # One [D, O, K] work array reused by every pass (gathered weights, then gradient contributions):
     # a fresh array of that size per pass costs more in page faults than the arithmetic on it.
-    scratch: np.ndarray
+    scratch: FloatArray
 
 
-def _log_softmax(logits: np.ndarray, p: _Prepared) -> tuple[np.ndarray, np.ndarray]:
+def _log_softmax(logits: FloatArray, p: _Prepared) -> tuple[FloatArray, FloatArray]:
     """Row-wise (log pi, pi) over the offered options; log pi = -inf and pi = 0 elsewhere."""
     masked = logits if p.every_option_offered else np.where(p.option_mask, logits, -np.inf)
-    shifted = masked - masked.max(axis=1, keepdims=True)
+    # numpy's stubs type reductions with keepdims=True as Any: the annotations restore the arrays.
+    top: FloatArray = masked.max(axis=1, keepdims=True)
+    shifted = masked - top
     exponentials = np.exp(shifted)
-    totals = exponentials.sum(axis=1, keepdims=True)
+    totals: FloatArray = exponentials.sum(axis=1, keepdims=True)
     return shifted - np.log(totals), exponentials / totals
 
 
-def _logits(weights: np.ndarray, p: _Prepared) -> np.ndarray:
+def _logits(weights: FloatArray, p: _Prepared) -> FloatArray:
     # mode="clip" skips take's internal copy; the indices were checked to be in range.
     np.take(weights, p.flat_indices, out=p.scratch.reshape(-1), mode="clip")
-    return np.einsum("dok,dok->do", p.scratch, p.values) / p.temperature
+    # numpy's stubs type einsum as Any.
+    scores: FloatArray = np.einsum("dok,dok->do", p.scratch, p.values)
+    return scores / p.temperature
 
 
-def _scatter_gradient(logit_gradient: np.ndarray, p: _Prepared) -> np.ndarray:
+def _scatter_gradient(logit_gradient: FloatArray, p: _Prepared) -> FloatArray:
     """Chain rule through the logits: sum of dL/dz_do * values_dok / temperature per bucket."""
     np.multiply(logit_gradient[:, :, None], p.values, out=p.scratch)
     return np.bincount(p.flat_indices, weights=p.scratch.reshape(-1), minlength=p.buckets) / p.temperature
 
 
-def _prepare(head: str, weights: np.ndarray, head_batch: HeadBatch, settings: GrpoSettings) -> _Prepared:
+def _prepare(head: str, weights: FloatArray, head_batch: HeadBatch, settings: GrpoSettings) -> _Prepared:
     batch = head_batch.batch
     where = f"batches[{head!r}]"
     indices = np.asarray(batch.indices)
@@ -274,7 +284,16 @@ def _prepare(head: str, weights: np.ndarray, head_batch: HeadBatch, settings: Gr
     return prepared
 
 
-def _head_terms(weights: np.ndarray, p: _Prepared, settings: GrpoSettings) -> dict:
+class _HeadTerms(TypedDict):
+    loss: float
+    gradient: FloatArray
+    kl: float
+    kl_decisions: int
+    entropy: float
+    clipped: int
+
+
+def _head_terms(weights: FloatArray, p: _Prepared, settings: GrpoSettings) -> _HeadTerms:
     """Summed (not yet averaged) loss terms of one head and the gradient of their sum w.r.t. W."""
     rows = np.arange(p.chosen.size)
     log_probs, probabilities = _log_softmax(_logits(weights, p), p)
@@ -310,7 +329,7 @@ def _head_terms(weights: np.ndarray, p: _Prepared, settings: GrpoSettings) -> di
 
     # Masked options have pi = 0 and log pi = -inf; their 0 * log 0 counts as 0.
     safe_log = log_probs if p.every_option_offered else np.where(p.option_mask, log_probs, 0.0)
-    entropy = -np.einsum("do,do->d", probabilities, safe_log)
+    entropy: FloatArray = -np.einsum("do,do->d", probabilities, safe_log)
     if settings.entropy_coefficient > 0:
         loss -= settings.entropy_coefficient * entropy.sum()
         # dH/dz_j = -pi_j (log pi_j + H); the loss carries -c * H.
@@ -328,10 +347,10 @@ def _head_terms(weights: np.ndarray, p: _Prepared, settings: GrpoSettings) -> di
 
 
 def _pooled_terms(
-    weights: dict[str, np.ndarray], prepared: dict[str, _Prepared], settings: GrpoSettings
+    weights: dict[str, FloatArray], prepared: dict[str, _Prepared], settings: GrpoSettings
 ) -> LossTerms:
     decisions = sum(p.chosen.size for p in prepared.values())
-    gradients: dict[str, np.ndarray] = {}
+    gradients: dict[str, FloatArray] = {}
     loss = kl = entropy = 0.0
     kl_decisions = clipped = 0
     for head, p in prepared.items():
@@ -356,9 +375,9 @@ def _pooled_terms(
 
 
 def _prepare_all(
-    weights: dict[str, np.ndarray], batches: dict[str, HeadBatch], settings: GrpoSettings
+    weights: dict[str, FloatArray], batches: dict[str, HeadBatch], settings: GrpoSettings
 ) -> dict[str, _Prepared]:
-    prepared = {}
+    prepared: dict[str, _Prepared] = {}
     for head, head_batch in batches.items():
         if head not in weights:
             raise InvalidArgument(f"batches[{head!r}]", f"the policy has no head {head!r}")
@@ -367,14 +386,14 @@ def _prepare_all(
 
 
 def grpo_loss(
-    weights: dict[str, np.ndarray], batches: dict[str, HeadBatch], settings: GrpoSettings
+    weights: dict[str, FloatArray], batches: dict[str, HeadBatch], settings: GrpoSettings
 ) -> LossTerms:
     """The pooled GRPO loss at `weights` and its exact gradient per head (no update is made)."""
     return _pooled_terms(weights, _prepare_all(weights, batches, settings), settings)
 
 
 def grpo_update(
-    weights: dict[str, np.ndarray],
+    weights: dict[str, FloatArray],
     batches: dict[str, HeadBatch],
     optimizer: AdamState,
     settings: GrpoSettings,
@@ -452,12 +471,12 @@ def grpo_update(
     )
 
 
-def _all_finite(array: np.ndarray) -> bool:
+def _all_finite(array: FloatArray) -> bool:
     # A sum is finite only when every term is; the exact test runs only when the sum overflowed.
     return math.isfinite(float(np.sum(array))) or bool(np.all(np.isfinite(array)))
 
 
-def _global_norm(gradients: dict[str, np.ndarray]) -> float:
+def _global_norm(gradients: dict[str, FloatArray]) -> float:
     """The L2 norm over every head's array (a gradient, a weight change); finite arrays whose squares
     overflow are rescaled by their largest magnitude instead of reporting an infinite norm."""
     norm = math.sqrt(sum(float(g @ g) for g in gradients.values()))
@@ -469,9 +488,9 @@ def _global_norm(gradients: dict[str, np.ndarray]) -> float:
 
 def _raise_non_finite(
     epoch: int,
-    weights: dict[str, np.ndarray],
-    first: dict[str, np.ndarray],
-    second: dict[str, np.ndarray],
+    weights: dict[str, FloatArray],
+    first: dict[str, FloatArray],
+    second: dict[str, FloatArray],
     terms: LossTerms | None,
 ) -> None:
     """Fails the update naming the first quantity that left the finite range: a version of NaN or
