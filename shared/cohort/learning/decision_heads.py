@@ -103,8 +103,10 @@ class HeadShape(Protocol):
 CheckedDecision = tuple[
     tuple[str, ...], tuple[str, ...], Sequence[float], int, float, Sequence[Mapping[str, float]]
 ]
-"""A recorded decision as `cohort.policy.check_recorded_decision` read it: options, context feature
-names (sorted), their values, the chosen index, its recorded log-probability, per-option features."""
+"""A recorded decision as `cohort.policy.check_recorded_decision` read it, so nothing reads it twice:
+its options, its context feature names (sorted) and their values in the same order, the chosen
+option's index, the log-probability it had when it was chosen, and each option's own features (empty
+when the decision has none)."""
 
 
 @dataclass(frozen=True)

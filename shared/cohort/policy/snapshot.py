@@ -23,6 +23,7 @@ from cohort.errors import FailedPrecondition, InvalidArgument, NotFound
 from cohort.learning.decision_heads import (
     OPTION_SEPARATOR,
     SHARED_PREFIX,
+    CheckedDecision,
     DecisionBatch,
     bucket,
     encode_checked,
@@ -250,15 +251,6 @@ def parameters_sha256(weights: Mapping[str, np.ndarray]) -> str:
     for name in sorted(weights):
         digest.update(np.ascontiguousarray(weights[name], dtype="<f8").tobytes())
     return digest.hexdigest()
-
-
-CheckedDecision = tuple[
-    tuple[str, ...], tuple[str, ...], list[float], int, float, tuple[dict[str, float], ...]
-]
-"""What `check_recorded_decision` read off a recorded decision, so nothing reads it twice: its
-options, its context feature names (sorted) and their values in the same order, the chosen option's
-index, the log-probability it had when it was chosen, and each option's own features (an empty tuple
-when the decision has none)."""
 
 
 def check_recorded_decision(
