@@ -30,6 +30,7 @@ from cohort.api.budget.v1 import budget_pb2
 from cohort.api.trajectory.v1 import trajectory_pb2
 from cohort.context import Identity, current_tenant
 from cohort.errors import InvalidArgument, PermissionDenied
+from cohort.sdk.trajectories.usage import PriceTable
 from cohort.services.budget.store import (
     TOKEN_FIELDS,
     BudgetLedger,
@@ -44,7 +45,6 @@ from cohort.services.budget.store import (
     parse_month,
 )
 from cohort.timestamps import to_timestamp
-from cohort.trajectories.usage import PriceTable
 
 logger = logging.getLogger(__name__)
 

@@ -54,8 +54,9 @@ from cohort.context import current_identity, current_tenant
 from cohort.errors import CohortError, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from cohort.identity import SYSTEM_IDENTITY
 from cohort.ids import uuid7
-from cohort.runtime import Decider, Task
 from cohort.sdk.recorder import describe
+from cohort.sdk.runtime import Decider, Task
+from cohort.sdk.trajectories.usage import PriceTable
 from cohort.services.collector.runtimes import Rollout, Runner, RuntimeResolver, StreamRecording
 from cohort.services.collector.store import (
     IngestItemResult,
@@ -68,7 +69,6 @@ from cohort.services.collector.store import (
 )
 from cohort.services.service_context import ServiceContext
 from cohort.storage import idempotency
-from cohort.trajectories.usage import PriceTable
 
 log = logging.getLogger(__name__)
 

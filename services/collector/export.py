@@ -16,9 +16,9 @@ from cohort.api.collector.v1 import collector_pb2
 from cohort.api.trajectory.v1 import trajectory_pb2
 from cohort.errors import InvalidArgument
 from cohort.sdk.journal import COHORT_KEY
-from cohort.trajectories.jsonl import json_line, trajectory_to_json_line
-from cohort.trajectories.openai_chat import trajectory_to_openai_chat, validate_openai_chat_record
-from cohort.trajectories.trae import trajectory_to_trae
+from cohort.sdk.trajectories.jsonl import json_line, trajectory_to_json_line
+from cohort.sdk.trajectories.openai_chat import trajectory_to_openai_chat, validate_openai_chat_record
+from cohort.sdk.trajectories.trae import trajectory_to_trae
 
 Renderer = Callable[[trajectory_pb2.Trajectory], str | None]
 """Renders one trajectory, or returns None when the format cannot represent it (it is skipped)."""

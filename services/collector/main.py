@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from cohort.api.collector.v1 import collector_pb2_grpc
 from cohort.rpc.server import ServiceRegistration
+from cohort.sdk.trajectories.usage import PriceTable
 from cohort.services.collector.collection import Collector
 from cohort.services.collector.servicer import CollectorServiceServicer
 from cohort.services.collector.store import TrajectoryStore
 from cohort.services.service_context import ServiceContext
-from cohort.trajectories.usage import PriceTable
 
 
 def registrations(context: ServiceContext) -> list[ServiceRegistration]:

@@ -3,11 +3,11 @@
 Three kinds:
 
 - `python`: an async function `module:function` imported into the collector's process and called
-  as `await agent(task, context)` with a `cohort.runtime.AgentContext` whose recorder is an
+  as `await agent(task, context)` with a `cohort.sdk.runtime.AgentContext` whose recorder is an
   in-memory `TrajectoryRecorder` (`sink="memory"`) and whose decider evaluates the policy locally.
   Only an admin key, or an entry point in `COHORT_PYTHON_RUNTIME_ALLOWLIST`, gets it imported
   (`authorize_python_entry_point`, checked before the import).
-- `toolbench`: the same, with the built-in agent `cohort.toolbench.make_agent(ToolbenchOptions(...))`.
+- `toolbench`: the same, with the built-in agent `cohort.sdk.toolbench.make_agent(ToolbenchOptions(...))`.
 - `grpc`: an agent implementing `cohort.api.agentruntime.v1.AgentRuntimeService` at an address. The
   collector calls `Run` once per rollout and turns the event stream into a trajectory; the agent
   calls `TrainerService.Decide` itself. Cancelling the rollout cancels the call.
@@ -38,10 +38,10 @@ from cohort.api.trajectory.v1 import trajectory_pb2
 from cohort.config import Settings
 from cohort.context import Identity, require_identity
 from cohort.errors import FailedPrecondition, InvalidArgument, PermissionDenied
-from cohort.runtime import AgentContext, AgentResult, Decider, Task, as_agent_result
 from cohort.sdk.journal import termination_name, utc_now
 from cohort.sdk.recorder import TrajectoryRecorder
-from cohort.trajectories.usage import PriceTable
+from cohort.sdk.runtime import AgentContext, AgentResult, Decider, Task, as_agent_result
+from cohort.sdk.trajectories.usage import PriceTable
 
 PROBE_TIMEOUT_SECONDS = 3.0
 """How long the collector waits to connect to a gRPC agent before refusing the group."""
@@ -584,7 +584,7 @@ class RuntimeResolver:
         raise InvalidArgument("runtime", "set one runtime kind: python, grpc or toolbench")
 
     def _toolbench(self, spec: collector_pb2.RuntimeSpec) -> PythonRunner:
-        from cohort import toolbench
+        from cohort.sdk import toolbench
 
         options = spec.toolbench
         unknown = [f for f in options.task_families if f not in toolbench.FAMILIES]

@@ -77,6 +77,9 @@ from cohort.errors import AlreadyExists, CohortError, InvalidArgument, NotFound
 from cohort.ids import uuid7
 from cohort.paging import DEFAULT_PAGE_SIZE, check_page_size
 from cohort.rpc.interceptors import status_of
+from cohort.sdk.trajectories import ATTEMPT_LABEL
+from cohort.sdk.trajectories.redaction import Redactor
+from cohort.sdk.trajectories.usage import PriceTable, fill_usage_and_cost
 from cohort.services.collector import embedding
 from cohort.services.collector.search import (
     EmbeddingCache,
@@ -93,9 +96,6 @@ from cohort.services.collector.search import (
 from cohort.storage import idempotency
 from cohort.storage.engine import Database, write_transaction
 from cohort.storage.schema import TrajectoryLabelRow, TrajectoryRow
-from cohort.trajectories import ATTEMPT_LABEL
-from cohort.trajectories.redaction import Redactor
-from cohort.trajectories.usage import PriceTable, fill_usage_and_cost
 
 Trajectory = trajectory_pb2.Trajectory
 T = TrajectoryRow.__table__

@@ -27,7 +27,6 @@ import grpc
 import numpy as np
 from google.protobuf import duration_pb2
 
-from cohort import toolbench
 from cohort.api.budget.v1 import budget_pb2, budget_pb2_grpc
 from cohort.api.checkpoint.v1 import checkpoint_pb2, checkpoint_pb2_grpc
 from cohort.api.collector.v1 import collector_pb2, collector_pb2_grpc
@@ -38,6 +37,9 @@ from cohort.api.trajectory.v1 import trajectory_pb2
 from cohort.context import Identity, current_identity
 from cohort.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 from cohort.rpc.client import ChannelPool, mark_failed_service
+from cohort.sdk import toolbench
+from cohort.sdk.trajectories import ATTEMPT_LABEL
+from cohort.sdk.trajectories.usage import PriceTable
 from cohort.services.jobs import evaluation, health
 from cohort.services.jobs.exploration import exploration_epsilon
 from cohort.services.jobs.runner import JobHandle, JobOutcome, RunResult
@@ -54,8 +56,6 @@ from cohort.services.jobs.spec import (
 )
 from cohort.services.reward.apply import apply_group_scores
 from cohort.services.service_context import ServiceContext
-from cohort.trajectories import ATTEMPT_LABEL
-from cohort.trajectories.usage import PriceTable
 from cohort.transient import Backoff, is_retryable_rpc_error
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 from google.protobuf.duration_pb2 import Duration
 
-from cohort import toolbench
 from cohort.api.budget.v1 import budget_pb2
 from cohort.api.checkpoint.v1 import checkpoint_pb2
 from cohort.api.jobs.v1 import jobs_pb2
@@ -22,10 +21,11 @@ from cohort.api.reward.v1 import reward_pb2
 from cohort.api.trajectory.v1 import trajectory_pb2
 from cohort.config import Settings
 from cohort.errors import InvalidArgument
+from cohort.sdk import toolbench
+from cohort.sdk.trajectories.usage import PriceTable
 from cohort.services.jobs.exploration import check_exploration
 from cohort.services.jobs.health import normalize_collapse_detection
 from cohort.services.trainer.convert import grpo_settings_from_proto
-from cohort.trajectories.usage import PriceTable
 
 DEFAULT_GROUP_SIZE = 8
 DEFAULT_BATCH_SIZE = 16  # from the seed sweep in the README's "Default settings"

@@ -36,7 +36,7 @@ from cohort.policy import (
     check_weights,
 )
 from cohort.policy import heads_from_proto as parse_heads
-from cohort.runtime import DecisionRequest
+from cohort.sdk.runtime import DecisionRequest
 from cohort.services.trainer.convert import (
     adam_state_from_proto,
     adam_state_to_proto,

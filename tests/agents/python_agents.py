@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 
-from cohort.runtime import AgentContext, AgentResult, Task
+from cohort.sdk.runtime import AgentContext, AgentResult, Task
 
 EVENTS: defaultdict[str, list[str]] = defaultdict(list)
 """query id -> what happened to the rollouts of that query (`started:<seed>`, `cancelled:<seed>`)."""

@@ -7,7 +7,7 @@ that the collector never imported (so never ran) it.
 
 from __future__ import annotations
 
-from cohort.runtime import AgentContext, AgentResult, Task
+from cohort.sdk.runtime import AgentContext, AgentResult, Task
 
 MODULE = __name__
 

@@ -33,7 +33,6 @@ sys.path[:0] = [str(Path(__file__).parent), str(Path(__file__).parents[1])]  # b
 from figures import Figure  # noqa: E402
 from google.protobuf.duration_pb2 import Duration  # noqa: E402
 
-from cohort import toolbench  # noqa: E402
 from cohort.api.collector.v1 import collector_pb2 as cpb  # noqa: E402
 from cohort.api.collector.v1 import collector_pb2_grpc  # noqa: E402
 from cohort.api.trainer.v1 import trainer_pb2, trainer_pb2_grpc  # noqa: E402
@@ -41,7 +40,8 @@ from cohort.api.trajectory.v1 import trajectory_pb2 as tpb  # noqa: E402
 from cohort.config import Settings  # noqa: E402
 from cohort.event_loop import run_event_loop  # noqa: E402
 from cohort.policy import LocalDecider, PolicySnapshot  # noqa: E402
-from cohort.runtime import AgentContext  # noqa: E402
+from cohort.sdk import toolbench  # noqa: E402
+from cohort.sdk.runtime import AgentContext  # noqa: E402
 from cohort.services.suite import start_suite  # noqa: E402
 
 COMPONENTS = ["collector", "trainer"]  # no job runner polling the same SQLite file
@@ -191,11 +191,11 @@ async def _cpu_breakdown() -> dict[str, float]:
     import numpy as np
 
     from cohort.policy.snapshot import HeadSpec
+    from cohort.sdk.trajectories.usage import PriceTable
     from cohort.services.collector.collection import plan_group
     from cohort.services.collector.runtimes import RuntimeResolver
     from cohort.services.collector.store import TrajectoryStore
     from cohort.storage import open_database
-    from cohort.trajectories.usage import PriceTable
 
     heads = {head.name: HeadSpec.from_proto(head) for head in toolbench.policy_heads()}
     rng = np.random.default_rng(0)

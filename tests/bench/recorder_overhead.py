@@ -85,8 +85,8 @@ def _agent_loop(recorder=None) -> None:
 def _runs(fsync: str) -> tuple[list[float], list[float], list[float]]:
     """Interleaved (bare loop, recorded loop, finalize) seconds, `REPEATS` of each."""
     from cohort.sdk import TrajectoryRecorder
-    from cohort.trajectories.redaction import Redactor
-    from cohort.trajectories.usage import PriceTable
+    from cohort.sdk.trajectories.redaction import Redactor
+    from cohort.sdk.trajectories.usage import PriceTable
 
     redactor, prices = Redactor(), PriceTable.load(None)
     bare: list[float] = []

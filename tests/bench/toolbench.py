@@ -23,8 +23,8 @@ import numpy as np
 from figures import Figure
 
 from cohort.event_loop import run_event_loop
-from cohort.runtime import AgentContext
-from cohort.toolbench import (
+from cohort.sdk.runtime import AgentContext
+from cohort.sdk.toolbench import (
     HEAD,
     generate_queries,
     make_agent,

@@ -94,7 +94,7 @@ def in_process_decide_microseconds(calls: int = 20_000) -> float:
     import numpy as np
 
     from cohort.policy import HeadSpec, PolicySnapshot
-    from cohort.runtime import DecisionRequest
+    from cohort.sdk.runtime import DecisionRequest
 
     head = HeadSpec("next_tool", ("search", "calc", "lookup", "browse", "answer"))
     snapshot = PolicySnapshot(

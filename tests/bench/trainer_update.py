@@ -31,7 +31,7 @@ from cohort.config import Settings  # noqa: E402
 from cohort.event_loop import run_event_loop  # noqa: E402
 from cohort.learning import AdamState, DecisionBatch, GrpoSettings, HeadBatch, grpo_update  # noqa: E402
 from cohort.policy import PolicySnapshot  # noqa: E402
-from cohort.runtime import DecisionRequest  # noqa: E402
+from cohort.sdk.runtime import DecisionRequest  # noqa: E402
 
 TRAJECTORIES, DECISIONS, OPTIONS, FEATURES, BUCKETS = 128, 10, 8, 10, 4096
 REPEATS = 21

@@ -17,7 +17,7 @@ from cohort.api.jobs.v1 import jobs_pb2, jobs_pb2_grpc
 from cohort.api.trainer.v1 import trainer_pb2
 from cohort.context import Identity, current_identity
 from cohort.rpc.client import bad_request, error_info
-from cohort.runtime import AgentContext, AgentResult, Task
+from cohort.sdk.runtime import AgentContext, AgentResult, Task
 from cohort.services.jobs.runner import JobHandle, JobOutcome
 from cohort.services.suite import start_suite
 

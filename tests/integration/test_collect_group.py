@@ -11,13 +11,13 @@ import pytest
 from agents import grpc_agent, python_agents
 from google.protobuf.duration_pb2 import Duration
 
-from cohort import toolbench
 from cohort.api.collector.v1 import collector_pb2 as cpb
 from cohort.api.collector.v1 import collector_pb2_grpc
 from cohort.api.trainer.v1 import trainer_pb2, trainer_pb2_grpc
 from cohort.api.trajectory.v1 import trajectory_pb2 as tpb
 from cohort.config import Settings
 from cohort.rpc.client import bad_request
+from cohort.sdk import toolbench
 
 COMPLETED = tpb.TERMINATION_REASON_COMPLETED
 ERROR = tpb.TERMINATION_REASON_ERROR

@@ -19,7 +19,6 @@ import pytest_asyncio
 from agents import grpc_agent
 from integration.test_gateway_jsonrpc import SPEC, call, gateway_http, gateway_suite
 
-from cohort import toolbench
 from cohort.api.collector.v1 import collector_pb2 as cpb
 from cohort.api.collector.v1 import collector_pb2_grpc
 from cohort.api.jobs.v1 import jobs_pb2, jobs_pb2_grpc
@@ -28,7 +27,8 @@ from cohort.api.trainer.v1 import trainer_pb2_grpc
 from cohort.api.trajectory.v1 import trajectory_pb2 as tpb
 from cohort.policy import PolicySnapshot
 from cohort.rpc.client import bad_request
-from cohort.runtime import DecisionRequest
+from cohort.sdk import toolbench
+from cohort.sdk.runtime import DecisionRequest
 from cohort.services.jobs.exploration import exploration_epsilon
 from cohort.services.jobs.orchestration import TrainingLoop, TrainingServices, TrainingState
 

@@ -14,7 +14,7 @@ import pytest
 
 from cohort.api.trajectory.v1 import trajectory_pb2
 from cohort.sdk import JournalInUse, load_recorded, recover_journal, recover_path
-from cohort.trajectories.trae import trae_to_trajectory
+from cohort.sdk.trajectories.trae import trae_to_trajectory
 
 READY_AFTER = 25
 

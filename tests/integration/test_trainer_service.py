@@ -15,7 +15,7 @@ from cohort.api.trajectory.v1 import trajectory_pb2 as tpb
 from cohort.learning import bucket
 from cohort.policy import LocalDecider, PolicySnapshot, RemoteDecider
 from cohort.rpc.client import bad_request
-from cohort.runtime import DecisionRequest
+from cohort.sdk.runtime import DecisionRequest
 from cohort.services.suite import start_suite
 
 TOOLS = ["search", "calculator", "answer"]

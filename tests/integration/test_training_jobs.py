@@ -220,8 +220,8 @@ class _DiesAfter(JobHandle):
 
 
 async def test_a_taken_over_job_marks_the_dead_attempts_redone_work_superseded(suite):
+    from cohort.sdk.trajectories import ATTEMPT_LABEL
     from cohort.services.jobs.orchestration import TrainingRunner
-    from cohort.trajectories import ATTEMPT_LABEL
 
     current_identity.set(Identity(tenant_id="default", key_id="test", is_admin=True))
     runner = TrainingRunner(suite.context)

@@ -13,10 +13,10 @@ from cohort.config import Settings
 from cohort.context import DEFAULT_TENANT_ID
 from cohort.errors import InvalidArgument
 from cohort.sdk import TrajectoryRecorder
+from cohort.sdk.trajectories.openai_chat import trajectory_to_openai_chat, validate_openai_chat_record
+from cohort.sdk.trajectories.trae import load_trae_file
 from cohort.services.collector.store import ItemStatus, TrajectoryStore
 from cohort.storage import open_database
-from cohort.trajectories.openai_chat import trajectory_to_openai_chat, validate_openai_chat_record
-from cohort.trajectories.trae import load_trae_file
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 COHORT = [sys.executable, "-m", "cohort.cli"]

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from cohort.api.jobs.v1 import jobs_pb2
+from cohort.sdk.toolbench import generate_queries
 from cohort.services.jobs.orchestration import TrainingLoop
 from cohort.services.jobs.sampling import stratified_batch, stratum_quotas, uniform_batch
-from cohort.toolbench import generate_queries
 
 
 def rng(*key: int) -> np.random.Generator:

@@ -12,7 +12,7 @@ import pytest
 from cohort.errors import FailedPrecondition, InvalidArgument
 from cohort.learning import OPTION_SEPARATOR, bucket
 from cohort.policy import HeadSpec, LocalDecider, PolicySnapshot
-from cohort.runtime import DecisionRequest
+from cohort.sdk.runtime import DecisionRequest
 
 OPTIONS = ("search", "answer")
 BUCKETS = 16

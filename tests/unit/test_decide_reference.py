@@ -16,7 +16,7 @@ from cohort.api.trajectory.v1 import trajectory_pb2
 from cohort.errors import InvalidArgument, NotFound
 from cohort.learning import bucket
 from cohort.policy import HeadSpec, PolicySnapshot, check_options, decision_request_from_proto
-from cohort.runtime import DecisionRequest
+from cohort.sdk.runtime import DecisionRequest
 
 # --- The reference: `decide` as it was before it was made faster (do not "fix" it) --------------
 

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 from unit.test_decide_reference import reference_decide
 
-from cohort import toolbench
 from cohort.api.jobs.v1 import jobs_pb2
 from cohort.api.trajectory.v1 import trajectory_pb2 as tpb
 from cohort.config import Settings
@@ -29,11 +28,12 @@ from cohort.learning import (
 )
 from cohort.policy import HeadSpec, LocalDecider, PolicySnapshot, encode_batch
 from cohort.policy.snapshot import _seeded_uniform, check_recorded_decision
-from cohort.runtime import AgentContext, DecisionRequest
+from cohort.sdk import toolbench
 from cohort.sdk.recorder import TrajectoryRecorder
+from cohort.sdk.runtime import AgentContext, DecisionRequest
+from cohort.sdk.trajectories.cohort_block import apply_cohort, cohort_section
 from cohort.services.jobs.exploration import exploration_epsilon
 from cohort.services.jobs.spec import normalize_job_spec
-from cohort.trajectories.cohort_block import apply_cohort, cohort_section
 
 TOOLS = ("search", "calc", "lookup", "browse", "answer")
 FEATURES = {"intent=math": 1.0, "progress": 2.0, "noise": -0.75}

@@ -9,9 +9,9 @@ import pytest
 
 from cohort.api.trajectory.v1 import trajectory_pb2
 from cohort.errors import InvalidArgument
-from cohort.trajectories import trae
-from cohort.trajectories.jsonl import json_line, trajectory_from_json_line, trajectory_to_json_line
-from cohort.trajectories.openai_chat import (
+from cohort.sdk.trajectories import trae
+from cohort.sdk.trajectories.jsonl import json_line, trajectory_from_json_line, trajectory_to_json_line
+from cohort.sdk.trajectories.openai_chat import (
     trajectory_to_openai_chat,
     trajectory_to_openai_chat_line,
     validate_openai_chat_record,

@@ -17,7 +17,7 @@ from openai.types.responses import Response
 
 from cohort.api.trajectory.v1 import trajectory_pb2
 from cohort.sdk import TrajectoryRecorder
-from cohort.trajectories.trae import load_trae_file
+from cohort.sdk.trajectories.trae import load_trae_file
 
 MESSAGES = [{"role": "user", "content": "What is 2 + 3?"}]
 TOOLS = [{"type": "function", "function": {"name": "add", "parameters": {"type": "object"}}}]

@@ -22,7 +22,7 @@ from cohort.policy import (
     heads_from_proto,
     parameters_sha256,
 )
-from cohort.runtime import DecisionRequest
+from cohort.sdk.runtime import DecisionRequest
 
 TOOLS = ("search", "calculator", "answer")
 

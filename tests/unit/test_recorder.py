@@ -29,8 +29,8 @@ from cohort.sdk import (
     recover_path,
 )
 from cohort.sdk.journal import TRAE_KEYS
-from cohort.trajectories.trae import dumps_trae, trae_to_trajectory
-from cohort.trajectories.usage import PriceTable
+from cohort.sdk.trajectories.trae import dumps_trae, trae_to_trajectory
+from cohort.sdk.trajectories.usage import PriceTable
 
 TR = trajectory_pb2.TerminationReason
 

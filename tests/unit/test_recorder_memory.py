@@ -13,14 +13,13 @@ from typing import Any
 import pytest
 from trae_types import LLMMessage, LLMResponse, LLMUsage, Tool, ToolCall, ToolResult
 
-from cohort import toolbench
 from cohort.api.trajectory.v1 import trajectory_pb2
 from cohort.errors import InvalidArgument
-from cohort.runtime import AgentContext
-from cohort.sdk import TrajectoryRecorder, load_recorded
+from cohort.sdk import TrajectoryRecorder, load_recorded, toolbench
 from cohort.sdk import journal as journal_module
 from cohort.sdk import recorder as recorder_module
 from cohort.sdk.journal import COHORT_KEY, build_recorded
+from cohort.sdk.runtime import AgentContext
 
 MODEL = "test-model"
 

@@ -9,8 +9,8 @@ import re
 import pytest
 
 from cohort.api.trajectory.v1 import trajectory_pb2
-from cohort.trajectories import redaction
-from cohort.trajectories.redaction import DEFAULT_RULES, RedactionRule, Redactor, placeholder
+from cohort.sdk.trajectories import redaction
+from cohort.sdk.trajectories.redaction import DEFAULT_RULES, RedactionRule, Redactor, placeholder
 
 # (rule, text around the secret, the secret) -- test values only, none of them real.
 SECRETS = [

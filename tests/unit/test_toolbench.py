@@ -14,9 +14,9 @@ import pytest
 
 from cohort.api.trajectory.v1 import trajectory_pb2
 from cohort.errors import InvalidArgument
-from cohort.runtime import AgentContext, DecisionRequest, Task
 from cohort.sdk import TrajectoryRecorder
-from cohort.toolbench import (
+from cohort.sdk.runtime import AgentContext, DecisionRequest, Task
+from cohort.sdk.toolbench import (
     ANSWER,
     DEFAULT_MAX_STEPS,
     FAMILIES,
@@ -38,7 +38,7 @@ from cohort.toolbench import (
     task_from_query,
     uniform_decider,
 )
-from cohort.toolbench.tasks import TEMPLATES
+from cohort.sdk.toolbench.tasks import TEMPLATES
 
 HELDOUT = 252
 TRAIN = 252

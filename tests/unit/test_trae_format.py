@@ -10,8 +10,8 @@ import pytest
 
 from cohort.api.trajectory.v1 import trajectory_pb2
 from cohort.errors import InvalidArgument
-from cohort.trajectories import trae
-from cohort.trajectories.jsonl import trajectory_from_json_line, trajectory_to_json_line
+from cohort.sdk.trajectories import trae
+from cohort.sdk.trajectories.jsonl import trajectory_from_json_line, trajectory_to_json_line
 
 DATA = Path(__file__).parent.parent / "data"
 SEED = DATA / "trae_seed_example.json"

@@ -10,7 +10,7 @@ from cohort.api.trainer.v1 import trainer_pb2
 from cohort.config import Settings
 from cohort.context import Identity, current_identity
 from cohort.errors import NotFound
-from cohort.runtime import DecisionRequest
+from cohort.sdk.runtime import DecisionRequest
 from cohort.services.trainer.service import TrainerService
 from cohort.storage import open_database
 

@@ -10,8 +10,8 @@ import pytest
 
 from cohort.api.trajectory.v1 import trajectory_pb2
 from cohort.errors import InvalidArgument
-from cohort.trajectories import trae
-from cohort.trajectories.usage import (
+from cohort.sdk.trajectories import trae
+from cohort.sdk.trajectories.usage import (
     PriceTable,
     fill_usage_and_cost,
     price_micro_usd,

@@ -181,7 +181,7 @@ def show(trajectory_id: str, output_format: str) -> None:
     if output_format == "cohort":
         click.echo(json_format.MessageToJson(reply.trajectory, indent=2))
         return
-    from cohort.trajectories.trae import dumps_trae, trajectory_to_trae
+    from cohort.sdk.trajectories.trae import dumps_trae, trajectory_to_trae
 
     click.echo(dumps_trae(trajectory_to_trae(reply.trajectory)))
 
@@ -275,7 +275,7 @@ def import_command(paths: tuple[str, ...]) -> None:
     without ids gets content-derived ids, so importing it again stores nothing new.
     """
     from cohort.errors import CohortError
-    from cohort.trajectories.trae import load_trae_file
+    from cohort.sdk.trajectories.trae import load_trae_file
 
     loaded: list[tuple[Path, trajectory_pb2.Trajectory]] = []
     unreadable = 0

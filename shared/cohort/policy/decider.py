@@ -1,4 +1,4 @@
-"""Deciders (`cohort.runtime.Decider`) over a policy: in-process on a snapshot, or over gRPC."""
+"""Deciders (`cohort.sdk.runtime.Decider`) over a policy: in-process on a snapshot, or over gRPC."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from cohort.api.trainer.v1 import trainer_pb2, trainer_pb2_grpc
 from cohort.api.trajectory.v1 import trajectory_pb2
 from cohort.policy.snapshot import PolicySnapshot
-from cohort.runtime import DecisionRequest
+from cohort.sdk.runtime import DecisionRequest
 
 
 class LocalDecider:

@@ -29,7 +29,7 @@ from cohort.learning.decision_heads import (
     encode_checked,
 )
 from cohort.learning.exploration import mixture_log_probabilities
-from cohort.runtime import DecisionRequest
+from cohort.sdk.runtime import DecisionRequest
 
 DEFAULT_FEATURE_BUCKETS = 4096
 MIN_FEATURE_BUCKETS = 16

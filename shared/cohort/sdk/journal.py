@@ -27,7 +27,7 @@ with one extra top-level key, `"cohort"`, holding Cohort's additions as the Coho
 `agent`, `labels`, `job_id`, `group_id`, `iteration`, `query_id`, `policy`, `decisions`,
 `termination_reason`, `termination_detail`, `outcome`, `total_usage`, `cost_micro_usd`). Trae
 readers ignore it; `trae_to_trajectory` (and so `cohort trajectories import`) reads it into the
-message's own fields, and `trajectory_to_trae` writes it back (`cohort.trajectories.cohort_block`).
+message's own fields, and `trajectory_to_trae` writes it back (`cohort.sdk.trajectories.cohort_block`).
 """
 
 from __future__ import annotations
@@ -45,13 +45,13 @@ from pathlib import Path
 from typing import Any
 
 from cohort.api.trajectory.v1 import trajectory_pb2
-from cohort.trajectories.cohort_block import COHORT_KEY, apply_cohort
-from cohort.trajectories.cohort_block import outcome_name as outcome_name  # re-exported: recorder
-from cohort.trajectories.cohort_block import parse_time as _parse_time
-from cohort.trajectories.cohort_block import (  # re-exported: recorder, collector runtimes
+from cohort.sdk.trajectories.cohort_block import COHORT_KEY, apply_cohort
+from cohort.sdk.trajectories.cohort_block import outcome_name as outcome_name  # re-exported: recorder
+from cohort.sdk.trajectories.cohort_block import parse_time as _parse_time
+from cohort.sdk.trajectories.cohort_block import (  # re-exported: recorder, collector runtimes
     termination_name as termination_name,
 )
-from cohort.trajectories.trae import (
+from cohort.sdk.trajectories.trae import (
     INTERACTION_KEYS,
     RESPONSE_KEYS,
     STEP_KEYS,
@@ -398,9 +398,9 @@ def finish(
     the file is written back from the message with `trajectory_to_trae`, `cohort` block included.
     So importing the file gives this very message, and exporting that gives this very file.
     """
-    from cohort.trajectories.redaction import Redactor
-    from cohort.trajectories.trae import trajectory_to_trae
-    from cohort.trajectories.usage import PriceTable, fill_usage_and_cost
+    from cohort.sdk.trajectories.redaction import Redactor
+    from cohort.sdk.trajectories.trae import trajectory_to_trae
+    from cohort.sdk.trajectories.usage import PriceTable, fill_usage_and_cost
 
     trajectory = load_recorded({**state.trae, COHORT_KEY: state.cohort})
     fill_usage_and_cost(trajectory, prices if prices is not None else PriceTable.load(None))
@@ -410,7 +410,7 @@ def finish(
 
 def load_recorded(document: Mapping[str, Any]) -> trajectory_pb2.Trajectory:
     """Reads a recorded file's document: the Trae keys and the `cohort` block (`trae_to_trajectory`)."""
-    from cohort.trajectories.trae import trae_to_trajectory
+    from cohort.sdk.trajectories.trae import trae_to_trajectory
 
     return trae_to_trajectory(document)
 
@@ -446,10 +446,10 @@ def build_recorded(trae: Mapping[str, Any], cohort: Mapping[str, Any]) -> trajec
     interaction (steps recorded with the interaction's own objects resolve to them) are copied
     from the interaction already converted instead of being converted again. Anything else (a
     non-canonical timestamp, an unexpected key order or type) goes through the reference readers
-    of `cohort.trajectories.trae` for that object, so the result is always `load_recorded`'s
+    of `cohort.sdk.trajectories.trae` for that object, so the result is always `load_recorded`'s
     (`tests/unit/test_recorder_memory.py` compares them field for field).
     """
-    from cohort.trajectories import trae as reference
+    from cohort.sdk.trajectories import trae as reference
 
     try:
         if tuple(trae) != TRAE_KEYS or reference._document_timestamps_are_naive(trae):
@@ -758,7 +758,7 @@ _ONE_SECOND = timedelta(seconds=1)
 
 
 def dump_document(document: Mapping[str, Any]) -> bytes:
-    from cohort.trajectories.trae import dumps_trae
+    from cohort.sdk.trajectories.trae import dumps_trae
 
     return dumps_trae(document).encode("utf-8")
 

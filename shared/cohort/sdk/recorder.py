@@ -61,7 +61,7 @@ from cohort.sdk.journal import (
     utc_now,
 )
 from cohort.sdk.sinks import CollectorSink, FileSink
-from cohort.trajectories.usage import PriceTable, fill_usage_and_cost
+from cohort.sdk.trajectories.usage import PriceTable, fill_usage_and_cost
 
 log = logging.getLogger(__name__)
 
@@ -442,7 +442,7 @@ class _Redact:
 
     def __init__(self, redactor: Any) -> None:
         if redactor is None:
-            from cohort.trajectories.redaction import Redactor
+            from cohort.sdk.trajectories.redaction import Redactor
 
             redactor = Redactor()
         self.redactor = redactor

@@ -25,7 +25,7 @@ from typing import Any
 
 from cohort.api.trajectory.v1 import trajectory_pb2
 from cohort.errors import InvalidArgument
-from cohort.trajectories.jsonl import json_line
+from cohort.sdk.trajectories.jsonl import json_line
 
 ROLES = ("system", "user", "assistant", "tool")
 _ROLE_ALIASES = {"developer": "system", "function": "tool", "model": "assistant", "human": "user"}

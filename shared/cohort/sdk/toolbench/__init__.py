@@ -1,14 +1,14 @@
 """`toolbench`: an offline, deterministic multi-step tool-use environment and its agent.
 
 Task families (`FAMILIES`) whose solutions need different sequences of 1 to 4 tool calls, tools that
-fail on wrong arguments (`cohort.toolbench.tools`), a bundled knowledge base
-(`cohort.toolbench.knowledge`), train and held-out query sets with disjoint entities, numbers and
+fail on wrong arguments (`cohort.sdk.toolbench.tools`), a bundled knowledge base
+(`cohort.sdk.toolbench.knowledge`), train and held-out query sets with disjoint entities, numbers and
 phrasings (`generate_queries`), a checker (`check_answer`), and an agent built on the public runtime
 interface (`make_agent`) whose `next_tool` head (`policy_heads`) is what a policy learns.
 `oracle_decider` and `uniform_decider` are reference policies for tests and benchmarks.
 """
 
-from cohort.toolbench.agent import (
+from cohort.sdk.toolbench.agent import (
     ANSWER,
     DEFAULT_MAX_STEPS,
     HEAD,
@@ -23,7 +23,7 @@ from cohort.toolbench.agent import (
     policy_heads,
     uniform_decider,
 )
-from cohort.toolbench.tasks import (
+from cohort.sdk.toolbench.tasks import (
     FAMILIES,
     FAMILY_INTENTS,
     SOLUTIONS,
@@ -32,7 +32,7 @@ from cohort.toolbench.tasks import (
     generate_queries,
     task_from_query,
 )
-from cohort.toolbench.tools import TOOLS, ToolError, call_tool
+from cohort.sdk.toolbench.tools import TOOLS, ToolError, call_tool
 
 __all__ = [
     "ANSWER",

@@ -18,9 +18,9 @@ from typing import Any
 
 from cohort.api.collector.v1 import collector_pb2
 from cohort.errors import InvalidArgument
-from cohort.runtime import Task
-from cohort.toolbench import knowledge
-from cohort.toolbench.tools import (
+from cohort.sdk.runtime import Task
+from cohort.sdk.toolbench import knowledge
+from cohort.sdk.toolbench.tools import (
     convert_value,
     evaluate,
     format_number,
@@ -29,6 +29,9 @@ from cohort.toolbench.tools import (
 )
 
 SPLITS = ("train", "heldout")
+# The package's name before it moved under cohort.sdk, kept: it seeds every query set, so a new
+# value would change the datasets (and every result measured on them) for the same seed.
+_SEED_NAMESPACE = "cohort.toolbench"
 
 SOLUTIONS: Mapping[str, tuple[str, ...]] = {
     "arithmetic": ("calculator",),
@@ -293,7 +296,7 @@ def generate_queries(
     chosen = check_families(families)
     if isinstance(count, bool) or not isinstance(count, int) or count < 0:
         raise InvalidArgument("count", f"must be a non-negative integer, not {count!r}")
-    rng = random.Random(f"cohort.toolbench/{split}/{int(seed)}")
+    rng = random.Random(f"{_SEED_NAMESPACE}/{split}/{int(seed)}")
     queries = []
     for i in range(count):
         family = chosen[i % len(chosen)]

@@ -45,10 +45,10 @@ import numpy as np
 from cohort.api.trainer.v1 import trainer_pb2
 from cohort.api.trajectory.v1 import trajectory_pb2
 from cohort.errors import InvalidArgument
-from cohort.runtime import AgentContext, AgentResult, Decider, DecisionRequest, Task
-from cohort.toolbench.knowledge import HEIGHT_UNIT, KNOWLEDGE_BASE
-from cohort.toolbench.tasks import SOLUTIONS, check_answer, check_families
-from cohort.toolbench.tools import call_tool, format_number, verified_answer
+from cohort.sdk.runtime import AgentContext, AgentResult, Decider, DecisionRequest, Task
+from cohort.sdk.toolbench.knowledge import HEIGHT_UNIT, KNOWLEDGE_BASE
+from cohort.sdk.toolbench.tasks import SOLUTIONS, check_answer, check_families
+from cohort.sdk.toolbench.tools import call_tool, format_number, verified_answer
 
 if TYPE_CHECKING:
     from cohort.sdk.recorder import TrajectoryRecorder

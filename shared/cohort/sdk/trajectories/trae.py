@@ -30,7 +30,7 @@ Importing also fills the Cohort fields Trae implies: `termination_reason` (in pr
 `error` state, completed otherwise) and a reported (not inferred) `outcome` from `success`.
 
 A file written by Cohort's recorder has one more top-level key, `"cohort"` (its format:
-`cohort.trajectories.cohort_block`): its values (trajectory id, agent, labels, job fields,
+`cohort.sdk.trajectories.cohort_block`): its values (trajectory id, agent, labels, job fields,
 policy, decisions, termination, outcome, usage and cost) go to the message's own fields, over what
 Trae implies, and the top-level hint notes `cohort: true` so the export writes the block again,
 from the fields (so it shows their current values), after the Trae keys and any extra key. A
@@ -50,8 +50,8 @@ from google.protobuf import timestamp_pb2
 
 from cohort.api.trajectory.v1 import trajectory_pb2
 from cohort.errors import InvalidArgument
-from cohort.trajectories.cohort_block import COHORT_KEY, apply_cohort, cohort_section
-from cohort.trajectories.jsonl import json_line
+from cohort.sdk.trajectories.cohort_block import COHORT_KEY, apply_cohort, cohort_section
+from cohort.sdk.trajectories.jsonl import json_line
 
 HINT_KEY = "__cohort_trae"
 

@@ -43,7 +43,7 @@ from typing import Any
 
 from cohort.api.trajectory.v1 import trajectory_pb2
 from cohort.errors import InvalidArgument
-from cohort.trajectories.usage import sum_usage
+from cohort.sdk.trajectories.usage import sum_usage
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
 

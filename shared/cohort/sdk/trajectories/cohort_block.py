@@ -7,7 +7,7 @@ in proto JSON form with proto field names: `trajectory_id`, `agent`, `labels`, `
 `termination_detail`, `outcome`, `total_usage`, `cost_micro_usd`. `cohort_section` writes it
 (every key, `null` for an unset `outcome` or `total_usage`, map keys sorted) and `apply_cohort`
 reads it back into the message, so `apply_cohort(t, cohort_section(t))` leaves `t` unchanged. The
-Trae converter (`cohort.trajectories.trae`) reads and writes the block with these two functions.
+Trae converter (`cohort.sdk.trajectories.trae`) reads and writes the block with these two functions.
 """
 
 from __future__ import annotations

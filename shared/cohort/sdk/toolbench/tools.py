@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from cohort.toolbench.knowledge import KNOWLEDGE_BASE
+from cohort.sdk.toolbench.knowledge import KNOWLEDGE_BASE
 
 
 class ToolError(ValueError):
