@@ -1,6 +1,6 @@
 """Package discovery for the two source roots of the one `cohort` package.
 
-`shared/cohort` is `cohort` (generated API code, config, storage, the agent SDK) and `services/` is
+`shared/cohort` is `cohort` (generated API code, the server platform, the agent SDK) and `services/` is
 `cohort.services`, so every import starts at `cohort.` while the repository keeps its top level.
 """
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from cohort.config import Settings
-from cohort.context import Authenticator
-from cohort.rpc.client import ChannelPool
+from cohort.platform.config import Settings
+from cohort.platform.context import Authenticator
+from cohort.platform.rpc.client import ChannelPool
+from cohort.platform.storage.engine import Database
 from cohort.services.identity.service import ApiKeyService
 from cohort.services.jobs.runner import JobRunner
-from cohort.storage.engine import Database
 
 
 @dataclass

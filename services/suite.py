@@ -16,15 +16,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from cohort.config import GRPC_SERVICE_NAMES, SERVICE_NAMES, Settings
-from cohort.errors import InvalidArgument
-from cohort.rpc.client import ChannelPool
-from cohort.rpc.server import ServiceRegistration, serve_until_signal, start_server
+from cohort.platform.config import GRPC_SERVICE_NAMES, SERVICE_NAMES, Settings
+from cohort.platform.errors import InvalidArgument
+from cohort.platform.rpc.client import ChannelPool
+from cohort.platform.rpc.server import ServiceRegistration, serve_until_signal, start_server
+from cohort.platform.storage import open_database
+from cohort.platform.tracing import configure_tracing
 from cohort.services.identity.main import start_identity
 from cohort.services.jobs.runner import JobRunner
 from cohort.services.service_context import ServiceContext
-from cohort.storage import open_database
-from cohort.tracing import configure_tracing
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from cohort.config import Settings
+from cohort.platform.config import Settings
 
 REQUIRE_SERVICES = os.environ.get("COHORT_REQUIRE_SERVICES", "") in ("1", "true", "yes")
 

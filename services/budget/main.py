@@ -8,14 +8,14 @@ check-and-hold is one SQL transaction (SQLite `BEGIN IMMEDIATE`, PostgreSQL row 
 from __future__ import annotations
 
 from cohort.api.budget.v1 import budget_pb2_grpc
-from cohort.config import Settings
-from cohort.rpc.server import ServiceRegistration
+from cohort.platform.config import Settings
+from cohort.platform.rpc.server import ServiceRegistration
+from cohort.platform.storage.engine import Database
 from cohort.sdk.trajectories.usage import PriceTable
 from cohort.services.budget.service import BudgetService
 from cohort.services.budget.servicer import BudgetServiceServicer
 from cohort.services.budget.store import BudgetLedger
 from cohort.services.service_context import ServiceContext
-from cohort.storage.engine import Database
 
 
 def uses_redis(settings: Settings, database: Database) -> bool:

@@ -35,8 +35,8 @@ from datetime import datetime, timedelta
 
 from redis.exceptions import RedisError
 
-from cohort.errors import Unavailable
-from cohort.redis_client import connect_redis
+from cohort.platform.errors import Unavailable
+from cohort.platform.redis_client import connect_redis
 from cohort.services.budget.store import (
     BudgetLedger,
     Reservation,

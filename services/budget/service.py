@@ -28,8 +28,9 @@ from typing import Protocol
 
 from cohort.api.budget.v1 import budget_pb2
 from cohort.api.trajectory.v1 import trajectory_pb2
-from cohort.context import Identity, current_tenant
-from cohort.errors import InvalidArgument, PermissionDenied
+from cohort.platform.context import Identity, current_tenant
+from cohort.platform.errors import InvalidArgument, PermissionDenied
+from cohort.platform.timestamps import to_timestamp
 from cohort.sdk.trajectories.usage import PriceTable
 from cohort.services.budget.store import (
     TOKEN_FIELDS,
@@ -44,7 +45,6 @@ from cohort.services.budget.store import (
     new_reservation_id,
     parse_month,
 )
-from cohort.timestamps import to_timestamp
 
 logger = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import grpc.aio
 
 from cohort.api.budget.v1 import budget_pb2, budget_pb2_grpc
-from cohort.context import require_identity
+from cohort.platform.context import require_identity
 from cohort.services.budget.service import BudgetService
 
 

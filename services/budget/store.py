@@ -43,10 +43,16 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from cohort.errors import CohortError, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
-from cohort.storage import idempotency
-from cohort.storage.engine import Database, write_transaction
-from cohort.storage.schema import (
+from cohort.platform.errors import (
+    CohortError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+)
+from cohort.platform.storage import idempotency
+from cohort.platform.storage.engine import Database, write_transaction
+from cohort.platform.storage.schema import (
     BudgetJobRow,
     BudgetModelUsageRow,
     BudgetMonthRow,

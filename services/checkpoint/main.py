@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 
 from cohort.api.checkpoint.v1 import checkpoint_pb2_grpc
-from cohort.rpc.server import ServiceRegistration
+from cohort.platform.rpc.server import ServiceRegistration
 from cohort.services.checkpoint.blobstore import LocalBlobStore
 from cohort.services.checkpoint.service import CheckpointService
 from cohort.services.checkpoint.servicer import CheckpointServiceServicer

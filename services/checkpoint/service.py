@@ -37,10 +37,14 @@ from datetime import datetime
 import grpc
 
 from cohort.api.checkpoint.v1 import checkpoint_pb2 as pb
-from cohort.context import current_tenant
-from cohort.errors import CohortError, InvalidArgument, NotFound
-from cohort.ids import uuid7
-from cohort.paging import DEFAULT_PAGE_SIZE, check_page_size, decode_page_token, encode_page_token
+from cohort.platform.context import current_tenant
+from cohort.platform.errors import CohortError, InvalidArgument, NotFound
+from cohort.platform.ids import uuid7
+from cohort.platform.paging import DEFAULT_PAGE_SIZE, check_page_size, decode_page_token, encode_page_token
+from cohort.platform.storage import idempotency
+from cohort.platform.storage.engine import Database, Session
+from cohort.platform.storage.schema import utcnow
+from cohort.platform.timestamps import to_timestamp
 from cohort.services.checkpoint.blobstore import MANIFEST_NAME, BlobStore, SaveStage, StageHook
 from cohort.services.checkpoint.retention import (
     DEFAULT_KEEP_BEST,
@@ -52,10 +56,6 @@ from cohort.services.checkpoint.retention import (
     checkpoints_to_delete,
 )
 from cohort.services.checkpoint.store import CheckpointRecord, CheckpointStore
-from cohort.storage import idempotency
-from cohort.storage.engine import Database, Session
-from cohort.storage.schema import utcnow
-from cohort.timestamps import to_timestamp
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """gRPC servicer of `cohort.api.checkpoint.v1.CheckpointService`: delegates each RPC to the domain.
 
 Requests and responses are the domain's currency here on purpose: a repeated `request_id` must answer
-with the exact first response, which `cohort.storage.idempotency` stores as the protobuf message.
+with the exact first response, which `cohort.platform.storage.idempotency` stores as the protobuf message.
 """
 
 from __future__ import annotations

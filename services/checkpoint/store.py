@@ -16,9 +16,9 @@ from functools import cached_property
 from sqlalchemy import and_, delete, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from cohort.errors import NotFound
-from cohort.storage.engine import Database
-from cohort.storage.schema import CheckpointRow
+from cohort.platform.errors import NotFound
+from cohort.platform.storage.engine import Database
+from cohort.platform.storage.schema import CheckpointRow
 
 _KEY_BATCH = 500
 _ONE_TICK = timedelta(microseconds=1)

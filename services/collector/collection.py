@@ -49,11 +49,12 @@ import grpc.aio
 from cohort.api.collector.v1 import collector_pb2
 from cohort.api.trainer.v1 import trainer_pb2, trainer_pb2_grpc
 from cohort.api.trajectory.v1 import trajectory_pb2
-from cohort.config import Settings
-from cohort.context import current_identity, current_tenant
-from cohort.errors import CohortError, FailedPrecondition, InvalidArgument, NotFound, Unavailable
-from cohort.identity import SYSTEM_IDENTITY
-from cohort.ids import uuid7
+from cohort.platform.config import Settings
+from cohort.platform.context import current_identity, current_tenant
+from cohort.platform.errors import CohortError, FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from cohort.platform.identity import SYSTEM_IDENTITY
+from cohort.platform.ids import uuid7
+from cohort.platform.storage import idempotency
 from cohort.sdk.recorder import describe
 from cohort.sdk.runtime import Decider, Task
 from cohort.sdk.trajectories.usage import PriceTable
@@ -68,7 +69,6 @@ from cohort.services.collector.store import (
     validate_trajectory,
 )
 from cohort.services.service_context import ServiceContext
-from cohort.storage import idempotency
 
 log = logging.getLogger(__name__)
 

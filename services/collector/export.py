@@ -14,7 +14,7 @@ from typing import Any
 
 from cohort.api.collector.v1 import collector_pb2
 from cohort.api.trajectory.v1 import trajectory_pb2
-from cohort.errors import InvalidArgument
+from cohort.platform.errors import InvalidArgument
 from cohort.sdk.journal import COHORT_KEY
 from cohort.sdk.trajectories.jsonl import json_line, trajectory_to_json_line
 from cohort.sdk.trajectories.openai_chat import trajectory_to_openai_chat, validate_openai_chat_record

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from cohort.api.collector.v1 import collector_pb2_grpc
-from cohort.rpc.server import ServiceRegistration
+from cohort.platform.rpc.server import ServiceRegistration
 from cohort.sdk.trajectories.usage import PriceTable
 from cohort.services.collector.collection import Collector
 from cohort.services.collector.servicer import CollectorServiceServicer

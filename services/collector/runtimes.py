@@ -35,9 +35,9 @@ import grpc.aio
 from cohort.api.agentruntime.v1 import agent_runtime_pb2, agent_runtime_pb2_grpc
 from cohort.api.collector.v1 import collector_pb2
 from cohort.api.trajectory.v1 import trajectory_pb2
-from cohort.config import Settings
-from cohort.context import Identity, require_identity
-from cohort.errors import FailedPrecondition, InvalidArgument, PermissionDenied
+from cohort.platform.config import Settings
+from cohort.platform.context import Identity, require_identity
+from cohort.platform.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 from cohort.sdk.journal import termination_name, utc_now
 from cohort.sdk.recorder import TrajectoryRecorder
 from cohort.sdk.runtime import AgentContext, AgentResult, Decider, Task, as_agent_result

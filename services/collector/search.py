@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from cohort import paging
 from cohort.api.trajectory.v1 import trajectory_pb2
-from cohort.errors import InvalidArgument
+from cohort.platform import paging
+from cohort.platform.errors import InvalidArgument
 from cohort.services.collector import embedding
 
 _KNOWN_TERMINATION = frozenset(trajectory_pb2.TerminationReason.values())

@@ -24,9 +24,9 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from cohort.api.collector.v1 import collector_pb2, collector_pb2_grpc
 from cohort.api.trajectory.v1 import trajectory_pb2
-from cohort.context import require_identity
-from cohort.errors import NotImplementedYet
-from cohort.rpc.interceptors import AUTHORIZATION_KEY, metadata_value, status_of
+from cohort.platform.context import require_identity
+from cohort.platform.errors import NotImplementedYet
+from cohort.platform.rpc.interceptors import AUTHORIZATION_KEY, metadata_value, status_of
 from cohort.services.collector.collection import Collector
 from cohort.services.collector.export import render_records, renderer_for
 from cohort.services.collector.store import (

@@ -72,11 +72,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from cohort.api.collector.v1 import collector_pb2
 from cohort.api.trajectory.v1 import trajectory_pb2
-from cohort.context import current_tenant
-from cohort.errors import AlreadyExists, CohortError, InvalidArgument, NotFound
-from cohort.ids import uuid7
-from cohort.paging import DEFAULT_PAGE_SIZE, check_page_size
-from cohort.rpc.interceptors import status_of
+from cohort.platform.context import current_tenant
+from cohort.platform.errors import AlreadyExists, CohortError, InvalidArgument, NotFound
+from cohort.platform.ids import uuid7
+from cohort.platform.paging import DEFAULT_PAGE_SIZE, check_page_size
+from cohort.platform.rpc.interceptors import status_of
+from cohort.platform.storage import idempotency
+from cohort.platform.storage.engine import Database, write_transaction
+from cohort.platform.storage.schema import TrajectoryLabelRow, TrajectoryRow
 from cohort.sdk.trajectories import ATTEMPT_LABEL
 from cohort.sdk.trajectories.redaction import Redactor
 from cohort.sdk.trajectories.usage import PriceTable, fill_usage_and_cost
@@ -93,9 +96,6 @@ from cohort.services.collector.search import (
     time_key,
     validate_filter,
 )
-from cohort.storage import idempotency
-from cohort.storage.engine import Database, write_transaction
-from cohort.storage.schema import TrajectoryLabelRow, TrajectoryRow
 
 Trajectory = trajectory_pb2.Trajectory
 T = TrajectoryRow.__table__

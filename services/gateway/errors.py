@@ -14,9 +14,9 @@ import grpc.aio
 from google.protobuf import json_format
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
-from cohort.errors import ERROR_DOMAIN
-from cohort.rpc.client import rich_status
-from cohort.rpc.interceptors import REQUEST_ID_KEY
+from cohort.platform.errors import ERROR_DOMAIN
+from cohort.platform.rpc.client import rich_status
+from cohort.platform.rpc.interceptors import REQUEST_ID_KEY
 
 HTTP_STATUS_BY_CODE: dict[int, int] = {
     code_pb2.OK: 200,

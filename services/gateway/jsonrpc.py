@@ -38,7 +38,7 @@ from google.protobuf.message import Message
 
 from cohort.api.collector.v1 import collector_pb2
 from cohort.api.jobs.v1 import jobs_pb2
-from cohort.config import Settings
+from cohort.platform.config import Settings
 from cohort.services.gateway import json_codec
 from cohort.services.gateway.errors import (
     INTERNAL_ERROR,

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from aiohttp import web
 from google.rpc import code_pb2
 
-from cohort.config import GRPC_SERVICE_NAMES
-from cohort.rpc.probe import grpc_health
+from cohort.platform.config import GRPC_SERVICE_NAMES
+from cohort.platform.rpc.probe import grpc_health
 from cohort.services.gateway.errors import GatewayError, make_status, status_to_json
 from cohort.services.gateway.jsonrpc import JsonRpcHandler
 from cohort.services.gateway.openapi import openapi_document

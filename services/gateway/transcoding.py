@@ -36,11 +36,11 @@ from google.protobuf.message import Message
 from google.rpc import code_pb2
 
 import cohort.api
-from cohort import tracing
-from cohort.config import Settings, TracingExporter
-from cohort.rpc import tls
-from cohort.rpc.client import channel_options
-from cohort.rpc.interceptors import AUTHORIZATION_KEY, REQUEST_ID_KEY, TENANT_KEY
+from cohort.platform import tracing
+from cohort.platform.config import Settings, TracingExporter
+from cohort.platform.rpc import tls
+from cohort.platform.rpc.client import channel_options
+from cohort.platform.rpc.interceptors import AUTHORIZATION_KEY, REQUEST_ID_KEY, TENANT_KEY
 from cohort.services.gateway import json_codec
 from cohort.services.gateway.coalescing import CoalescedRead
 from cohort.services.gateway.errors import (

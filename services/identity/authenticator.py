@@ -1,4 +1,5 @@
-"""The `cohort.context.Authenticator` every server of a process is given: key lookups, cached briefly."""
+"""The `cohort.platform.context.Authenticator` every server of a process is given: key lookups,
+cached briefly."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from cohort.context import Identity
+from cohort.platform.context import Identity
 from cohort.services.identity.service import ApiKeyService
 
 
@@ -18,7 +19,7 @@ class _CacheEntry:
 
 
 class ApiKeyAuthenticator:
-    """`cohort.context.Authenticator` over an `ApiKeyService`, caching successful lookups briefly.
+    """`cohort.platform.context.Authenticator` over an `ApiKeyService`, caching successful lookups briefly.
 
     The cache is keyed by the SHA-256 of the whole token (the plaintext is never kept) and holds a
     lookup for `cache_seconds`; 0 disables it. Revocations through the same service drop the key

@@ -15,10 +15,10 @@ import tempfile
 import weakref
 from pathlib import Path
 
-from cohort.config import Settings
-from cohort.context import DEFAULT_TENANT_ID
-from cohort.errors import Unauthenticated
-from cohort.identity import SYSTEM_IDENTITY
+from cohort.platform.config import Settings
+from cohort.platform.context import DEFAULT_TENANT_ID
+from cohort.platform.errors import Unauthenticated
+from cohort.platform.identity import SYSTEM_IDENTITY
 from cohort.services.identity.service import AUDIT_LOGGER, SERVICE_KEY_NAME, ApiKeyService
 
 log = logging.getLogger(AUDIT_LOGGER)

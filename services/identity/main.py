@@ -9,15 +9,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cohort.api.identity.v1 import identity_pb2_grpc
-from cohort.config import Settings
-from cohort.context import Authenticator
-from cohort.rpc.server import ServiceRegistration
+from cohort.platform.config import Settings
+from cohort.platform.context import Authenticator
+from cohort.platform.rpc.server import ServiceRegistration
+from cohort.platform.storage.engine import Database
 from cohort.services.identity.authenticator import ApiKeyAuthenticator
 from cohort.services.identity.bootstrap import ensure_admin_key, service_credential
 from cohort.services.identity.service import ApiKeyService
 from cohort.services.identity.servicer import ApiKeyServiceServicer
 from cohort.services.service_context import ServiceContext
-from cohort.storage.engine import Database
 
 
 @dataclass(frozen=True)

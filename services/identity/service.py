@@ -1,14 +1,14 @@
 """Tenants and their API keys: who may create, see and revoke which key, and lookups of a key.
 
-Only the SHA-256 of a key's secret is stored (the format is `cohort.identity`'s); the plaintext is
+Only the SHA-256 of a key's secret is stored (the format is `cohort.platform.identity`'s); the plaintext is
 returned exactly once, by `ApiKeyService.create_key`.
 
 Authorization: every method that acts on keys takes the acting `Identity` first (`actor`, the
-caller's identity from `cohort.context`). A tenant's key sees and manages its own tenant's keys;
+caller's identity from `cohort.platform.context`). A tenant's key sees and manages its own tenant's keys;
 an admin key (`is_admin`) may name any tenant with `tenant_id=` and get or revoke any key, and only
 an admin key may create admin keys. Another tenant's key is reported `NotFound`, exactly like a key
 that does not exist. Trusted in-process callers with no caller (bootstrap, CLI) act as
-`cohort.identity.SYSTEM_IDENTITY`.
+`cohort.platform.identity.SYSTEM_IDENTITY`.
 
 Two keys are protected so that no call can lock everyone out: the suite's service credential (an
 admin key of tenant `default` named `SERVICE_KEY_NAME`, which only in-process code creates; the
@@ -29,13 +29,19 @@ import unicodedata
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from cohort.context import DEFAULT_TENANT_ID, Identity
-from cohort.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, Unauthenticated
-from cohort.identity import KEY_ID_PREFIX, hash_secret, new_api_key, parse_api_key, validate_key_id
-from cohort.paging import check_page_size, decode_page_token, encode_page_token
+from cohort.platform.context import DEFAULT_TENANT_ID, Identity
+from cohort.platform.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Unauthenticated,
+)
+from cohort.platform.identity import KEY_ID_PREFIX, hash_secret, new_api_key, parse_api_key, validate_key_id
+from cohort.platform.paging import check_page_size, decode_page_token, encode_page_token
+from cohort.platform.storage import Sessions
+from cohort.platform.storage.schema import utcnow
 from cohort.services.identity.store import ApiKeyRecord, ApiKeyStore
-from cohort.storage import Sessions
-from cohort.storage.schema import utcnow
 
 AUDIT_LOGGER = "cohort.identity"
 """The key log's name: operators select it, and the `cohort keys` commands print it."""

@@ -5,11 +5,11 @@ from __future__ import annotations
 import grpc.aio
 
 from cohort.api.identity.v1 import identity_pb2, identity_pb2_grpc
-from cohort.context import require_identity
-from cohort.paging import DEFAULT_PAGE_SIZE
+from cohort.platform.context import require_identity
+from cohort.platform.paging import DEFAULT_PAGE_SIZE
+from cohort.platform.timestamps import to_timestamp
 from cohort.services.identity.service import ApiKeyService
 from cohort.services.identity.store import ApiKeyRecord
-from cohort.timestamps import to_timestamp
 
 
 def api_key_to_proto(record: ApiKeyRecord) -> identity_pb2.ApiKey:

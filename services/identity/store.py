@@ -20,8 +20,8 @@ from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from cohort.storage.engine import write_transaction
-from cohort.storage.schema import ApiKey, Tenant, utcnow
+from cohort.platform.storage.engine import write_transaction
+from cohort.platform.storage.schema import ApiKey, Tenant, utcnow
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from cohort.errors import InvalidArgument
+from cohort.platform.errors import InvalidArgument
 
 
 def exploration_epsilon(epsilon: float, decay_iterations: int, iteration: int) -> float:

@@ -14,11 +14,11 @@ import grpc
 import grpc.aio
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
-from cohort.errors import ERROR_DOMAIN, CohortError
-from cohort.rpc.client import failed_service, rich_status
-from cohort.rpc.interceptors import status_of
+from cohort.platform.errors import ERROR_DOMAIN, CohortError
+from cohort.platform.rpc.client import failed_service, rich_status
+from cohort.platform.rpc.interceptors import status_of
+from cohort.platform.transient import is_transient
 from cohort.services.jobs.spec import DEFAULT_MAX_ATTEMPTS
-from cohort.transient import is_transient
 
 JOB_MANAGER = "jobs"
 

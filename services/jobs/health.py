@@ -30,7 +30,7 @@ from enum import Enum
 from cohort.api.jobs.v1 import jobs_pb2
 from cohort.api.reward.v1 import reward_pb2
 from cohort.api.trajectory.v1 import trajectory_pb2
-from cohort.errors import InvalidArgument
+from cohort.platform.errors import InvalidArgument
 from cohort.services.jobs import evaluation
 
 DEFAULT_MIN_RELATIVE_ENTROPY = 0.05

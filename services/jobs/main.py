@@ -8,7 +8,7 @@ another (`ServiceContext.job_runner`: tests of the lifecycle run a light one).
 from __future__ import annotations
 
 from cohort.api.jobs.v1 import jobs_pb2_grpc
-from cohort.rpc.server import ServiceRegistration
+from cohort.platform.rpc.server import ServiceRegistration
 from cohort.services.jobs.orchestration import TrainingRunner
 from cohort.services.jobs.service import JobService
 from cohort.services.jobs.servicer import JobServiceServicer

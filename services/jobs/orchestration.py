@@ -34,9 +34,10 @@ from cohort.api.jobs.v1 import jobs_pb2
 from cohort.api.reward.v1 import reward_pb2, reward_pb2_grpc
 from cohort.api.trainer.v1 import trainer_pb2, trainer_pb2_grpc
 from cohort.api.trajectory.v1 import trajectory_pb2
-from cohort.context import Identity, current_identity
-from cohort.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
-from cohort.rpc.client import ChannelPool, mark_failed_service
+from cohort.platform.context import Identity, current_identity
+from cohort.platform.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
+from cohort.platform.rpc.client import ChannelPool, mark_failed_service
+from cohort.platform.transient import Backoff, is_retryable_rpc_error
 from cohort.sdk import toolbench
 from cohort.sdk.trajectories import ATTEMPT_LABEL
 from cohort.sdk.trajectories.usage import PriceTable
@@ -56,7 +57,6 @@ from cohort.services.jobs.spec import (
 )
 from cohort.services.reward.apply import apply_group_scores
 from cohort.services.service_context import ServiceContext
-from cohort.transient import Backoff, is_retryable_rpc_error
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -13,7 +13,7 @@ Contract for a runner:
   A runner that does not stop within a few seconds of `cancelled` is cancelled (`asyncio` cancel).
 - Return `RunResult(JobOutcome.PAUSED, jobs_pb2.PAUSE_REASON_BUDGET_EXHAUSTED)` when the budget runs
   out; `RunResult(JobOutcome.SUCCEEDED)` when every iteration is done.
-- Raise to fail the job: a `cohort.errors.CohortError` becomes the job's `error` with its code and
+- Raise to fail the job: a `cohort.platform.errors.CohortError` becomes the job's `error` with its code and
   message; any other exception becomes `INTERNAL` without internals (it is logged here).
 - `update_progress` raises `LeaseLost` when another worker took the job over (this worker's fencing
   token is stale): let it propagate; the manager drops the attempt without touching the job.

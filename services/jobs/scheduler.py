@@ -38,13 +38,13 @@ from typing import TypeVar
 
 from google.rpc import code_pb2
 
-from cohort.context import Identity, current_identity
+from cohort.platform.context import Identity, current_identity
+from cohort.platform.transient import Backoff, is_transient
 from cohort.services.jobs import store as job_store
 from cohort.services.jobs.failures import DEFAULT_MAX_ATTEMPTS, attempt_error, is_final
 from cohort.services.jobs.runner import JobHandle, JobOutcome, JobRunner, LeaseLost, RunResult
 from cohort.services.jobs.store import Claim, JobChange, JobStore
 from cohort.services.jobs.watch import JobNotifier
-from cohort.transient import Backoff, is_transient
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -16,9 +16,9 @@ from cohort.api.collector.v1 import collector_pb2, collector_pb2_grpc
 from cohort.api.jobs.v1 import jobs_pb2
 from cohort.api.reward.v1 import reward_pb2, reward_pb2_grpc
 from cohort.api.trajectory.v1 import trajectory_pb2
+from cohort.platform.storage import idempotency
 from cohort.services.collector.store import MAX_SCORES
 from cohort.services.reward.apply import apply_scores
-from cohort.storage import idempotency
 
 log = logging.getLogger(__name__)
 

@@ -12,10 +12,12 @@ import grpc
 
 from cohort.api.budget.v1 import budget_pb2, budget_pb2_grpc
 from cohort.api.jobs.v1 import jobs_pb2
-from cohort.config import Settings
-from cohort.context import current_tenant, require_identity
-from cohort.errors import FailedPrecondition, InvalidArgument, ResourceExhausted, Unavailable
-from cohort.rpc.client import ChannelPool
+from cohort.platform.config import Settings
+from cohort.platform.context import current_tenant, require_identity
+from cohort.platform.errors import FailedPrecondition, InvalidArgument, ResourceExhausted, Unavailable
+from cohort.platform.rpc.client import ChannelPool
+from cohort.platform.storage import idempotency
+from cohort.platform.storage.engine import Database
 from cohort.services.collector.runtimes import authorize_python_entry_point
 from cohort.services.jobs import watch as job_watch
 from cohort.services.jobs.runner import JobRunner
@@ -23,8 +25,6 @@ from cohort.services.jobs.scheduler import RedisWakeups, Scheduler, Wakeups
 from cohort.services.jobs.spec import RolloutCeiling, planned_rollouts, rollout_ceiling, validate_new_job
 from cohort.services.jobs.store import TERMINAL_STATES, JobChange, JobStore
 from cohort.services.jobs.watch import JobNotifier, RecentSnapshots, RedisJobNotifier
-from cohort.storage import idempotency
-from cohort.storage.engine import Database
 
 SCOPE = "cohort.api.jobs.v1.JobService."
 BUDGET_ESTIMATE_TIMEOUT_SECONDS = 5.0
@@ -78,7 +78,7 @@ class JobService:
         settings = self._settings
         wakeups = Wakeups()
         if settings.redis_url:
-            from cohort.redis_client import connect_redis
+            from cohort.platform.redis_client import connect_redis
 
             self._redis = await connect_redis(settings.redis_url)
             prefix = f"cohort:{settings.database_schema or 'public'}:jobs"

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import grpc.aio
 
 from cohort.api.jobs.v1 import jobs_pb2, jobs_pb2_grpc
-from cohort.paging import DEFAULT_PAGE_SIZE
+from cohort.platform.paging import DEFAULT_PAGE_SIZE
 from cohort.services.jobs.service import JobService
 
 

@@ -19,8 +19,8 @@ from cohort.api.checkpoint.v1 import checkpoint_pb2
 from cohort.api.jobs.v1 import jobs_pb2
 from cohort.api.reward.v1 import reward_pb2
 from cohort.api.trajectory.v1 import trajectory_pb2
-from cohort.config import Settings
-from cohort.errors import InvalidArgument
+from cohort.platform.config import Settings
+from cohort.platform.errors import InvalidArgument
 from cohort.sdk import toolbench
 from cohort.sdk.trajectories.usage import PriceTable
 from cohort.services.jobs.exploration import check_exploration

@@ -20,12 +20,12 @@ from sqlalchemy import and_, bindparam, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cohort.api.jobs.v1 import jobs_pb2
-from cohort.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from cohort.paging import check_page_size, decode_page_token, encode_page_token
+from cohort.platform.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from cohort.platform.paging import check_page_size, decode_page_token, encode_page_token
+from cohort.platform.storage.engine import Database, write_transaction
+from cohort.platform.storage.schema import JobRow, utcnow
+from cohort.platform.timestamps import to_timestamp
 from cohort.services.jobs.runner import LeaseLost
-from cohort.storage.engine import Database, write_transaction
-from cohort.storage.schema import JobRow, utcnow
-from cohort.timestamps import to_timestamp
 
 Job = jobs_pb2.Job
 QUEUED, RUNNING, PAUSED = Job.STATE_QUEUED, Job.STATE_RUNNING, Job.STATE_PAUSED

@@ -42,7 +42,7 @@ import grpc.aio
 from cohort.api.reward.v1 import reward_function_pb2, reward_function_pb2_grpc
 from cohort.api.reward.v1 import reward_pb2 as rpb
 from cohort.api.trajectory.v1 import trajectory_pb2 as tpb
-from cohort.errors import (
+from cohort.platform.errors import (
     AlreadyExists,
     CohortError,
     FailedPrecondition,
@@ -50,10 +50,10 @@ from cohort.errors import (
     NotFound,
     PermissionDenied,
 )
-from cohort.paging import check_page_size, decode_page_token, encode_page_token
+from cohort.platform.paging import check_page_size, decode_page_token, encode_page_token
+from cohort.platform.storage.engine import Database
 from cohort.services.reward import terms
 from cohort.services.reward.store import FunctionKind, RewardFunction, RewardFunctionStore
-from cohort.storage.engine import Database
 
 DEFAULT_CALL_TIMEOUT_SECONDS = 10.0
 NAME_PATTERN = re.compile(r"[a-z][a-z0-9_.\-]{0,62}")

@@ -10,8 +10,8 @@ import grpc
 from cohort.api.collector.v1 import collector_pb2, collector_pb2_grpc
 from cohort.api.reward.v1 import reward_pb2_grpc
 from cohort.api.trajectory.v1 import trajectory_pb2
-from cohort.errors import NotFound, Unavailable
-from cohort.rpc.server import ServiceRegistration
+from cohort.platform.errors import NotFound, Unavailable
+from cohort.platform.rpc.server import ServiceRegistration
 from cohort.services.reward.functions import RewardFunctionRegistry
 from cohort.services.reward.service import RewardScorer
 from cohort.services.reward.servicer import RewardServiceServicer

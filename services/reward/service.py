@@ -34,7 +34,6 @@ from typing import Any
 import numpy as np
 
 from cohort.api.trajectory.v1 import trajectory_pb2 as tpb
-from cohort.errors import CohortError, InvalidArgument
 from cohort.learning.advantages import (
     ADVANTAGE_ESTIMATORS,
     DEFAULT_EPSILON,
@@ -43,6 +42,7 @@ from cohort.learning.advantages import (
     flow_grpo_broadcast,
     group_statistics,
 )
+from cohort.platform.errors import CohortError, InvalidArgument
 from cohort.services.reward.functions import BUILTINS, FunctionResult, RewardFunctionRegistry, parse_params
 from cohort.services.reward.store import FunctionKind, RewardFunction
 from cohort.services.reward.terms import TrajectoryFacts, failed_rollout_outcome, is_failed_rollout

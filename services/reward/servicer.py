@@ -9,10 +9,10 @@ import grpc.aio
 
 from cohort.api.reward.v1 import reward_pb2 as rpb
 from cohort.api.reward.v1 import reward_pb2_grpc
-from cohort.context import require_identity
-from cohort.errors import InvalidArgument
-from cohort.paging import DEFAULT_PAGE_SIZE
-from cohort.rpc.interceptors import status_of
+from cohort.platform.context import require_identity
+from cohort.platform.errors import InvalidArgument
+from cohort.platform.paging import DEFAULT_PAGE_SIZE
+from cohort.platform.rpc.interceptors import status_of
 from cohort.services.reward.functions import (
     RewardFunctionRegistry,
     function_from_proto,

@@ -17,10 +17,10 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from cohort.errors import AlreadyExists
-from cohort.storage import idempotency
-from cohort.storage.engine import Database
-from cohort.storage.schema import RewardFunctionRow
+from cohort.platform.errors import AlreadyExists
+from cohort.platform.storage import idempotency
+from cohort.platform.storage.engine import Database
+from cohort.platform.storage.schema import RewardFunctionRow
 
 ResponseT = TypeVar("ResponseT", bound=Message)
 

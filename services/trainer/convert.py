@@ -8,8 +8,8 @@ from dataclasses import fields
 import numpy as np
 
 from cohort.api.trainer.v1 import trainer_pb2
-from cohort.errors import InvalidArgument
 from cohort.learning import AdamState, GrpoSettings
+from cohort.platform.errors import InvalidArgument
 
 # proto3 cannot tell an unset scalar from 0, so 0 asks for the default (see grpo_settings_from_proto).
 _ZERO_MEANS_DEFAULT = (

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from cohort.api.trainer.v1 import trainer_pb2_grpc
-from cohort.rpc.server import ServiceRegistration
+from cohort.platform.rpc.server import ServiceRegistration
 from cohort.services.service_context import ServiceContext
 from cohort.services.trainer.service import TrainerService
 from cohort.services.trainer.servicer import TrainerServiceServicer

@@ -24,10 +24,12 @@ import numpy as np
 
 from cohort.api.trainer.v1 import trainer_pb2
 from cohort.api.trajectory.v1 import trajectory_pb2
-from cohort.context import current_tenant
-from cohort.errors import AlreadyExists, CohortError, FailedPrecondition, InvalidArgument, NotFound
 from cohort.learning import AdamState, HeadBatch, encode_checked, grpo_update
-from cohort.paging import DEFAULT_PAGE_SIZE
+from cohort.platform.context import current_tenant
+from cohort.platform.errors import AlreadyExists, CohortError, FailedPrecondition, InvalidArgument, NotFound
+from cohort.platform.paging import DEFAULT_PAGE_SIZE
+from cohort.platform.storage import idempotency
+from cohort.platform.storage.engine import Database
 from cohort.policy import (
     CheckedDecision,
     HeadSpec,
@@ -43,8 +45,6 @@ from cohort.services.trainer.convert import (
     grpo_settings_from_proto,
 )
 from cohort.services.trainer.store import PolicyStore, PolicyVersion
-from cohort.storage import idempotency
-from cohort.storage.engine import Database
 
 LATEST_TTL_SECONDS = 1.0
 SNAPSHOT_CACHE_ENTRIES = 256

@@ -15,13 +15,13 @@ import numpy as np
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from cohort import paging
 from cohort.api.trainer.v1 import trainer_pb2
-from cohort.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from cohort.platform import paging
+from cohort.platform.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from cohort.platform.storage.engine import Database
+from cohort.platform.storage.schema import PolicyRow, PolicyVersionRow, utcnow
+from cohort.platform.timestamps import to_timestamp
 from cohort.policy import HeadSpec, PolicySnapshot
-from cohort.storage.engine import Database
-from cohort.storage.schema import PolicyRow, PolicyVersionRow, utcnow
-from cohort.timestamps import to_timestamp
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from cohort.config import SERVICE_NAMES, Settings
-from cohort.event_loop import loop_name, run_event_loop  # noqa: E402
-from cohort.rpc.probe import grpc_health
+from cohort.platform.config import SERVICE_NAMES, Settings
+from cohort.platform.event_loop import loop_name, run_event_loop  # noqa: E402
+from cohort.platform.rpc.probe import grpc_health
 from cohort.services.suite import start_suite
 
 sys.path[:0] = [str(Path(__file__).parent), str(Path(__file__).parents[1])]  # bench/, tests/

@@ -24,8 +24,8 @@ from figures import Figure  # noqa: E402
 
 from cohort.api.checkpoint.v1 import checkpoint_pb2 as pb  # noqa: E402
 from cohort.api.checkpoint.v1 import checkpoint_pb2_grpc  # noqa: E402
-from cohort.config import Settings  # noqa: E402
-from cohort.event_loop import run_event_loop  # noqa: E402
+from cohort.platform.config import Settings  # noqa: E402
+from cohort.platform.event_loop import run_event_loop  # noqa: E402
 from cohort.services.checkpoint.state import TrainingState, encode_training_state  # noqa: E402
 from cohort.services.suite import start_suite  # noqa: E402
 

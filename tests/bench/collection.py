@@ -37,8 +37,8 @@ from cohort.api.collector.v1 import collector_pb2 as cpb  # noqa: E402
 from cohort.api.collector.v1 import collector_pb2_grpc  # noqa: E402
 from cohort.api.trainer.v1 import trainer_pb2, trainer_pb2_grpc  # noqa: E402
 from cohort.api.trajectory.v1 import trajectory_pb2 as tpb  # noqa: E402
-from cohort.config import Settings  # noqa: E402
-from cohort.event_loop import run_event_loop  # noqa: E402
+from cohort.platform.config import Settings  # noqa: E402
+from cohort.platform.event_loop import run_event_loop  # noqa: E402
 from cohort.policy import LocalDecider, PolicySnapshot  # noqa: E402
 from cohort.sdk import toolbench  # noqa: E402
 from cohort.sdk.runtime import AgentContext  # noqa: E402
@@ -190,12 +190,12 @@ async def _cpu_breakdown() -> dict[str, float]:
     """CPU seconds per rollout of the bare, recorded and stored parts of a toolbench rollout."""
     import numpy as np
 
+    from cohort.platform.storage import open_database
     from cohort.policy.snapshot import HeadSpec
     from cohort.sdk.trajectories.usage import PriceTable
     from cohort.services.collector.collection import plan_group
     from cohort.services.collector.runtimes import RuntimeResolver
     from cohort.services.collector.store import TrajectoryStore
-    from cohort.storage import open_database
 
     heads = {head.name: HeadSpec.from_proto(head) for head in toolbench.policy_heads()}
     rng = np.random.default_rng(0)

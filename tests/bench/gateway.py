@@ -40,7 +40,7 @@ from http_load import HttpConnection  # noqa: E402
 from service_process import cpu_seconds, start_service  # noqa: E402
 
 from cohort.api.jobs.v1 import jobs_pb2, jobs_pb2_grpc  # noqa: E402
-from cohort.event_loop import run_event_loop  # noqa: E402
+from cohort.platform.event_loop import run_event_loop  # noqa: E402
 
 CLIENTS = 200
 LATENCY_RATE = 1000.0

@@ -25,8 +25,8 @@ from figures import Figure, percentile  # noqa: E402
 from cohort.api.collector.v1 import collector_pb2  # noqa: E402
 from cohort.api.jobs.v1 import jobs_pb2 as jpb  # noqa: E402
 from cohort.api.jobs.v1 import jobs_pb2_grpc  # noqa: E402
-from cohort.config import Settings  # noqa: E402
-from cohort.event_loop import run_event_loop  # noqa: E402
+from cohort.platform.config import Settings  # noqa: E402
+from cohort.platform.event_loop import run_event_loop  # noqa: E402
 from cohort.services.jobs.runner import JobHandle, JobOutcome, RunResult  # noqa: E402
 
 RUNNER_HOOK = "jobs:make_runner"

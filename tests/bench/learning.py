@@ -29,8 +29,8 @@ from test_learning import toolbench_spec  # noqa: E402
 
 from cohort.api.jobs.v1 import jobs_pb2  # noqa: E402
 from cohort.api.trainer.v1 import trainer_pb2  # noqa: E402
-from cohort.config import Settings  # noqa: E402
-from cohort.event_loop import run_event_loop  # noqa: E402
+from cohort.platform.config import Settings  # noqa: E402
+from cohort.platform.event_loop import run_event_loop  # noqa: E402
 from cohort.services.jobs.orchestration import TrainingLoop, TrainingServices, TrainingState  # noqa: E402
 from cohort.services.jobs.spec import DEFAULT_BATCH_SIZE, DEFAULT_GROUP_SIZE  # noqa: E402
 from cohort.services.suite import start_suite  # noqa: E402

@@ -22,8 +22,8 @@ from trajectory_store import make_trajectory  # noqa: E402
 
 from cohort.api.reward.v1 import reward_pb2 as rpb  # noqa: E402
 from cohort.api.reward.v1 import reward_pb2_grpc  # noqa: E402
-from cohort.config import Settings  # noqa: E402
-from cohort.event_loop import run_event_loop  # noqa: E402
+from cohort.platform.config import Settings  # noqa: E402
+from cohort.platform.event_loop import run_event_loop  # noqa: E402
 from cohort.services.suite import start_suite  # noqa: E402
 
 GROUPS = 16

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import numpy as np
 from figures import Figure
 
-from cohort.event_loop import run_event_loop
+from cohort.platform.event_loop import run_event_loop
 from cohort.sdk.runtime import AgentContext
 from cohort.sdk.toolbench import (
     HEAD,

@@ -29,7 +29,7 @@ from service_process import start_service  # noqa: E402
 
 from cohort.api.trainer.v1 import trainer_pb2 as pb  # noqa: E402
 from cohort.api.trainer.v1 import trainer_pb2_grpc  # noqa: E402
-from cohort.event_loop import run_event_loop  # noqa: E402
+from cohort.platform.event_loop import run_event_loop  # noqa: E402
 
 THROUGHPUT_CONCURRENCY = 64
 LATENCY_CONCURRENCY = 4

@@ -27,9 +27,9 @@ from figures import Figure, median_seconds  # noqa: E402
 
 from cohort.api.trainer.v1 import trainer_pb2, trainer_pb2_grpc  # noqa: E402
 from cohort.api.trajectory.v1 import trajectory_pb2  # noqa: E402
-from cohort.config import Settings  # noqa: E402
-from cohort.event_loop import run_event_loop  # noqa: E402
 from cohort.learning import AdamState, DecisionBatch, GrpoSettings, HeadBatch, grpo_update  # noqa: E402
+from cohort.platform.config import Settings  # noqa: E402
+from cohort.platform.event_loop import run_event_loop  # noqa: E402
 from cohort.policy import PolicySnapshot  # noqa: E402
 from cohort.sdk.runtime import DecisionRequest  # noqa: E402
 

@@ -25,7 +25,7 @@ from typing import Any
 
 from cohort.api.collector.v1 import collector_pb2, collector_pb2_grpc
 from cohort.api.trajectory.v1 import trajectory_pb2 as tpb
-from cohort.event_loop import run_event_loop
+from cohort.platform.event_loop import run_event_loop
 
 AGENTS = ("toolbench-agent", "search-agent", "code-agent", "travel-agent")
 TOOLS = ("search_flights", "get_weather", "book_hotel", "read_file", "run_tests", "web_search", "calculator")
@@ -101,7 +101,7 @@ def make_trajectory(i: int, *, rng: random.Random | None = None, **fields: Any) 
 @contextlib.asynccontextmanager
 async def _settings_for(database_url: str) -> AsyncIterator[Any]:
     """Settings on a fresh SQLite directory or a fresh PostgreSQL schema (dropped afterwards)."""
-    from cohort.config import Settings
+    from cohort.platform.config import Settings
 
     with tempfile.TemporaryDirectory() as tmp:
         base = Settings(data_dir=Path(tmp) / "var", auth_cache_seconds=60.0)
@@ -205,8 +205,8 @@ async def _copy_rate(raw_url: str, schema: str, count: int) -> float:
 
 async def measure_search(database_url: str, rows: int) -> dict:
     """p50/p95 in ms of filtered and similarity searches over `rows` stored trajectories."""
+    from cohort.platform.storage import open_database
     from cohort.services.collector.store import SearchQuery, TrajectoryFilter, TrajectoryStore, View
-    from cohort.storage import open_database
 
     async with _settings_for(database_url) as settings:
         database = await open_database(settings)

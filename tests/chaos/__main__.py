@@ -41,10 +41,10 @@ from cohort.api.collector.v1 import collector_pb2, collector_pb2_grpc
 from cohort.api.jobs.v1 import jobs_pb2, jobs_pb2_grpc
 from cohort.api.trainer.v1 import trainer_pb2, trainer_pb2_grpc
 from cohort.api.trajectory.v1 import trajectory_pb2
-from cohort.config import Settings
-from cohort.event_loop import run_event_loop
-from cohort.rpc.client import ChannelPool
-from cohort.rpc.probe import grpc_health
+from cohort.platform.config import Settings
+from cohort.platform.event_loop import run_event_loop
+from cohort.platform.rpc.client import ChannelPool
+from cohort.platform.rpc.probe import grpc_health
 
 SERVICES = ("collector", "reward", "trainer", "checkpoint", "budget", "jobs")
 FAULTS = (*SERVICES, "postgres", "redis")

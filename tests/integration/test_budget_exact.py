@@ -15,8 +15,8 @@ from cohort.api.budget.v1 import budget_pb2, budget_pb2_grpc
 from cohort.api.collector.v1 import collector_pb2, collector_pb2_grpc
 from cohort.api.jobs.v1 import jobs_pb2, jobs_pb2_grpc
 from cohort.api.trainer.v1 import trainer_pb2
-from cohort.context import Identity, current_identity
-from cohort.rpc.client import bad_request, error_info
+from cohort.platform.context import Identity, current_identity
+from cohort.platform.rpc.client import bad_request, error_info
 from cohort.sdk.runtime import AgentContext, AgentResult, Task
 from cohort.services.jobs.runner import JobHandle, JobOutcome
 from cohort.services.suite import start_suite

@@ -10,7 +10,7 @@ import pytest
 
 from cohort.api.budget.v1 import budget_pb2 as bpb
 from cohort.api.budget.v1 import budget_pb2_grpc
-from cohort.rpc.client import bad_request, error_info
+from cohort.platform.rpc.client import bad_request, error_info
 from cohort.services.suite import start_suite
 
 
@@ -136,7 +136,7 @@ async def test_committing_a_released_reservation_is_a_failed_precondition(suite)
 
 
 async def test_only_an_admin_key_sets_a_tenants_monthly_limit(suite):
-    from cohort.identity import SYSTEM_IDENTITY
+    from cohort.platform.identity import SYSTEM_IDENTITY
 
     stub = budget(suite)
     _, secret = await suite.context.api_keys.create_key(SYSTEM_IDENTITY, "acme", tenant_id="acme")

@@ -18,8 +18,8 @@ from suite_calls import rpc_error, tenant_key
 
 from cohort.api.checkpoint.v1 import checkpoint_pb2 as pb
 from cohort.api.checkpoint.v1 import checkpoint_pb2_grpc
-from cohort.context import Identity, current_identity
-from cohort.rpc.client import bad_request, error_info
+from cohort.platform.context import Identity, current_identity
+from cohort.platform.rpc.client import bad_request, error_info
 from cohort.services.checkpoint.blobstore import MANIFEST_NAME, STAGING_PREFIX, LocalBlobStore, SaveStage
 from cohort.services.checkpoint.service import CheckpointService
 from cohort.services.checkpoint.state import TrainingState, decode_training_state, encode_training_state
@@ -459,11 +459,11 @@ KILLED_SAVE = textwrap.dedent(
     import asyncio, os, sys
     from pathlib import Path
     from cohort.api.checkpoint.v1 import checkpoint_pb2 as pb
-    from cohort.config import Settings
-    from cohort.context import Identity, current_identity
+    from cohort.platform.config import Settings
+    from cohort.platform.context import Identity, current_identity
     from cohort.services.checkpoint.blobstore import LocalBlobStore, SaveStage
     from cohort.services.checkpoint.service import CheckpointService
-    from cohort.storage import open_database
+    from cohort.platform.storage import open_database
 
     data_dir, database_url, schema, stage, request = sys.argv[1:6]
 

@@ -15,7 +15,7 @@ import grpc
 import pytest
 
 from cohort.api.identity.v1 import identity_pb2, identity_pb2_grpc
-from cohort.config import GRPC_SERVICE_NAMES, SERVICE_NAMES
+from cohort.platform.config import GRPC_SERVICE_NAMES, SERVICE_NAMES
 
 COHORT = [sys.executable, "-m", "cohort.cli"]
 COHORT_INTERRUPTIBLE = [

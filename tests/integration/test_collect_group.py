@@ -15,8 +15,8 @@ from cohort.api.collector.v1 import collector_pb2 as cpb
 from cohort.api.collector.v1 import collector_pb2_grpc
 from cohort.api.trainer.v1 import trainer_pb2, trainer_pb2_grpc
 from cohort.api.trajectory.v1 import trajectory_pb2 as tpb
-from cohort.config import Settings
-from cohort.rpc.client import bad_request
+from cohort.platform.config import Settings
+from cohort.platform.rpc.client import bad_request
 from cohort.sdk import toolbench
 
 COMPLETED = tpb.TERMINATION_REASON_COMPLETED
@@ -446,10 +446,10 @@ async def test_secrets_never_leave_the_collector(suite, nan_score):
 async def test_a_rollout_the_store_refuses_is_redacted_before_it_is_streamed(tmp_path):
     from agents.python_agents import LEAKED_SECRET
 
-    from cohort.errors import InvalidArgument
+    from cohort.platform.errors import InvalidArgument
+    from cohort.platform.storage import open_database
     from cohort.services.collector.collection import _note_store_failure
     from cohort.services.collector.store import IngestItemResult, ItemStatus, TrajectoryStore
-    from cohort.storage import open_database
 
     database = await open_database(Settings(data_dir=tmp_path))
     try:

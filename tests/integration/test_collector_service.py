@@ -15,7 +15,7 @@ from suite_calls import tenant_key
 from cohort.api.collector.v1 import collector_pb2 as cpb
 from cohort.api.collector.v1 import collector_pb2_grpc
 from cohort.api.trajectory.v1 import trajectory_pb2 as tpb
-from cohort.rpc.client import bad_request
+from cohort.platform.rpc.client import bad_request
 from cohort.sdk.trajectories import ATTEMPT_LABEL
 
 SECRET = "sk-proj-" + "Z9y8X7w6V5u4T3s2R1q0P9o8N7m6"

@@ -20,7 +20,7 @@ from cohort.api.trainer.v1 import trainer_pb2 as pb
 from cohort.api.trainer.v1 import trainer_pb2_grpc
 from cohort.api.trajectory.v1 import trajectory_pb2 as tpb
 from cohort.learning import OPTION_SEPARATOR, bucket
-from cohort.rpc.client import bad_request, error_info
+from cohort.platform.rpc.client import bad_request, error_info
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

@@ -25,8 +25,8 @@ from cohort.api.jobs.v1 import jobs_pb2, jobs_pb2_grpc
 from cohort.api.trainer.v1 import trainer_pb2 as pb
 from cohort.api.trainer.v1 import trainer_pb2_grpc
 from cohort.api.trajectory.v1 import trajectory_pb2 as tpb
+from cohort.platform.rpc.client import bad_request
 from cohort.policy import PolicySnapshot
-from cohort.rpc.client import bad_request
 from cohort.sdk import toolbench
 from cohort.sdk.runtime import DecisionRequest
 from cohort.services.jobs.exploration import exploration_epsilon

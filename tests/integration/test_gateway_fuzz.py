@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cohort.config import Settings
+from cohort.platform.config import Settings
 from cohort.services.suite import start_suite
 
 ALLOWED_5XX = {501, 503}

@@ -20,7 +20,7 @@ from bench.trajectory_store import make_trajectory
 
 from cohort.api.collector.v1 import collector_pb2
 from cohort.api.jobs.v1 import jobs_pb2
-from cohort.config import Settings
+from cohort.platform.config import Settings
 from cohort.services.jobs.runner import JobHandle, JobOutcome, RunResult
 from cohort.services.suite import start_suite
 

@@ -21,8 +21,8 @@ from sqlalchemy.exc import OperationalError
 
 from cohort.api.collector.v1 import collector_pb2
 from cohort.api.jobs.v1 import jobs_pb2 as jpb
-from cohort.config import Settings
-from cohort.rpc.client import mark_failed_service
+from cohort.platform.config import Settings
+from cohort.platform.rpc.client import mark_failed_service
 from cohort.services.jobs import failures
 from cohort.services.jobs import scheduler as scheduler_module
 from cohort.services.jobs.runner import JobHandle, JobOutcome, RunResult

@@ -24,9 +24,9 @@ from cohort.api.collector.v1 import collector_pb2
 from cohort.api.identity.v1 import identity_pb2, identity_pb2_grpc
 from cohort.api.jobs.v1 import jobs_pb2 as jpb
 from cohort.api.jobs.v1 import jobs_pb2_grpc
-from cohort.config import Settings
-from cohort.errors import FailedPrecondition
-from cohort.rpc.client import bad_request, error_info
+from cohort.platform.config import Settings
+from cohort.platform.errors import FailedPrecondition
+from cohort.platform.rpc.client import bad_request, error_info
 from cohort.services.jobs import watch as job_watch
 from cohort.services.jobs.runner import JobHandle, JobOutcome, RunResult
 from cohort.services.jobs.spec import DEFAULT_BATCH_SIZE, DEFAULT_GROUP_SIZE

@@ -23,10 +23,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from cohort.api.jobs.v1 import jobs_pb2, jobs_pb2_grpc
 from cohort.cli import jobs as cli_jobs
 from cohort.cli.jobs import follow_job
-from cohort.config import Settings
-from cohort.rpc.client import ChannelPool, channel_options
-from cohort.rpc.server import RunningServer, start_server
-from cohort.transient import (
+from cohort.platform.config import Settings
+from cohort.platform.rpc.client import ChannelPool, channel_options
+from cohort.platform.rpc.server import RunningServer, start_server
+from cohort.platform.transient import (
     IDEMPOTENT_RETRYABLE_CODES,
     RETRYABLE_CODES,
     is_keepalive_refusal,

@@ -13,7 +13,7 @@ from cohort.api.collector.v1 import collector_pb2
 from cohort.api.jobs.v1 import jobs_pb2
 from cohort.api.trainer.v1 import trainer_pb2
 from cohort.api.trajectory.v1 import trajectory_pb2
-from cohort.config import Settings
+from cohort.platform.config import Settings
 from cohort.services.jobs.orchestration import TrainingLoop, TrainingServices, TrainingState
 from cohort.services.suite import start_suite
 

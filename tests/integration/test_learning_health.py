@@ -16,7 +16,7 @@ from integration.test_training_jobs import stub, wait_for
 from cohort.api.collector.v1 import collector_pb2
 from cohort.api.jobs.v1 import jobs_pb2, jobs_pb2_grpc
 from cohort.api.trajectory.v1 import trajectory_pb2
-from cohort.config import Settings
+from cohort.platform.config import Settings
 from cohort.sdk import toolbench
 from cohort.services.jobs.health import HealthState
 from cohort.services.jobs.orchestration import TrainingLoop, TrainingServices, TrainingState

@@ -14,8 +14,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import event, inspect, text
 
-from cohort.config import Settings
-from cohort.storage import (
+from cohort.platform.config import Settings
+from cohort.platform.storage import (
     create_engine,
     current_revision,
     head_revision,
@@ -23,9 +23,9 @@ from cohort.storage import (
     upgrade_to_head,
     write_transaction,
 )
-from cohort.storage.engine import session_factory
-from cohort.storage.migrate import alembic_config
-from cohort.storage.schema import Base, include_object
+from cohort.platform.storage.engine import session_factory
+from cohort.platform.storage.migrate import alembic_config
+from cohort.platform.storage.schema import Base, include_object
 
 TABLES = {"tenants", "api_keys", "alembic_version"}
 
@@ -124,7 +124,7 @@ def test_sqlite_concurrent_upgrades_across_processes_all_succeed(tmp_path):
     url = sqlite_url(tmp_path / "shared.db")
     script = (
         "import asyncio, sys\n"
-        "from cohort.storage import upgrade_to_head\n"
+        "from cohort.platform.storage import upgrade_to_head\n"
         "asyncio.run(upgrade_to_head(sys.argv[1]))"
     )
     processes = [

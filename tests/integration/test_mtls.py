@@ -9,9 +9,9 @@ import grpc.aio
 import pytest
 from certs import CertFiles, generate_certs
 
-from cohort.config import Settings, TlsMode, TlsSettings
-from cohort.rpc.client import ChannelPool
-from cohort.rpc.server import RunningServer, ServiceRegistration, start_server
+from cohort.platform.config import Settings, TlsMode, TlsSettings
+from cohort.platform.rpc.client import ChannelPool
+from cohort.platform.rpc.server import RunningServer, ServiceRegistration, start_server
 
 SERVICE = "cohort.test.v1.PeerService"
 PEER = f"/{SERVICE}/Peer"
@@ -135,8 +135,8 @@ async def test_the_whole_suite_runs_over_mtls(certs, tmp_path):
     """Every service serves mTLS, and the services reach each other with the process's certificate."""
     import aiohttp
 
-    from cohort.config import GRPC_SERVICE_NAMES
-    from cohort.rpc.probe import grpc_health
+    from cohort.platform.config import GRPC_SERVICE_NAMES
+    from cohort.platform.rpc.probe import grpc_health
     from cohort.services.suite import start_suite
 
     tls = server_tls(certs, TlsMode.MTLS)

@@ -19,7 +19,7 @@ from cohort.api.collector.v1 import collector_pb2 as cpb
 from cohort.api.collector.v1 import collector_pb2_grpc
 from cohort.api.trainer.v1 import trainer_pb2, trainer_pb2_grpc
 from cohort.api.trajectory.v1 import trajectory_pb2 as tpb
-from cohort.config import Settings
+from cohort.platform.config import Settings
 from cohort.services.suite import start_suite
 
 AGENT_DIR = Path(__file__).resolve().parent.parent / "agents" / "node"

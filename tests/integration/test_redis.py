@@ -6,9 +6,9 @@ import time
 
 import pytest
 
-from cohort.errors import Unavailable
-from cohort.redis_client import connect_redis
-from cohort.urls import redact_url
+from cohort.platform.errors import Unavailable
+from cohort.platform.redis_client import connect_redis
+from cohort.platform.urls import redact_url
 
 
 @pytest.mark.redis

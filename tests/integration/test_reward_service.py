@@ -18,8 +18,8 @@ from cohort.api.collector.v1 import collector_pb2_grpc
 from cohort.api.reward.v1 import reward_function_pb2, reward_function_pb2_grpc, reward_pb2_grpc
 from cohort.api.reward.v1 import reward_pb2 as rpb
 from cohort.api.trajectory.v1 import trajectory_pb2 as tpb
-from cohort.config import Settings
-from cohort.rpc.client import bad_request, error_info
+from cohort.platform.config import Settings
+from cohort.platform.rpc.client import bad_request, error_info
 from cohort.services.suite import start_suite
 
 # --- custom functions this module registers by entry point (`test_reward_service:<name>`)
@@ -452,11 +452,11 @@ async def test_an_entry_point_this_process_cannot_import_fails_its_trajectories(
     """Registered by a process that could import it (a row as that process would have written it)."""
     from datetime import UTC, datetime
 
-    from cohort.context import Identity, current_identity
+    from cohort.platform.context import Identity, current_identity
+    from cohort.platform.storage import open_database, write_transaction
+    from cohort.platform.storage.schema import RewardFunctionRow
     from cohort.services.reward.functions import RewardFunctionRegistry
     from cohort.services.reward.service import GroupInput, RewardScorer, RewardSpec, WeightedFunction
-    from cohort.storage import open_database, write_transaction
-    from cohort.storage.schema import RewardFunctionRow
 
     database = await open_database(database_settings)
     current_identity.set(Identity("tenant", "key", is_admin=True))

@@ -23,9 +23,9 @@ from cohort.api.collector.v1 import collector_pb2_grpc
 from cohort.api.identity.v1 import identity_pb2, identity_pb2_grpc
 from cohort.api.jobs.v1 import jobs_pb2, jobs_pb2_grpc
 from cohort.api.trainer.v1 import trainer_pb2
-from cohort.config import ConfigError, Settings
-from cohort.identity import parse_api_key
-from cohort.rpc.client import error_info
+from cohort.platform.config import ConfigError, Settings
+from cohort.platform.identity import parse_api_key
+from cohort.platform.rpc.client import error_info
 from cohort.services.identity.service import SERVICE_KEY_NAME
 
 pytestmark = pytest.mark.timeout(180)

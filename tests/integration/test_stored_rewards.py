@@ -18,7 +18,7 @@ from cohort.api.collector.v1 import collector_pb2_grpc
 from cohort.api.jobs.v1 import jobs_pb2, jobs_pb2_grpc
 from cohort.api.reward.v1 import reward_pb2, reward_pb2_grpc
 from cohort.api.trajectory.v1 import trajectory_pb2 as tpb
-from cohort.rpc.client import bad_request
+from cohort.platform.rpc.client import bad_request
 
 pytestmark = pytest.mark.timeout(240)
 

@@ -10,9 +10,9 @@ import grpc
 import pytest
 
 from cohort.api.identity.v1 import identity_pb2, identity_pb2_grpc
-from cohort.config import GRPC_SERVICE_NAMES, SERVICE_NAMES
-from cohort.rpc.client import error_info
-from cohort.rpc.probe import grpc_health, reflected_services
+from cohort.platform.config import GRPC_SERVICE_NAMES, SERVICE_NAMES
+from cohort.platform.rpc.client import error_info
+from cohort.platform.rpc.probe import grpc_health, reflected_services
 from cohort.services.suite import start_suite
 
 EXPECTED_SERVICES = {

@@ -11,10 +11,10 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from cohort.config import Settings
-from cohort.rpc.client import ChannelPool
-from cohort.rpc.server import ServiceRegistration, start_server
-from cohort.tracing import configure_tracing
+from cohort.platform.config import Settings
+from cohort.platform.rpc.client import ChannelPool
+from cohort.platform.rpc.server import ServiceRegistration, start_server
+from cohort.platform.tracing import configure_tracing
 
 SERVICE = "cohort.test.v1.RelayService"
 
@@ -77,7 +77,7 @@ async def test_trace_context_flows_from_service_to_service():
 
 
 async def test_without_span_processors_the_callers_trace_reaches_the_next_service(monkeypatch):
-    from cohort import tracing
+    from cohort.platform import tracing
 
     # Cohort's provider with exporter `none`: no processor, so a span would only be dropped.
     monkeypatch.setattr(tracing.trace, "get_tracer_provider", lambda: tracing._TracerProvider())

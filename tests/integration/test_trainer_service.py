@@ -13,8 +13,8 @@ from cohort.api.trainer.v1 import trainer_pb2 as pb
 from cohort.api.trainer.v1 import trainer_pb2_grpc
 from cohort.api.trajectory.v1 import trajectory_pb2 as tpb
 from cohort.learning import bucket
+from cohort.platform.rpc.client import bad_request
 from cohort.policy import LocalDecider, PolicySnapshot, RemoteDecider
-from cohort.rpc.client import bad_request
 from cohort.sdk.runtime import DecisionRequest
 from cohort.services.suite import start_suite
 

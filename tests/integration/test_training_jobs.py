@@ -18,8 +18,8 @@ from cohort.api.collector.v1 import collector_pb2, collector_pb2_grpc
 from cohort.api.jobs.v1 import jobs_pb2, jobs_pb2_grpc
 from cohort.api.trainer.v1 import trainer_pb2, trainer_pb2_grpc
 from cohort.api.trajectory.v1 import trajectory_pb2
-from cohort.config import Settings
-from cohort.context import Identity, current_identity
+from cohort.platform.config import Settings
+from cohort.platform.context import Identity, current_identity
 from cohort.services.jobs.runner import JobHandle, JobOutcome
 from cohort.services.suite import start_suite
 

@@ -9,14 +9,14 @@ import sys
 from pathlib import Path
 
 from cohort.api.trajectory.v1 import trajectory_pb2
-from cohort.config import Settings
-from cohort.context import DEFAULT_TENANT_ID
-from cohort.errors import InvalidArgument
+from cohort.platform.config import Settings
+from cohort.platform.context import DEFAULT_TENANT_ID
+from cohort.platform.errors import InvalidArgument
+from cohort.platform.storage import open_database
 from cohort.sdk import TrajectoryRecorder
 from cohort.sdk.trajectories.openai_chat import trajectory_to_openai_chat, validate_openai_chat_record
 from cohort.sdk.trajectories.trae import load_trae_file
 from cohort.services.collector.store import ItemStatus, TrajectoryStore
-from cohort.storage import open_database
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 COHORT = [sys.executable, "-m", "cohort.cli"]

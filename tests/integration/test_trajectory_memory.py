@@ -6,7 +6,7 @@ import json
 
 from cohort.api.collector.v1 import collector_pb2, collector_pb2_grpc
 from cohort.api.trajectory.v1 import trajectory_pb2
-from cohort.config import Settings
+from cohort.platform.config import Settings
 from cohort.sdk.retrieval import TrajectoryMemory, few_shot_text
 from cohort.services.suite import start_suite
 

@@ -12,9 +12,10 @@ from bench.trajectory_store import make_trajectory
 from sqlalchemy import text
 
 from cohort.api.trajectory.v1 import trajectory_pb2 as tpb
-from cohort.config import Settings
-from cohort.errors import AlreadyExists, InvalidArgument, NotFound
-from cohort.ids import uuid7
+from cohort.platform.config import Settings
+from cohort.platform.errors import AlreadyExists, InvalidArgument, NotFound
+from cohort.platform.ids import uuid7
+from cohort.platform.storage import open_database
 from cohort.services.collector import embedding
 from cohort.services.collector.store import (
     ItemStatus,
@@ -23,7 +24,6 @@ from cohort.services.collector.store import (
     TrajectoryStore,
     View,
 )
-from cohort.storage import open_database
 
 TENANT = "acme"
 OTHER = "globex"

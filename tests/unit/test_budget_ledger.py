@@ -14,12 +14,18 @@ import pytest
 from google.protobuf.duration_pb2 import Duration
 
 from cohort.api.budget.v1 import budget_pb2 as bpb
-from cohort.context import Identity, current_identity
-from cohort.errors import CohortError, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
+from cohort.platform.context import Identity, current_identity
+from cohort.platform.errors import (
+    CohortError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+)
+from cohort.platform.storage import open_database
 from cohort.sdk.trajectories.usage import DEFAULT_PRICES, PriceTable
 from cohort.services.budget.main import build_service
 from cohort.services.budget.store import BUDGET_EXHAUSTED, UNLIMITED, parse_month
-from cohort.storage import open_database
 
 
 class Clock:

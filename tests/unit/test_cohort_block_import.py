@@ -15,7 +15,7 @@ from trae_types import LLMMessage, LLMResponse, LLMUsage, ToolCall, ToolResult
 
 from cohort.api.collector.v1 import collector_pb2
 from cohort.api.trajectory.v1 import trajectory_pb2
-from cohort.errors import InvalidArgument
+from cohort.platform.errors import InvalidArgument
 from cohort.sdk import TrajectoryRecorder, recover_journal
 from cohort.sdk.trajectories import trae
 from cohort.services.collector.export import render_record

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from cohort.config import DEFAULT_PORTS, ConfigError, Settings, TlsMode, TracingExporter
+from cohort.platform.config import DEFAULT_PORTS, ConfigError, Settings, TlsMode, TracingExporter
 
 
 def test_defaults_are_the_embedded_suite_on_loopback():

@@ -9,8 +9,8 @@ import math
 import numpy as np
 import pytest
 
-from cohort.errors import FailedPrecondition, InvalidArgument
 from cohort.learning import OPTION_SEPARATOR, bucket
+from cohort.platform.errors import FailedPrecondition, InvalidArgument
 from cohort.policy import HeadSpec, LocalDecider, PolicySnapshot
 from cohort.sdk.runtime import DecisionRequest
 

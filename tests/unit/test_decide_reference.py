@@ -13,8 +13,8 @@ import pytest
 
 from cohort.api.trainer.v1 import trainer_pb2
 from cohort.api.trajectory.v1 import trajectory_pb2
-from cohort.errors import InvalidArgument, NotFound
 from cohort.learning import bucket
+from cohort.platform.errors import InvalidArgument, NotFound
 from cohort.policy import HeadSpec, PolicySnapshot, check_options, decision_request_from_proto
 from cohort.sdk.runtime import DecisionRequest
 

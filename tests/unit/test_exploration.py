@@ -15,8 +15,6 @@ from unit.test_decide_reference import reference_decide
 
 from cohort.api.jobs.v1 import jobs_pb2
 from cohort.api.trajectory.v1 import trajectory_pb2 as tpb
-from cohort.config import Settings
-from cohort.errors import InvalidArgument
 from cohort.learning import (
     OPTION_SEPARATOR,
     GrpoSettings,
@@ -26,6 +24,8 @@ from cohort.learning import (
     log_probabilities,
     mixture_log_probabilities,
 )
+from cohort.platform.config import Settings
+from cohort.platform.errors import InvalidArgument
 from cohort.policy import HeadSpec, LocalDecider, PolicySnapshot, encode_batch
 from cohort.policy.snapshot import _seeded_uniform, check_recorded_decision
 from cohort.sdk import toolbench

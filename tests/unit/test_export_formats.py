@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from cohort.api.trajectory.v1 import trajectory_pb2
-from cohort.errors import InvalidArgument
+from cohort.platform.errors import InvalidArgument
 from cohort.sdk.trajectories import trae
 from cohort.sdk.trajectories.jsonl import json_line, trajectory_from_json_line, trajectory_to_json_line
 from cohort.sdk.trajectories.openai_chat import (

@@ -15,7 +15,7 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from cohort.api.jobs.v1 import jobs_pb2
-from cohort.config import Settings
+from cohort.platform.config import Settings
 from cohort.services.gateway.errors import http_status_of, jsonrpc_code_of
 from cohort.services.gateway.main import start_gateway
 

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from cohort.api.trainer.v1 import trainer_pb2
-from cohort.errors import FailedPrecondition, InvalidArgument
 from cohort.learning import (
     NON_FINITE_UPDATE,
     AdamState,
@@ -21,6 +20,7 @@ from cohort.learning import (
     grpo_update,
     log_probabilities,
 )
+from cohort.platform.errors import FailedPrecondition, InvalidArgument
 from cohort.services.trainer.convert import (
     adam_state_from_proto,
     adam_state_to_proto,

@@ -12,8 +12,8 @@ from cohort.api.collector.v1 import collector_pb2
 from cohort.api.jobs.v1 import jobs_pb2
 from cohort.api.reward.v1 import reward_pb2
 from cohort.api.trajectory.v1 import trajectory_pb2
-from cohort.config import Settings
-from cohort.errors import InvalidArgument
+from cohort.platform.config import Settings
+from cohort.platform.errors import InvalidArgument
 from cohort.services.jobs import health
 from cohort.services.jobs.health import (
     EntropyStats,

@@ -12,14 +12,20 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import event, text
 
-from cohort.config import Settings
-from cohort.context import Identity
-from cohort.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, Unauthenticated
-from cohort.identity import SYSTEM_IDENTITY, parse_api_key
+from cohort.platform.config import Settings
+from cohort.platform.context import Identity
+from cohort.platform.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Unauthenticated,
+)
+from cohort.platform.identity import SYSTEM_IDENTITY, parse_api_key
+from cohort.platform.storage import create_engine, open_database
 from cohort.services.identity.authenticator import ApiKeyAuthenticator
 from cohort.services.identity.bootstrap import BOOTSTRAP_KEY_NAME, ensure_admin_key, service_credential
 from cohort.services.identity.service import SERVICE_KEY_NAME, ApiKeyService
-from cohort.storage import create_engine, open_database
 
 ADMIN = SYSTEM_IDENTITY
 

@@ -11,8 +11,8 @@ from google.protobuf.duration_pb2 import Duration
 from cohort.api.collector.v1 import collector_pb2
 from cohort.api.jobs.v1 import jobs_pb2 as jpb
 from cohort.api.trainer.v1 import trainer_pb2
-from cohort.config import Settings
-from cohort.errors import InvalidArgument
+from cohort.platform.config import Settings
+from cohort.platform.errors import InvalidArgument
 from cohort.services.jobs.spec import validate_new_job
 
 SETTINGS = Settings(max_group_size=64)

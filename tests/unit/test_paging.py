@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from cohort.errors import InvalidArgument
-from cohort.paging import MAX_PAGE_SIZE, check_page_size, decode_page_token, encode_page_token
+from cohort.platform.errors import InvalidArgument
+from cohort.platform.paging import MAX_PAGE_SIZE, check_page_size, decode_page_token, encode_page_token
 
 
 def test_a_token_round_trips_for_its_own_query_only():

@@ -10,8 +10,8 @@ import pytest
 
 from cohort.api.trainer.v1 import trainer_pb2
 from cohort.api.trajectory.v1 import trajectory_pb2
-from cohort.errors import InvalidArgument, NotFound
 from cohort.learning import bucket, log_probabilities, option_rows
+from cohort.platform.errors import InvalidArgument, NotFound
 from cohort.policy import (
     HeadSpec,
     LocalDecider,

@@ -18,7 +18,7 @@ from trae_types import LLMMessage, LLMResponse, LLMUsage, Tool, ToolCall, ToolRe
 
 from cohort.api.collector.v1 import collector_pb2, collector_pb2_grpc
 from cohort.api.trajectory.v1 import trajectory_pb2
-from cohort.errors import InvalidArgument
+from cohort.platform.errors import InvalidArgument
 from cohort.sdk import (
     CollectorSink,
     JournalInUse,

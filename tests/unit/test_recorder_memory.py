@@ -14,7 +14,7 @@ import pytest
 from trae_types import LLMMessage, LLMResponse, LLMUsage, Tool, ToolCall, ToolResult
 
 from cohort.api.trajectory.v1 import trajectory_pb2
-from cohort.errors import InvalidArgument
+from cohort.platform.errors import InvalidArgument
 from cohort.sdk import TrajectoryRecorder, load_recorded, toolbench
 from cohort.sdk import journal as journal_module
 from cohort.sdk import recorder as recorder_module

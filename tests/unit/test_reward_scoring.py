@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from cohort.api.trajectory.v1 import trajectory_pb2 as tpb
-from cohort.errors import InvalidArgument, NotFound
 from cohort.learning import advantages
+from cohort.platform.errors import InvalidArgument, NotFound
 from cohort.services.reward import terms
 from cohort.services.reward.functions import FunctionKind, RewardFunction, RewardFunctionRegistry
 from cohort.services.reward.service import (
@@ -369,8 +369,8 @@ def slow_on_b(trajectory: tpb.Trajectory) -> float:
 
 async def test_a_custom_function_that_times_out_fails_only_its_trajectory(tmp_path):
     from cohort.api.reward.v1 import reward_pb2 as rpb
-    from cohort.context import Identity, current_identity
-    from cohort.storage import open_database
+    from cohort.platform.context import Identity, current_identity
+    from cohort.platform.storage import open_database
 
     database = await open_database(f"sqlite+aiosqlite:///{tmp_path}/reward.db")
     current_identity.set(Identity("tenant", "key", is_admin=True))

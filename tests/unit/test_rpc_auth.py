@@ -10,11 +10,11 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from cohort.config import Settings
-from cohort.context import Identity, current_identity, current_request_id
-from cohort.errors import Unauthenticated
-from cohort.rpc.client import ChannelPool, error_info
-from cohort.rpc.server import RunningServer, ServiceRegistration, start_server
+from cohort.platform.config import Settings
+from cohort.platform.context import Identity, current_identity, current_request_id
+from cohort.platform.errors import Unauthenticated
+from cohort.platform.rpc.client import ChannelPool, error_info
+from cohort.platform.rpc.server import RunningServer, ServiceRegistration, start_server
 
 SERVICE = "cohort.test.v1.WhoAmIService"
 WHO_AM_I = f"/{SERVICE}/WhoAmI"

@@ -13,10 +13,10 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from cohort.config import Settings
-from cohort.errors import ERROR_DOMAIN, InvalidArgument, NotFound
-from cohort.rpc.client import bad_request, error_info
-from cohort.rpc.server import RunningServer, ServiceRegistration, serve_until_signal, start_server
+from cohort.platform.config import Settings
+from cohort.platform.errors import ERROR_DOMAIN, InvalidArgument, NotFound
+from cohort.platform.rpc.client import bad_request, error_info
+from cohort.platform.rpc.server import RunningServer, ServiceRegistration, serve_until_signal, start_server
 
 SERVICE = "cohort.test.v1.ErrorService"
 

@@ -8,9 +8,9 @@ from contextlib import asynccontextmanager
 import grpc
 import pytest
 
-from cohort.config import Settings
-from cohort.rpc.interceptors import AroundInterceptor, intercept_handler
-from cohort.rpc.server import ServiceRegistration, _InterceptedHandlers, start_server
+from cohort.platform.config import Settings
+from cohort.platform.rpc.interceptors import AroundInterceptor, intercept_handler
+from cohort.platform.rpc.server import ServiceRegistration, _InterceptedHandlers, start_server
 
 METHOD = "/cohort.test.v1.Svc/Call"
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from cohort.storage import open_database, write_transaction
+from cohort.platform.storage import open_database, write_transaction
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""`cohort.storage.idempotency.run_once`: the first answer per request id, and unique-key conflicts."""
+"""`cohort.platform.storage.idempotency.run_once`: the first answer per request id, and unique-key
+conflicts."""
 
 from __future__ import annotations
 
@@ -6,10 +7,10 @@ import pytest
 from sqlalchemy.exc import IntegrityError
 
 from cohort.api.trainer.v1 import trainer_pb2
-from cohort.context import Identity, current_identity
-from cohort.errors import AlreadyExists, InvalidArgument
-from cohort.storage import idempotency, open_database
-from cohort.storage.schema import Tenant
+from cohort.platform.context import Identity, current_identity
+from cohort.platform.errors import AlreadyExists, InvalidArgument
+from cohort.platform.storage import idempotency, open_database
+from cohort.platform.storage.schema import Tenant
 
 SCOPE = "test.Create"
 

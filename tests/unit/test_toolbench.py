@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from cohort.api.trajectory.v1 import trajectory_pb2
-from cohort.errors import InvalidArgument
+from cohort.platform.errors import InvalidArgument
 from cohort.sdk import TrajectoryRecorder
 from cohort.sdk.runtime import AgentContext, DecisionRequest, Task
 from cohort.sdk.toolbench import (

@@ -7,12 +7,12 @@ import asyncio
 import pytest
 
 from cohort.api.trainer.v1 import trainer_pb2
-from cohort.config import Settings
-from cohort.context import Identity, current_identity
-from cohort.errors import NotFound
+from cohort.platform.config import Settings
+from cohort.platform.context import Identity, current_identity
+from cohort.platform.errors import NotFound
+from cohort.platform.storage import open_database
 from cohort.sdk.runtime import DecisionRequest
 from cohort.services.trainer.service import TrainerService
-from cohort.storage import open_database
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from cohort.api.trajectory.v1 import trajectory_pb2
-from cohort.errors import InvalidArgument
+from cohort.platform.errors import InvalidArgument
 from cohort.sdk.trajectories.openai_chat import trajectory_to_openai_chat, validate_openai_chat_record
 from cohort.sdk.trajectories.trae import trajectory_to_trae
 from cohort.sdk.trajectories.transcript import transcript_to_trajectory

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from cohort.api.trajectory.v1 import trajectory_pb2
-from cohort.errors import InvalidArgument
+from cohort.platform.errors import InvalidArgument
 from cohort.sdk.trajectories import trae
 from cohort.sdk.trajectories.usage import (
     PriceTable,

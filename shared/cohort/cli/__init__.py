@@ -25,9 +25,9 @@ from typing import Any, TypeVar
 import click
 
 from cohort.cli import quiet_grpc  # noqa: F401 - before anything loads gRPC
-from cohort.config import GRPC_SERVICE_NAMES, SERVICE_NAMES, ConfigError, Settings
-from cohort.errors import CohortError
-from cohort.event_loop import run_event_loop
+from cohort.platform.config import GRPC_SERVICE_NAMES, SERVICE_NAMES, ConfigError, Settings
+from cohort.platform.errors import CohortError
+from cohort.platform.event_loop import run_event_loop
 
 StubT = TypeVar("StubT")
 
@@ -73,8 +73,8 @@ async def service_stub(
     """A stub of the configured `component`; when none answers on the embedded default, of one
     started in this process together with the `embedded` services, for as long as the command runs
     (`started_here` is then set)."""
-    from cohort.rpc.client import ChannelPool
-    from cohort.rpc.probe import grpc_health
+    from cohort.platform.rpc.client import ChannelPool
+    from cohort.platform.rpc.probe import grpc_health
 
     settings = _client_settings()
     async with ChannelPool(settings) as pool:
@@ -227,8 +227,8 @@ async def _demo(settings: Settings) -> bool:
 
 async def health_report(settings: Settings, services: Sequence[str]) -> list[tuple[str, str, str, str]]:
     """One row per service: address, health, and the services it lists by reflection."""
-    from cohort.rpc.client import ChannelPool
-    from cohort.rpc.probe import grpc_health, http_health, reflected_services
+    from cohort.platform.rpc.client import ChannelPool
+    from cohort.platform.rpc.probe import grpc_health, http_health, reflected_services
 
     pool = ChannelPool(settings)
     rows = []
@@ -277,8 +277,8 @@ def _with_store(action: Callable[..., Awaitable[Any]]) -> Any:
         audit.setLevel(logging.INFO)
 
     async def run() -> Any:
+        from cohort.platform.storage import open_database
         from cohort.services.identity.service import ApiKeyService
-        from cohort.storage import open_database
 
         database = await open_database(_settings(), migrate=True)
         try:
@@ -323,7 +323,7 @@ def keys_create(tenant: str, name: str, admin: bool, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines.")
 def keys_list(tenant: str, include_revoked: bool, as_json: bool) -> None:
     """List a tenant's keys (never their secrets)."""
-    from cohort.identity import SYSTEM_IDENTITY
+    from cohort.platform.identity import SYSTEM_IDENTITY
 
     async def collect(store) -> list:
         records, token = [], ""
@@ -425,7 +425,7 @@ def _operator():
     """The actor of key commands: the operator at this machine, named in the key log lines."""
     import getpass
 
-    from cohort.context import DEFAULT_TENANT_ID, Identity
+    from cohort.platform.context import DEFAULT_TENANT_ID, Identity
 
     try:
         user = getpass.getuser()

@@ -27,7 +27,7 @@ from google.rpc import code_pb2
 
 from cohort.api.jobs.v1 import jobs_pb2, jobs_pb2_grpc
 from cohort.cli import _run, _settings, _table, call_service, service_stub
-from cohort.transient import IDEMPOTENT_RETRYABLE_CODES, Backoff, is_retryable_rpc_error
+from cohort.platform.transient import IDEMPOTENT_RETRYABLE_CODES, Backoff, is_retryable_rpc_error
 
 WATCH_SECONDS = 600.0
 """How long one `WatchJob` call of `follow_job` lives before it is re-opened after the last revision."""

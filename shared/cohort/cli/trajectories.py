@@ -274,7 +274,7 @@ def import_command(paths: tuple[str, ...]) -> None:
     job fields, labels, decisions, outcome), as if the recorder had sent it to the collector. A file
     without ids gets content-derived ids, so importing it again stores nothing new.
     """
-    from cohort.errors import CohortError
+    from cohort.platform.errors import CohortError
     from cohort.sdk.trajectories.trae import load_trae_file
 
     loaded: list[tuple[Path, trajectory_pb2.Trajectory]] = []

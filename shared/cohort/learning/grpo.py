@@ -34,9 +34,9 @@ from typing import TypedDict
 
 import numpy as np
 
-from cohort.errors import FailedPrecondition, InvalidArgument
 from cohort.learning.arrays import BoolArray, FloatArray, IndexArray, Int64Array
 from cohort.learning.decision_heads import DecisionBatch
+from cohort.platform.errors import FailedPrecondition, InvalidArgument
 
 MAX_INNER_EPOCHS = 100
 MAX_LEARNING_RATE = 10.0

@@ -19,7 +19,6 @@ import numpy as np
 
 from cohort.api.trainer.v1 import trainer_pb2
 from cohort.api.trajectory.v1 import trajectory_pb2
-from cohort.errors import FailedPrecondition, InvalidArgument, NotFound
 from cohort.learning.decision_heads import (
     OPTION_SEPARATOR,
     SHARED_PREFIX,
@@ -29,6 +28,7 @@ from cohort.learning.decision_heads import (
     encode_checked,
 )
 from cohort.learning.exploration import mixture_log_probabilities
+from cohort.platform.errors import FailedPrecondition, InvalidArgument, NotFound
 from cohort.sdk.runtime import DecisionRequest
 
 DEFAULT_FEATURE_BUCKETS = 4096

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from cohort.api.trajectory.v1 import trajectory_pb2
-from cohort.errors import InvalidArgument
+from cohort.platform.errors import InvalidArgument
 from cohort.sdk.journal import (
     INTERACTION_REF,
     JOURNAL_FORMAT,

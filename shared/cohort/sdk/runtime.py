@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cohort.api.trajectory.v1 import trajectory_pb2
-from cohort.errors import InvalidArgument
+from cohort.platform.errors import InvalidArgument
 
 DECISIONS_PER_SEED = 1000
 """Decision n of a rollout with seed s is sampled with seed `s * DECISIONS_PER_SEED + n`."""

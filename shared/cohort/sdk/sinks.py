@@ -50,7 +50,7 @@ class _Item:
 class CollectorSink:
     """Sends finished trajectories to the collector in batches from a background task.
 
-    `channel_or_pool` is a `grpc.aio.Channel` to the collector or a `cohort.rpc.client.ChannelPool`
+    `channel_or_pool` is a `grpc.aio.Channel` to the collector or a `cohort.platform.rpc.client.ChannelPool`
     (its `collector` channel, with credentials and deadlines). Counters: `sent`, `failed`, `dropped`.
     """
 

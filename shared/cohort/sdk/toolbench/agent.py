@@ -44,7 +44,7 @@ import numpy as np
 
 from cohort.api.trainer.v1 import trainer_pb2
 from cohort.api.trajectory.v1 import trajectory_pb2
-from cohort.errors import InvalidArgument
+from cohort.platform.errors import InvalidArgument
 from cohort.sdk.runtime import AgentContext, AgentResult, Decider, DecisionRequest, Task
 from cohort.sdk.toolbench.knowledge import HEIGHT_UNIT, KNOWLEDGE_BASE
 from cohort.sdk.toolbench.tasks import SOLUTIONS, check_answer, check_families

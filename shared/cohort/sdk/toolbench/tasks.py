@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from cohort.api.collector.v1 import collector_pb2
-from cohort.errors import InvalidArgument
+from cohort.platform.errors import InvalidArgument
 from cohort.sdk.runtime import Task
 from cohort.sdk.toolbench import knowledge
 from cohort.sdk.toolbench.tools import (

@@ -19,7 +19,7 @@ from typing import Any, cast
 from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
 
 from cohort.api.trajectory.v1 import trajectory_pb2
-from cohort.errors import InvalidArgument
+from cohort.platform.errors import InvalidArgument
 
 COHORT_KEY = "cohort"
 """The top-level key of a recorded Trae file that holds Cohort's additions."""

@@ -15,7 +15,7 @@ from typing import Any, cast
 from google.protobuf import descriptor, json_format, message_factory
 
 from cohort.api.trajectory.v1 import trajectory_pb2
-from cohort.errors import InvalidArgument
+from cohort.platform.errors import InvalidArgument
 
 # json.dumps escapes every control character below U+0020 but not these.
 _LINE_BREAKS = {"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"}

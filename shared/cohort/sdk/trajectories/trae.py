@@ -49,7 +49,7 @@ from typing import Any
 from google.protobuf import timestamp_pb2
 
 from cohort.api.trajectory.v1 import trajectory_pb2
-from cohort.errors import InvalidArgument
+from cohort.platform.errors import InvalidArgument
 from cohort.sdk.trajectories.cohort_block import COHORT_KEY, apply_cohort, cohort_section
 from cohort.sdk.trajectories.jsonl import json_line
 

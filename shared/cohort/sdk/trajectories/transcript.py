@@ -42,7 +42,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cohort.api.trajectory.v1 import trajectory_pb2
-from cohort.errors import InvalidArgument
+from cohort.platform.errors import InvalidArgument
 from cohort.sdk.trajectories.usage import sum_usage
 
 ROLES = ("system", "developer", "user", "assistant", "tool")

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from cohort.api.trajectory.v1 import trajectory_pb2
-from cohort.errors import InvalidArgument
+from cohort.platform.errors import InvalidArgument
 
 _COUNTS = (
     ("input_tokens", "input"),
