@@ -409,21 +409,26 @@ def normalize_collapse_detection(detection: jobs_pb2.CollapseDetection, field: s
 
 
 def group_outcomes(
-    groups: Sequence[Sequence[trajectory_pb2.Trajectory]], scored: reward_pb2.ScoreGroupsResponse
+    groups: Sequence[Sequence[trajectory_pb2.Trajectory]],
+    scored: reward_pb2.ScoreGroupsResponse,
+    solved_per_group: Sequence[int] | None = None,
 ) -> list[GroupOutcome]:
-    """Each scored group's outcome; a trajectory the failure policy dropped or that failed scoring
-    has no reward to compare."""
+    """Each scored group's outcome (`solved_per_group`: its rollouts solved, as the caller counted
+    them, else counted here); a trajectory the failure policy dropped or that failed scoring has no
+    reward to compare."""
+    if solved_per_group is None:
+        solved_per_group = [sum(map(evaluation.solved, group)) for group in groups]
     rewards = {
         group.group_id: [t.reward for t in group.trajectories if not t.dropped and not t.HasField("error")]
         for group in scored.groups
     }
     return [
         GroupOutcome(
-            solved=sum(map(evaluation.solved, group)),
+            solved=solved,
             rollouts=len(group),
             zero_variance=rewards_have_zero_variance(rewards[group[0].group_id]),
         )
-        for group in groups
+        for group, solved in zip(groups, solved_per_group, strict=True)
         if group and group[0].group_id in rewards
     ]
 

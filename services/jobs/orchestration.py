@@ -231,6 +231,7 @@ class TrainingLoop:
         self.checkpoint_interval = spec.checkpoint_interval or DEFAULT_CHECKPOINT_INTERVAL
         self.evaluation_interval = spec.evaluation_interval or DEFAULT_EVALUATION_INTERVAL
         self.ceiling = rollout_ceiling(spec)
+        self.thresholds = health.thresholds_from_proto(spec.collapse_detection)
         self.overspent = ""
         """Why no more work may start: a commit exceeded a limit (empty: none did)."""
         self._evaluation_hold: budget_pb2.Reservation | None = None
@@ -565,15 +566,15 @@ class TrainingLoop:
             state.optimizer = response.optimizer_state
             update = response.metrics
         update.groups_dropped = max(update.groups_dropped, scored.dropped_group_count)
-        success = [evaluation.solved(t) for t in trajectories]
+        solved_per_group = [sum(map(evaluation.solved, group)) for group in groups]
         rewards = [score.reward for group in scored.groups for score in group.trajectories]
         strata: dict[str, tuple[int, int]] = {}
-        for (_, query), group in zip(queries, groups, strict=True):
+        for (_, query), group, solved_here in zip(queries, groups, solved_per_group, strict=True):
             solved, total = strata.get(query.stratum, (0, 0))
-            strata[query.stratum] = (solved + sum(map(evaluation.solved, group)), total + len(group))
+            strata[query.stratum] = (solved + solved_here, total + len(group))
         report = IterationReport(
             trajectories=len(trajectories),
-            success_rate=float(np.mean(success)) if success else 0.0,
+            success_rate=sum(solved_per_group) / len(trajectories) if trajectories else 0.0,
             reward_mean=float(np.mean(rewards)) if rewards else 0.0,
             cost_micro_usd=cost,
             update=update,
@@ -589,13 +590,13 @@ class TrainingLoop:
             state.health,
             health.Observation(
                 iteration=state.iteration,
-                groups=health.group_outcomes(groups, scored),
+                groups=health.group_outcomes(groups, scored, solved_per_group),
                 strata=report.strata,
                 entropy=health.entropy_stats(health.decisions_of(trajectories)),
                 success_rate=report.success_rate,
                 update_norm=update.update_norm,
             ),
-            health.thresholds_from_proto(self.spec.collapse_detection),
+            self.thresholds,
         )
         for event in report.events:
             level = logging.INFO if event.kind.is_recovery else logging.WARNING
