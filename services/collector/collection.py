@@ -49,6 +49,7 @@ import grpc.aio
 from cohort.api.collector.v1 import collector_pb2
 from cohort.api.trainer.v1 import trainer_pb2, trainer_pb2_grpc
 from cohort.api.trajectory.v1 import trajectory_pb2
+from cohort.learning.exploration import check_exploration_rate
 from cohort.platform.config import Settings
 from cohort.platform.context import current_identity, current_tenant
 from cohort.platform.errors import CohortError, FailedPrecondition, InvalidArgument, NotFound, Unavailable
@@ -145,8 +146,7 @@ def plan_group(request: collector_pb2.CollectGroupRequest, settings: Settings) -
         raise InvalidArgument("max_steps", "must not be negative (0 means the runtime's default)")
     if request.iteration < 0:
         raise InvalidArgument("iteration", "must not be negative")
-    if not 0.0 <= request.exploration < 1.0:  # NaN fails too; refused before any rollout runs
-        raise InvalidArgument("exploration", f"must be a finite number in [0, 1), not {request.exploration}")
+    check_exploration_rate(request.exploration, "exploration")  # refused before any rollout runs
     query = request.query
     if not request.HasField("query") or not (query.text or query.query_id or query.payload_json):
         raise InvalidArgument("query", "is required: the text (or id and payload) every rollout answers")

@@ -7,8 +7,7 @@ mixture, so GRPO's ratio stays exact (`cohort.learning.mixture_log_probabilities
 
 from __future__ import annotations
 
-import math
-
+from cohort.learning.exploration import check_exploration_rate
 from cohort.platform.errors import InvalidArgument
 
 
@@ -24,8 +23,7 @@ def exploration_epsilon(epsilon: float, decay_iterations: int, iteration: int) -
 
 def check_exploration(epsilon: float, decay_iterations: int, field: str) -> None:
     """`InvalidArgument` naming `<field>.epsilon` or `<field>.decay_iterations` when out of range."""
-    if not (math.isfinite(epsilon) and 0.0 <= epsilon < 1.0):
-        raise InvalidArgument(f"{field}.epsilon", f"must be a number in [0, 1) (0: off), got {epsilon}")
+    check_exploration_rate(epsilon, f"{field}.epsilon")
     if decay_iterations < 0:
         raise InvalidArgument(
             f"{field}.decay_iterations", f"must be >= 0 (0: ε stays constant), got {decay_iterations}"

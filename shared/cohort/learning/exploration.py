@@ -7,6 +7,16 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from cohort.platform.errors import InvalidArgument
+
+
+def check_exploration_rate(epsilon: float, field: str) -> float:
+    """`epsilon` when it is a finite rate in [0, 1) (0: no exploration); else `InvalidArgument`
+    naming `field`. The one rule for ε, wherever a request or a job spec carries one."""
+    if not 0.0 <= epsilon < 1.0:  # NaN fails too
+        raise InvalidArgument(field, f"must be a finite number in [0, 1) (0: off), not {epsilon}")
+    return epsilon
+
 
 def mixture_log_probabilities(log_probs: Sequence[float], epsilon: float) -> list[float]:
     """log q for `q = (1 - epsilon) * pi + epsilon * uniform`, from log pi over the offered options.

@@ -27,7 +27,7 @@ from cohort.learning.decision_heads import (
     bucket,
     encode_checked,
 )
-from cohort.learning.exploration import mixture_log_probabilities
+from cohort.learning.exploration import check_exploration_rate, mixture_log_probabilities
 from cohort.platform.errors import FailedPrecondition, InvalidArgument, NotFound
 from cohort.sdk.runtime import DecisionRequest
 
@@ -560,8 +560,7 @@ def _checked_exploration(exploration: float, greedy: bool) -> float:
         value = float(exploration)
     except (TypeError, ValueError):
         raise InvalidArgument("exploration", f"must be a number in [0, 1), not {exploration!r}") from None
-    if not 0.0 <= value < 1.0:  # NaN fails too
-        raise InvalidArgument("exploration", f"must be a finite number in [0, 1), not {value}")
+    check_exploration_rate(value, "exploration")
     return 0.0 if greedy else value
 
 
